@@ -1,0 +1,140 @@
+"""Config schema.
+
+Fixed groups (`dataset`, `trainer`, `tracking`) and the root are dataclasses registered in Hydra's
+ConfigStore, so a misspelt key or a wrong type in a YAML file or on the command line fails at
+composition. The `_target_` groups (`tokenizer`, `model`, `optimizer`) differ per implementation, so
+their keys are checked against the target's signature by `check_target` before any work starts:
+adding a family needs no schema edit.
+
+This module knows neither MLflow nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_object
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from lmbench.errors import ConfigError
+
+
+@dataclass
+class DatasetConfig:
+    """Where a corpus's text comes from.
+
+    Either `train`/`valid`/`test` name one file per split, or `file` names one file cut into
+    train/valid/test by `split_fractions` at line boundaries (first lines to train, next to valid,
+    the rest to test). Relative names are looked up in `data_dir` (else `$LMBENCH_DATA_DIR`), then in
+    the cache, then downloaded from `url` + name and checked against `sha256[name]`.
+    """
+
+    name: str = MISSING
+    subdir: Optional[str] = None  # folder of this corpus inside the data dir / cache
+    train: Optional[str] = None
+    valid: Optional[str] = None
+    test: Optional[str] = None
+    file: Optional[str] = None
+    split_fractions: list[float] = field(default_factory=lambda: [0.9, 0.05, 0.05])
+    url: Optional[str] = None  # base URL; the file name is appended
+    sha256: dict[str, str] = field(default_factory=dict)
+    unk_token: str = "<unk>"  # reused when the corpus has it (PTB, WikiText-2)
+    data_dir: Optional[str] = None  # overrides $LMBENCH_DATA_DIR
+    encoding_errors: str = "strict"  # strict: refuse invalid UTF-8; replace: U+FFFD per bad byte
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 1
+    max_steps: Optional[int] = None  # stop after this many optimizer steps in total
+    batch_size: int = 20  # parallel token streams
+    bptt: int = 35  # tokens per truncated-BPTT window (context length for attention models)
+    eval_batch_size: int = 10
+    clip_norm: Optional[float] = 0.25  # global-norm gradient clipping; null disables
+    lr_decay_factor: float = 4.0  # divide the learning rate by this on a validation plateau
+    lr_decay_patience: int = 0  # epochs without improvement before decaying
+    min_delta: float = 0.0  # improvement in valid loss (nats) that counts
+    progress: bool = True  # progress bars on stderr
+    jit_compile: bool = False  # XLA-compile the train step
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: Optional[str] = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/mlflow.db
+    experiment: str = "lmbench"
+    run_name: Optional[str] = None  # default: <model>-<dataset>-<short id>
+    log_every_n_steps: int = 50
+    log_model: bool = True
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = MISSING
+    tokenizer: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    trainer: TrainerConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    seed: int = 1234
+    cache_dir: Optional[str] = None  # default: $LMBENCH_CACHE_DIR, else ~/.cache/lmbench
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="lmbench_schema", node=Config)
+    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
+
+
+def check_target(node: DictConfig, where: str, *, supplied: tuple[str, ...] = ()) -> None:
+    """Fail early, with the valid keys, if `node`'s keys do not fit its `_target_`'s signature.
+
+    `supplied` names arguments the caller passes at instantiation (e.g. `vocab_size`).
+    Nested nodes with their own `_target_` are checked recursively.
+    """
+    target = node.get("_target_")
+    if target is None:
+        raise ConfigError(f"{where} has no _target_ naming the class or function to build")
+    try:
+        obj = get_object(target)
+    except Exception as ex:  # ImportError, AttributeError, ...
+        raise ConfigError(f"{where}._target_={target!r} cannot be imported: {ex}") from None
+    params = inspect.signature(obj).parameters
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    names = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    for key in node.keys():
+        key = str(key)
+        if key.startswith("_") and key.endswith("_"):
+            continue
+        if key in supplied:
+            raise ConfigError(f"{where}.{key} is set by lmbench itself; remove it from the config")
+        if key not in names and not takes_kwargs:
+            valid = [n for n in names if n not in supplied and n != "self"]
+            hint = difflib.get_close_matches(key, valid, n=1)
+            did_you_mean = f" Did you mean {where}.{hint[0]}?" if hint else ""
+            raise ConfigError(
+                f"{where}.{key} is not a parameter of {target}.{did_you_mean} "
+                f"Valid keys: {', '.join(sorted(valid))}."
+            )
+        child = node.get(key)
+        if isinstance(child, DictConfig) and "_target_" in child:
+            check_target(child, f"{where}.{key}")
+    required = [
+        n
+        for n, p in params.items()
+        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and n not in supplied and n != "self"
+    ]
+    missing = [n for n in required if n not in node]
+    if missing:
+        raise ConfigError(f"{where} is missing required key(s) for {target}: {', '.join(missing)}")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+Anything the user can fix (a bad config value, a missing or malformed corpus file, a diverging run)
+raises `LmbenchError`. The CLI prints its message as one paragraph and exits non-zero, without a
+traceback; every other exception is a bug and keeps its traceback.
+"""
+
+
+class LmbenchError(Exception):
+    """An error whose message tells the user what to fix."""
+
+
+class ConfigError(LmbenchError):
+    """A config value is missing, misspelt or out of range."""
+
+
+class DataError(LmbenchError):
+    """A corpus file is missing, empty, not UTF-8 or fails its checksum."""
+
+
+class TrainingDiverged(LmbenchError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step

@@ -1,0 +1,1 @@
+"""Model families. One module per family; each honours the contract in `base.py`."""

@@ -1,0 +1,71 @@
+"""The contract every model family honours, so that all are measured the same way.
+
+Scoring convention (shared by every family and relied on by the evaluator):
+  `score(ids)` returns the natural-log probability of *every* token of `ids`, in order, each
+  predicted exactly once. The stream is taken as starting right after a sentence boundary: the
+  context of `ids[0]` is a lone end-of-sentence token, as if a previous sentence had just ended.
+  End-of-sentence tokens inside `ids` are predicted like any other token.
+
+Two ways to train:
+  * `CountingModel.fit(ids)`: estimated in one pass from the training ids (the n-gram family).
+  * Neural families are Keras models that the common trainer fits by gradient descent; they add
+    `initial_state`/`call(inputs, state, training)` (see `lmbench/models/recurrent.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+# Called with the number of tokens just processed, to drive a progress bar.
+Progress = Callable[[int], None]
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    family: str  # "ngram", "lstm", "transformer", ...
+    vocab_size: int
+
+    def score(self, ids: np.ndarray, *, progress: Progress | None = None) -> np.ndarray:
+        """float64 log-probabilities (nats), one per token of `ids`."""
+        ...
+
+    def generate(
+        self,
+        prompt: np.ndarray,
+        n_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+    ) -> np.ndarray:
+        """`n_tokens` ids sampled after `prompt` (which may be empty)."""
+        ...
+
+    def save(self, folder: str | Path) -> None:
+        """Write everything `load` needs into `folder`."""
+        ...
+
+    def num_params(self) -> int:
+        """Trainable parameters (for the n-gram: stored probabilities and back-off weights)."""
+        ...
+
+
+@runtime_checkable
+class CountingModel(LanguageModel, Protocol):
+    def fit(self, ids: np.ndarray, *, progress: Progress | None = None) -> dict[str, float]:
+        """Estimate from training ids; return statistics worth logging (e.g. n-gram counts)."""
+        ...
+
+
+def check_sampling(temperature: float, top_k: int | None) -> None:
+    """Shared validation of generation arguments."""
+    from lmbench.errors import ConfigError
+
+    if not temperature > 0:
+        raise ConfigError(f"temperature must be > 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"top_k must be >= 1 (or null for no cut), got {top_k}")
