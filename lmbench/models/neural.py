@@ -1,0 +1,155 @@
+"""What every neural family shares: exact stream scoring, sampling, saving.
+
+A neural family is a Keras model with
+    call(inputs, states=None, training=False) -> (logits, new_states)
+    initial_state(batch_size) -> nested structure of tensors (empty for stateless models)
+and the constructor kwargs returned by `get_config()`. `NeuralLM` adds the contract of
+`lmbench.models.base` on top.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lmbench.models.base import Progress, check_sampling
+
+WEIGHTS_FILE = "model.weights.h5"
+CONFIG_FILE = "model_config.json"
+
+
+def stream_starts(ids: np.ndarray, n_streams: int, eos_id: int) -> np.ndarray:
+    """Split points for scoring `ids` as `n_streams` parallel streams.
+
+    Each stream starts right after an end-of-sentence token (or at 0), so every stream begins, like
+    the split itself, with a fresh state and a lone boundary token as context. Points are the
+    boundaries nearest to equal shares; duplicates collapse, so fewer streams may result.
+    """
+    n = len(ids)
+    boundaries = np.flatnonzero(ids[:-1] == eos_id) + 1  # positions that follow an eos
+    if n_streams <= 1 or len(boundaries) == 0:
+        return np.array([0])
+    targets = (np.arange(1, n_streams) * n) // n_streams
+    nearest = np.clip(np.searchsorted(boundaries, targets), 0, len(boundaries) - 1)
+    return np.unique(np.concatenate([[0], boundaries[nearest]]))
+
+
+def pack_streams(ids: np.ndarray, starts: np.ndarray, eos_id: int):
+    """(inputs, targets, mask) as [streams, max_len] arrays; inputs are targets shifted right by
+    one, with eos as the first input of every stream; padding has mask 0."""
+    ends = np.append(starts[1:], len(ids))
+    width = int((ends - starts).max())
+    inputs = np.full((len(starts), width), eos_id, dtype=np.int32)
+    targets = np.zeros((len(starts), width), dtype=np.int32)
+    mask = np.zeros((len(starts), width), dtype=bool)
+    for row, (s, e) in enumerate(zip(starts, ends)):
+        targets[row, : e - s] = ids[s:e]
+        inputs[row, 1 : e - s] = ids[s : e - 1]
+        mask[row, : e - s] = True
+    return inputs, targets, mask
+
+
+class NeuralLM(keras.Model):
+    """Base class of the neural families: the lmbench model contract on top of a Keras model."""
+
+    family = "neural"
+
+    def __init__(self, vocab_size: int, eos_id: int, eval_window: int = 256, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = int(vocab_size)
+        self.eos_id = int(eos_id)
+        self.eval_window = int(eval_window)
+        self._score_fn = None
+
+    # -- the contract --------------------------------------------------------------------------
+    def score(
+        self, ids: np.ndarray, *, batch_size: int = 10, progress: Progress | None = None
+    ) -> np.ndarray:
+        """Log-probability (nats) of every token of `ids`, state carried through each stream."""
+        ids = np.asarray(ids)
+        if len(ids) == 0:
+            return np.zeros(0, dtype=np.float64)
+        starts = stream_starts(ids, batch_size, self.eos_id)
+        inputs, targets, mask = pack_streams(ids, starts, self.eos_id)
+        out = np.zeros(targets.shape, dtype=np.float64)
+        states = self.initial_state(inputs.shape[0])
+        fn = self._scoring_step()
+        for t in range(0, inputs.shape[1], self.eval_window):
+            sl = slice(t, t + self.eval_window)
+            logp, states = fn(tf.constant(inputs[:, sl]), tf.constant(targets[:, sl]), states)
+            out[:, sl] = logp.numpy()
+            if progress is not None:
+                progress(int(mask[:, sl].sum()))
+        return out[mask]  # row-major: streams are contiguous, in order
+
+    def _scoring_step(self):
+        if self._score_fn is None:
+
+            @tf.function(reduce_retracing=True)
+            def step(x, y, states):
+                logits, states = self(x, states=states, training=False)
+                logp = -tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=y, logits=tf.cast(logits, tf.float32)
+                )
+                return logp, states
+
+            self._score_fn = step
+        return self._score_fn
+
+    def generate(
+        self,
+        prompt: np.ndarray,
+        n_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+    ) -> np.ndarray:
+        check_sampling(temperature, top_k)
+        rng = np.random.default_rng(seed)
+        context = np.concatenate([[self.eos_id], np.asarray(prompt, dtype=np.int64)])
+        states = self.initial_state(1)
+        logits, states = self(tf.constant(context[None, :], dtype=tf.int32), states=states)
+        out = []
+        for _ in range(n_tokens):
+            last = np.asarray(logits[0, -1], dtype=np.float64) / temperature
+            if top_k is not None and top_k < len(last):
+                cut = np.partition(last, -top_k)[-top_k]
+                last = np.where(last >= cut, last, -np.inf)
+            p = np.exp(last - last.max())
+            token = int(rng.choice(len(p), p=p / p.sum()))
+            out.append(token)
+            logits, states = self(tf.constant([[token]], dtype=tf.int32), states=states)
+        return np.array(out, dtype=np.int64)
+
+    def num_params(self) -> int:
+        return int(sum(np.prod(v.shape) for v in self.trainable_variables))
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.save_weights(folder / WEIGHTS_FILE)
+        config = {"class": f"{type(self).__module__}.{type(self).__qualname__}", **self.get_config()}
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+
+    @staticmethod
+    def load(folder: str | Path) -> "NeuralLM":
+        from hydra.utils import get_class
+
+        folder = Path(folder)
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        model = get_class(config.pop("class"))(**config)
+        model.build_for_inference()
+        model.load_weights(folder / WEIGHTS_FILE)
+        return model
+
+    def build_for_inference(self) -> None:
+        """Create all weights by running one token through the model."""
+        self(tf.constant([[self.eos_id]], dtype=tf.int32), states=self.initial_state(1))
+
+    def get_config(self) -> dict:
+        return {"vocab_size": self.vocab_size, "eos_id": self.eos_id, "eval_window": self.eval_window}

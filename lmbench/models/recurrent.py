@@ -1,0 +1,106 @@
+"""Recurrent language models: embedding -> N stacked RNN/GRU/LSTM layers -> vocabulary logits.
+
+The Zaremba et al. (2014) set-up: dropout on the non-recurrent connections (after the embedding,
+between layers, before the output projection), hidden state carried across truncated-BPTT windows
+by the trainer, optional tying of the input and output embeddings (Press & Wolf 2017).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from lmbench.errors import ConfigError
+from lmbench.models.neural import NeuralLM
+
+CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
+
+
+class RecurrentLM(NeuralLM):
+    def __init__(
+        self,
+        vocab_size: int,
+        eos_id: int,
+        cell: str = "lstm",
+        embedding_dim: int = 200,
+        hidden_size: int = 200,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+        tie_embeddings: bool = False,
+        activation: str = "tanh",  # rnn cell only: tanh or relu
+        init_scale: float = 0.1,  # embeddings and output weights ~ U(-s, s), as Zaremba et al.
+        eval_window: int = 256,
+        **kwargs,
+    ):
+        super().__init__(vocab_size, eos_id, eval_window=eval_window, **kwargs)
+        if cell not in CELLS:
+            raise ConfigError(f"model.cell={cell!r} is not one of {', '.join(CELLS)}")
+        if num_layers < 1 or hidden_size < 1 or embedding_dim < 1:
+            raise ConfigError("model.num_layers, hidden_size and embedding_dim must be >= 1")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
+        if tie_embeddings and embedding_dim != hidden_size:
+            raise ConfigError(
+                "model.tie_embeddings=true needs model.embedding_dim == model.hidden_size "
+                f"(got {embedding_dim} and {hidden_size})"
+            )
+        if cell == "rnn" and activation not in ("tanh", "relu"):
+            raise ConfigError(f"model.activation must be tanh or relu, got {activation!r}")
+        self.family = cell
+        self.cell = cell
+        self.embedding_dim = embedding_dim
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.dropout_rate = dropout
+        self.tie_embeddings = tie_embeddings
+        self.activation = activation
+        self.init_scale = init_scale
+
+        uniform = keras.initializers.RandomUniform(-init_scale, init_scale)
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, embeddings_initializer=uniform)
+        layer_kwargs = {"activation": activation} if cell == "rnn" else {}
+        self.rnns = [
+            CELLS[cell](hidden_size, return_sequences=True, return_state=True, **layer_kwargs)
+            for _ in range(num_layers)
+        ]
+        self.drop = keras.layers.Dropout(dropout)
+        if tie_embeddings:
+            self.output_bias = self.add_weight(shape=(vocab_size,), initializer="zeros", name="output_bias")
+        else:
+            self.projection = keras.layers.Dense(vocab_size, kernel_initializer=uniform)
+
+    @property
+    def state_size(self) -> int:
+        return 2 if self.cell == "lstm" else 1
+
+    def initial_state(self, batch_size: int) -> list:
+        zeros = tf.zeros((batch_size, self.hidden_size))
+        return [[zeros] * self.state_size for _ in range(self.num_layers)]
+
+    def call(self, inputs, states=None, training=False):
+        if states is None:
+            states = self.initial_state(tf.shape(inputs)[0])
+        x = self.drop(self.embedding(inputs), training=training)
+        new_states = []
+        for rnn, state in zip(self.rnns, states):
+            x, *state = rnn(x, initial_state=list(state), training=training)
+            x = self.drop(x, training=training)
+            new_states.append(state)
+        if self.tie_embeddings:
+            logits = tf.matmul(x, self.embedding.embeddings, transpose_b=True) + self.output_bias
+        else:
+            logits = self.projection(x)
+        return logits, new_states
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "cell": self.cell,
+            "embedding_dim": self.embedding_dim,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "dropout": self.dropout_rate,
+            "tie_embeddings": self.tie_embeddings,
+            "activation": self.activation,
+            "init_scale": self.init_scale,
+        }

@@ -1,0 +1,1 @@
+"""The common trainer: fits every family and evaluates all of them the same way."""

@@ -1,0 +1,130 @@
+"""One run, from a composed config to a finished MLflow run.
+
+check the config -> tokenize (cached) -> build the model -> start tracking -> fit -> test with the
+best checkpoint -> log the model. Whatever was logged before a failure stays logged; the MLflow
+run ends FAILED (or KILLED on Ctrl-C) with the reason as a tag.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from pathlib import Path
+
+import keras
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import lmbench
+from lmbench.config import check_target, to_yaml
+from lmbench.data.pipeline import default_cache_dir, load_corpus
+from lmbench.errors import ConfigError, TrainingDiverged
+from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
+from lmbench.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+MODEL_SUPPLIED = ("vocab_size", "eos_id")
+
+
+def build_model(model_cfg: DictConfig, vocab_size: int, eos_id: int):
+    try:
+        return instantiate(model_cfg, vocab_size=vocab_size, eos_id=eos_id)
+    except ConfigError:
+        raise
+    except Exception as ex:
+        # Hydra wraps the builder's own error; its message names the target and the cause.
+        cause = ex.__cause__ if isinstance(ex.__cause__, ConfigError) else None
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"model config cannot be built: {ex}") from None
+
+
+def run(cfg: DictConfig, output_dir: Path, launch_dir: Path) -> dict[str, float]:
+    output_dir = Path(output_dir)
+    check_target(cfg.tokenizer, "tokenizer")
+    check_target(cfg.model, "model", supplied=MODEL_SUPPLIED)
+    check_target(cfg.optimizer, "optimizer", supplied=("global_clipnorm",))
+    keras.utils.set_random_seed(cfg.seed)
+
+    tokenizer = instantiate(cfg.tokenizer)
+    data = load_corpus(cfg.dataset, tokenizer, cache_dir=default_cache_dir(cfg.cache_dir), progress=cfg.trainer.progress)
+    vocab = data.vocab
+    log.info(
+        "%s: |V|=%d, tokens train/valid/test = %d/%d/%d%s",
+        cfg.dataset.name, len(vocab), len(data.train), len(data.valid), len(data.test),
+        " (from cache)" if data.info.get("from_cache") else "",
+    )
+    model = build_model(cfg.model, len(vocab), vocab.eos_id)
+    trainer = Trainer(cfg.trainer, cfg.optimizer, tracker=None, checkpoint_dir=output_dir / "checkpoints")
+    trainer.check(model, data)
+
+    tracking = cfg.tracking
+    tracker = Tracker(tracking.enabled, resolve_uri(tracking.uri, launch_dir), tracking.experiment, tracking.log_every_n_steps)
+    trainer.tracker = tracker
+    family = getattr(model, "family", type(model).__name__.lower())
+    tokenizer_name = type(tokenizer).__name__.removesuffix("Tokenizer").lower()
+    tags = {
+        "lmbench.family": family,
+        "lmbench.dataset": cfg.dataset.name,
+        "lmbench.tokenizer": tokenizer_name,
+        "lmbench.version": lmbench.__version__,
+        "lmbench.output_dir": str(output_dir.resolve()),
+        "lmbench.python": platform.python_version(),
+    }
+    commit = git_commit(launch_dir) or git_commit(Path(lmbench.__file__).parent)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    params.update({"data.vocab_size": len(vocab), **{f"data.{s}_tokens": len(data.splits[s]) for s in data.splits}})
+    prefix = tracking.run_name or f"{family}-{cfg.dataset.name}"
+    tracker.start(prefix, tags, params)
+    if tracker.enabled:
+        print(f"MLflow run {tracker.run_id} in {tracker.uri} (experiment '{tracker.experiment}')", flush=True)
+
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(to_yaml(cfg))
+        vocab.save(output_dir / "vocab.json")
+        tracker.log_artifact(output_dir / "config.yaml")
+        tracker.log_artifact(output_dir / "vocab.json")
+        n_params = model.num_params()
+        tracker.log_metrics({"model/params": n_params})
+
+        fit = trainer.fit(model, data)
+        test = trainer.test(model, data)
+        best = fit.best_valid
+        summary = {
+            **test.metrics(),
+            "best_valid/loss": best.loss,
+            "best_valid/ppl": best.ppl,
+            "best_valid/bpc": best.bpc,
+            "train/tokens_per_sec": fit.tokens_per_sec,
+            "time/train_s": fit.train_seconds,
+            "model/params": n_params,
+        }
+        tracker.log_metrics(summary)
+        model.save(output_dir / "model")
+        if tracking.log_model:
+            tracker.log_artifact(output_dir / "model", "model")
+            tracker.log_artifact(output_dir / "vocab.json", "model")
+    except TrainingDiverged as ex:
+        tracker.finish("FAILED", str(ex), step=ex.step)
+        raise
+    except KeyboardInterrupt:
+        tracker.finish("KILLED", "interrupted by the user")
+        raise
+    except BaseException as ex:
+        tracker.finish("FAILED", f"{type(ex).__name__}: {ex}")
+        raise
+    tracker.finish("FINISHED")
+
+    print(
+        f"{prefix}: {fit.epochs} epoch(s), {fit.steps} step(s), {fit.train_seconds:.1f} s train, "
+        f"{fit.tokens_per_sec:,.0f} tok/s | valid ppl {best.ppl:.2f} | "
+        f"test ppl {test.ppl:.2f}, bpc {test.bpc:.4f}",
+        flush=True,
+    )
+    if tracker.enabled:
+        print(f"Open the MLflow UI with: {tracker.ui_command}", flush=True)
+    return summary

@@ -1,0 +1,191 @@
+"""The common trainer end to end on a tiny corpus the test writes: real training, real MLflow run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow import MlflowClient
+
+from lmbench.cli import CONF_DIR
+from lmbench.config import register_configs
+from lmbench.data import CorpusData, Split, Vocabulary
+from lmbench.errors import TrainingDiverged
+from lmbench.models.neural import pack_streams, stream_starts
+from lmbench.training.evaluation import evaluate
+from lmbench.training.run import run
+
+SENTENCES = [
+    "the cat sat on the mat",
+    "the dog sat on the log",
+    "a cat saw a dog",
+    "a dog saw the cat on the mat",
+]
+
+
+def write_corpus(folder: Path, n_train: int = 400, n_eval: int = 40, seed: int = 0) -> dict[str, Path]:
+    rng = np.random.default_rng(seed)
+    paths = {}
+    for split, n in (("train", n_train), ("valid", n_eval), ("test", n_eval)):
+        lines = [SENTENCES[i] for i in rng.integers(0, len(SENTENCES), n)]
+        paths[split] = folder / f"{split}.txt"
+        paths[split].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return paths
+
+
+def tiny_cfg(tmp_path: Path, *overrides: str):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    paths = write_corpus(tmp_path)
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                "dataset=text_files",
+                f"dataset.train={paths['train']}",
+                f"dataset.valid={paths['valid']}",
+                f"dataset.test={paths['test']}",
+                f"cache_dir={tmp_path / 'cache'}",
+                "model.hidden_size=32",
+                "model.embedding_dim=32",
+                "model.num_layers=1",
+                "optimizer=adam",
+                "optimizer.learning_rate=0.01",
+                "trainer.batch_size=4",
+                "trainer.bptt=8",
+                "trainer.eval_batch_size=2",
+                "trainer.progress=false",
+                f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                "tracking.experiment=tiny",
+                "tracking.log_every_n_steps=10",
+                *overrides,
+            ],
+        )
+
+
+def only_run(uri: str, experiment: str = "tiny"):
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def test_tiny_lstm_learns_and_is_tracked(tmp_path):
+    cfg = tiny_cfg(tmp_path, "trainer.max_epochs=2")
+    summary = run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+
+    # 10 word types + <eos> + <unk> = 12; uniform guessing has ppl 12. The grammar allows about
+    # 2 choices per token on average, so a model that learned anything is far below 12.
+    assert summary["test/ppl"] < 4.0
+    client, r = only_run(cfg.tracking.uri)
+    assert r.info.status == "FINISHED"
+    m = r.data.metrics
+    for key in ("test/loss", "test/ppl", "test/bpc", "train/tokens_per_sec", "model/params",
+                "time/train_s", "valid/loss", "valid/ppl", "best_valid/ppl"):
+        assert key in m, key
+    assert m["test/ppl"] == pytest.approx(summary["test/ppl"])
+    assert m["test/ppl"] == pytest.approx(math.exp(m["test/loss"]))
+    assert r.data.tags["lmbench.family"] == "lstm"
+    assert r.data.tags["lmbench.dataset"] == "text_files"
+    assert r.data.tags["mlflow.runName"].startswith("lstm-text_files-")
+
+    # train/loss every 10 steps (plus the last step); valid per epoch at steps 1 and 2.
+    train_tokens = int(r.data.params["data.train_tokens"])
+    steps_per_epoch = -(-(train_tokens // 4 - 1) // 8)  # windows of 8 over 4 streams
+    train_hist = client.get_metric_history(r.info.run_id, "train/loss")
+    steps = [h.step for h in train_hist]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
+    assert all(s % 10 == 0 for s in steps[:-1])
+    assert steps[-1] == 2 * steps_per_epoch
+    assert len(steps) == 2 * steps_per_epoch // 10 + (2 * steps_per_epoch % 10 != 0)
+    valid_hist = client.get_metric_history(r.info.run_id, "valid/ppl")
+    assert sorted(h.step for h in valid_hist) == [1, 2]
+
+    artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
+    assert {"config.yaml", "vocab.json", "model"} <= artifacts
+    model_files = {Path(a.path).name for a in client.list_artifacts(r.info.run_id, "model")}
+    assert {"model.weights.h5", "model_config.json", "vocab.json"} <= model_files
+    assert (tmp_path / "out" / "config.yaml").exists()
+
+
+def test_max_steps_stops_mid_epoch_and_still_validates(tmp_path):
+    cfg = tiny_cfg(tmp_path, "trainer.max_epochs=5", "trainer.max_steps=7")
+    run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    client, r = only_run(cfg.tracking.uri)
+    steps = [h.step for h in client.get_metric_history(r.info.run_id, "train/loss")]
+    assert steps == [7]  # only the final step, since 7 < log_every_n_steps
+    assert [h.step for h in client.get_metric_history(r.info.run_id, "valid/ppl")] == [1]
+
+
+def test_nan_loss_marks_run_failed_and_keeps_what_was_logged(tmp_path):
+    cfg = tiny_cfg(
+        tmp_path, "optimizer=sgd", "optimizer.learning_rate=1e38", "trainer.clip_norm=null",
+        "tracking.log_every_n_steps=1", "trainer.max_epochs=3",
+    )
+    with pytest.raises(TrainingDiverged) as info:
+        run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    client, r = only_run(cfg.tracking.uri)
+    assert r.info.status == "FAILED"
+    assert "lower optimizer.learning_rate" in r.data.tags["lmbench.error"]
+    assert int(r.data.tags["lmbench.failed_step"]) == info.value.step
+    # The steps before the NaN were logged and are still there.
+    logged = client.get_metric_history(r.info.run_id, "train/loss")
+    assert [h.step for h in logged] == list(range(1, info.value.step))
+
+
+def test_seeded_runs_repeat(tmp_path):
+    a = run(tiny_cfg(tmp_path / "a", "trainer.max_steps=20", "tracking=none"), tmp_path / "a/out", tmp_path / "a")
+    b = run(tiny_cfg(tmp_path / "b", "trainer.max_steps=20", "tracking=none"), tmp_path / "b/out", tmp_path / "b")
+    assert a["test/loss"] == pytest.approx(b["test/loss"], rel=1e-5)
+
+
+class Uniform:
+    """A model that gives every token probability 1/V: its perplexity is exactly V."""
+
+    family = "uniform"
+
+    def __init__(self, vocab_size):
+        self.vocab_size = vocab_size
+
+    def score(self, ids, *, batch_size=None, progress=None):
+        return np.full(len(ids), -math.log(self.vocab_size))
+
+
+def test_evaluator_scores_every_token_once():
+    ids = np.array([3, 4, 0, 5, 0, 3, 3, 0], dtype=np.uint16)
+    res = evaluate(Uniform(7), Split("test", ids, n_chars=20), show_progress=False)
+    assert res.tokens == 8
+    assert res.ppl == pytest.approx(7.0, rel=1e-12)
+    assert res.bpc == pytest.approx(8 * math.log2(7) / 20, rel=1e-12)
+
+
+def test_streams_start_after_sentence_boundaries():
+    eos = 0
+    ids = np.array([5, 6, 0, 7, 0, 8, 9, 9, 0, 4, 0, 6, 0], dtype=np.int64)
+    starts = stream_starts(ids, 3, eos)
+    assert starts[0] == 0 and all(ids[s - 1] == eos for s in starts[1:])
+    inputs, targets, mask = pack_streams(ids, starts, eos)
+    assert mask.sum() == len(ids)
+    np.testing.assert_array_equal(targets[mask], ids)  # each token exactly once, in order
+    assert (inputs[:, 0] == eos).all()
+
+
+def test_neural_score_matches_token_by_token_probabilities(tmp_path):
+    """Batched stream scoring equals a plain loop over single tokens with the carried state."""
+    import tensorflow as tf
+
+    from lmbench.models.recurrent import RecurrentLM
+
+    model = RecurrentLM(vocab_size=9, eos_id=0, hidden_size=8, embedding_dim=8, num_layers=2)
+    ids = np.array([3, 4, 0, 5, 6, 7, 0, 8, 0], dtype=np.int64)
+    fast = model.score(ids, batch_size=1)
+    states, prev, slow = model.initial_state(1), 0, []
+    for t in ids:
+        logits, states = model(tf.constant([[prev]]), states=states)
+        slow.append(tf.nn.log_softmax(logits[0, -1])[t].numpy())
+        prev = t
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
