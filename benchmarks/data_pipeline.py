@@ -1,0 +1,92 @@
+"""How long the data pipeline takes on a real corpus, cold (empty cache) and warm (from the cache).
+
+    LMBENCH_DATA_DIR=/path/to/data python benchmarks/data_pipeline.py [--runs 5]
+        [--dataset wikitext2] [--tokenizer word]
+
+A cold run is a full `load_corpus` into an empty temporary cache: read and hash the files, tokenize
+all three splits, build the vocabulary, make the id arrays, write the cache. A warm run is the same
+call once the cache exists. Targets (WikiText-2, word tokenizer, 2 cores): cold <= 3 s, warm <= 0.5 s.
+A breakdown of the steps on the training file (the whole file for a one-file corpus) follows, to
+show where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from lmbench.config import register_configs
+from lmbench.data.corpora import default_cache_dir, locate_corpus
+from lmbench.data.pipeline import load_corpus
+from lmbench.data.text import read_text
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+TARGETS_S = {"cold": 3.0, "warm": 0.5}
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def report(label: str, seconds: list[float]) -> None:
+    verdict = "ok" if statistics.median(seconds) <= TARGETS_S[label] else "SLOWER THAN TARGET"
+    print(
+        f"{label:5s} median {statistics.median(seconds):.3f} s  min {min(seconds):.3f}  "
+        f"max {max(seconds):.3f}  (target <= {TARGETS_S[label]} s: {verdict})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--dataset", default="wikitext2")
+    parser.add_argument("--tokenizer", default="word")
+    args = parser.parse_args()
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"dataset={args.dataset}", f"tokenizer={args.tokenizer}"])
+    tokenizer = instantiate(cfg.tokenizer)
+
+    with tempfile.TemporaryDirectory(prefix="lmbench-bench-") as tmp:
+        # Each cold run gets its own empty cache; the warm runs reuse the last one.
+        caches = [Path(tmp) / f"cold{i}" for i in range(args.runs)]
+        cold = [timed(lambda c=c: load_corpus(cfg.dataset, tokenizer, cache_dir=c)) for c in caches]
+        warm = [timed(lambda: load_corpus(cfg.dataset, tokenizer, cache_dir=caches[-1]))
+                for _ in range(args.runs)]
+        data = load_corpus(cfg.dataset, tokenizer, cache_dir=caches[-1])
+        assert data.info["from_cache"]
+
+        files = locate_corpus(cfg.dataset, default_cache_dir(tmp))
+        train_path = files.paths.get("train", files.paths.get("file"))
+        steps: dict[str, float] = {}
+        start = time.perf_counter()
+        text = read_text(train_path)
+        steps["read"] = time.perf_counter() - start
+        tokens = tokenizer.tokenize(text)
+        steps["tokenize"] = time.perf_counter() - start - sum(steps.values())
+        vocab = tokenizer.build_vocab(Counter(tokens), unk_token=cfg.dataset.unk_token)
+        steps["count + vocabulary"] = time.perf_counter() - start - sum(steps.values())
+        vocab.encode(tokens)
+        steps["ids"] = time.perf_counter() - start - sum(steps.values())
+
+    print(f"{cfg.dataset.name} with {type(tokenizer).__name__}: |V|={len(vocab)}, "
+          f"tokens {data.info['tokens']}, {args.runs} runs each, Python {sys.version.split()[0]}")
+    report("cold", cold)
+    report("warm", warm)
+    print(f"{train_path.name} ({len(tokens):,} tokens), one cold pass: "
+          + ", ".join(f"{k} {v:.3f} s" for k, v in steps.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""From a dataset config and a tokenizer to token ids: the one entry point, `load_corpus`.
+
+Steps: locate the files (corpora.py), read and checksum them, cut a single file into splits at line
+boundaries, tokenize, build the vocabulary from train only, and turn every split into a compact
+NumPy id array. The result is cached under `<cache dir>/ids/<key>/`:
+
+    train.npy valid.npy test.npy   token ids (vocab.dtype)
+    vocab.json                     Vocabulary.save
+    meta.json                      format version, n_chars and token counts per split, inputs
+
+The key hashes everything the ids depend on: the files' contents (not their paths or times, so a
+moved corpus still hits and an edited one never does), the split fractions when one file is cut, the
+tokenizer's settings, the unknown token, the encoding-error policy and FORMAT_VERSION. The files are
+hashed on every run: reading and hashing WikiText-2 (13 MB) takes about 20 ms, which is cheaper than
+any doubt about a stale cache, and the same digest checks `dataset.sha256`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmbench.data.corpora import (
+    CorpusFiles,
+    check_sha256,
+    default_cache_dir,
+    locate_corpus,
+    split_line_counts,
+)
+from lmbench.data.text import check_encoding_errors, decode_text
+from lmbench.data.tokenizers import Tokenizer
+from lmbench.data.types import SPLITS, CorpusData, Split
+from lmbench.data.vocab import Vocabulary
+from lmbench.errors import DataError
+
+log = logging.getLogger(__name__)
+
+# Bump when the cached files or the way ids are made change, so old caches are not reused.
+FORMAT_VERSION = 1
+
+
+def load_corpus(
+    dataset_cfg: Any,
+    tokenizer: Tokenizer,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> CorpusData:
+    """The corpus of `dataset_cfg` as token ids, from the cache when the same inputs were seen.
+
+    `dataset_cfg` is a `DatasetConfig` (or its DictConfig node); `cache_dir` defaults as
+    `default_cache_dir` says; `progress` shows download progress bars.
+    """
+    errors = dataset_cfg.encoding_errors
+    check_encoding_errors(errors)
+    cache_root = default_cache_dir(cache_dir)
+    files = locate_corpus(dataset_cfg, cache_root, progress=progress)
+
+    raw: dict[str, bytes] = {}
+    digests: dict[str, str] = {}
+    for role, path in files.paths.items():
+        raw[role] = path.read_bytes()
+        digests[role] = hashlib.sha256(raw[role]).hexdigest()
+        check_sha256(dataset_cfg, files.names[role], path, digests[role])
+
+    key = cache_key(digests, files, tokenizer, dataset_cfg.unk_token, errors)
+    folder = cache_root / "ids" / key
+    info: dict[str, Any] = {
+        "files": {role: str(p) for role, p in files.paths.items()},
+        "sha256": digests,
+        "cache_path": str(folder),
+    }
+    cached = _read_cache(folder)
+    if cached is not None:
+        vocab, splits = cached
+        return _corpus(vocab, splits, key, info, from_cache=True)
+
+    texts, sources = _split_texts(files, raw, errors)
+    tokens: dict[str, list[str]] = {}
+    for split in SPLITS:
+        log.info("tokenizing %s (%s)", split, sources[split])
+        tokens[split] = tokenizer.tokenize(texts[split])
+        if not tokens[split]:
+            raise DataError(
+                f"the {split} split ({sources[split]}) has no tokens after tokenization with "
+                f"{tokenizer!r}; give it some text, or change the normalization options"
+            )
+    vocab = tokenizer.build_vocab(
+        Counter(tokens["train"]),
+        unk_token=dataset_cfg.unk_token,
+        heldout=set(tokens["valid"]).union(tokens["test"]),
+    )
+    splits = {s: Split(s, vocab.encode(tokens[s]), len(texts[s])) for s in SPLITS}
+    _write_cache(folder, vocab, splits, {"tokenizer": tokenizer.settings(), "sha256": digests})
+    return _corpus(vocab, splits, key, info, from_cache=False)
+
+
+def cache_key(
+    digests: dict[str, str], files: CorpusFiles, tokenizer: Tokenizer, unk_token: str, errors: str
+) -> str:
+    inputs = {
+        "format": FORMAT_VERSION,
+        "sha256": digests,
+        "split_fractions": files.split_fractions,
+        "tokenizer": tokenizer.settings(),
+        "unk_token": unk_token,
+        "encoding_errors": errors,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def _corpus(
+    vocab: Vocabulary, splits: dict[str, Split], key: str, info: dict, *, from_cache: bool
+) -> CorpusData:
+    info = {
+        **info,
+        "from_cache": from_cache,
+        "vocab_size": len(vocab),
+        "tokens": {s: len(split) for s, split in splits.items()},
+        "n_chars": {s: split.n_chars for s, split in splits.items()},
+    }
+    return CorpusData(vocab=vocab, splits=splits, cache_key=key, info=info)
+
+
+def _split_texts(
+    files: CorpusFiles, raw: dict[str, bytes], errors: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """split -> text, and split -> where it came from (for error messages)."""
+    if files.split_fractions is None:
+        texts = {s: decode_text(raw[s], files.paths[s], errors=errors) for s in SPLITS}
+        return texts, {s: str(files.paths[s]) for s in SPLITS}
+    path = files.paths["file"]
+    text = decode_text(raw["file"], path, errors=errors)
+    lines = text.split("\n")
+    ends_with_newline = text.endswith("\n")
+    if ends_with_newline:
+        lines.pop()
+    n_train, n_valid, _ = split_line_counts(len(lines), files.split_fractions)
+    bounds = {"train": (0, n_train), "valid": (n_train, n_train + n_valid)}
+    bounds["test"] = (n_train + n_valid, len(lines))
+    texts = {s: "\n".join(lines[a:b]) + "\n" for s, (a, b) in bounds.items()}
+    if not ends_with_newline:
+        texts["test"] = texts["test"][:-1]  # keep n_chars summing to the file's characters
+    sources = {s: f"{path} lines {a + 1}-{b}" for s, (a, b) in bounds.items()}
+    return texts, sources
+
+
+def _read_cache(folder: Path) -> tuple[Vocabulary, dict[str, Split]] | None:
+    """The cached vocabulary and splits, or None when absent or unreadable (then rebuilt)."""
+    if not (folder / "meta.json").is_file():
+        return None
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        if meta["format"] != FORMAT_VERSION:
+            return None
+        vocab = Vocabulary.load(folder / "vocab.json")
+        splits = {}
+        for s in SPLITS:
+            ids = np.load(folder / f"{s}.npy", allow_pickle=False)
+            if ids.shape != (meta["tokens"][s],) or ids.dtype != vocab.dtype:
+                raise ValueError(f"{s}.npy does not match meta.json")
+            splits[s] = Split(s, ids, int(meta["n_chars"][s]))
+    except (OSError, EOFError, ValueError, KeyError, TypeError, DataError) as ex:
+        log.warning("ignoring the unreadable token-id cache %s (%s); rebuilding it", folder, ex)
+        return None
+    log.info("token ids loaded from %s", folder)
+    return vocab, splits
+
+
+def _write_cache(folder: Path, vocab: Vocabulary, splits: dict[str, Split], inputs: dict) -> None:
+    """Write into a temporary folder, then rename: readers see a complete cache or none."""
+    meta = {
+        "format": FORMAT_VERSION,
+        "tokens": {s: len(split) for s, split in splits.items()},
+        "n_chars": {s: split.n_chars for s, split in splits.items()},
+        **inputs,
+    }
+    tmp = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        for s, split in splits.items():
+            np.save(tmp / f"{s}.npy", split.ids, allow_pickle=False)
+        vocab.save(tmp / "vocab.json")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        shutil.rmtree(folder, ignore_errors=True)  # an unreadable earlier cache
+        os.rename(tmp, folder)
+    except OSError as ex:
+        # Another process may have just written the same key; otherwise the disk refused. Either
+        # way the ids in hand are good, so the run goes on without caching them.
+        if not (folder / "meta.json").is_file():
+            log.warning("could not cache token ids in %s: %s", folder, ex)
+    finally:
+        if tmp is not None and tmp.exists():  # failed or interrupted before the rename
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,52 @@
+"""Reading corpus text: UTF-8 only, with errors the user can act on.
+
+A leading byte-order mark is dropped and CRLF line ends become LF, so the same corpus saved on
+Windows or Unix gives the same tokens. Invalid UTF-8 is refused by default (silently replacing
+bytes would change the text being benchmarked); `dataset.encoding_errors=replace` opts in to U+FFFD.
+"""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+from lmbench.errors import ConfigError, DataError
+
+ENCODING_ERRORS = ("strict", "replace")
+
+
+def check_encoding_errors(errors: str) -> None:
+    if errors not in ENCODING_ERRORS:
+        raise ConfigError(
+            f"dataset.encoding_errors must be one of {'|'.join(ENCODING_ERRORS)}, got {errors!r}"
+        )
+
+
+def decode_text(data: bytes, path: str | Path, *, errors: str = "strict") -> str:
+    """Decode the bytes of the file `path` (named in errors only) as `read_text` does."""
+    check_encoding_errors(errors)
+    offset = 0
+    if data.startswith(codecs.BOM_UTF8):
+        offset = len(codecs.BOM_UTF8)
+        data = data[offset:]
+    try:
+        text = data.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as ex:
+        bad = offset + ex.start
+        line = data.count(b"\n", 0, ex.start) + 1
+        raise DataError(
+            f"{path} is not valid UTF-8: byte {bad} (line {line}) is {data[ex.start]:#04x} "
+            f"({ex.reason}). Convert the file to UTF-8, or set dataset.encoding_errors=replace "
+            f"to accept invalid bytes as U+FFFD."
+        ) from None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    if not text or text.isspace():
+        raise DataError(f"{path} is empty or contains only whitespace; a corpus file needs text")
+    return text
+
+
+def read_text(path: str | Path, *, errors: str = "strict") -> str:
+    """The text of a UTF-8 file (BOM stripped, CRLF read as LF); DataError if invalid or empty."""
+    check_encoding_errors(errors)
+    return decode_text(Path(path).read_bytes(), path, errors=errors)

@@ -1,0 +1,245 @@
+"""Tokenizers: text to a flat list of token strings, with an end-of-sentence token after every line.
+
+Hydra builds them from `conf/tokenizer/*.yaml` (`_target_` names the class, the other keys are the
+constructor's arguments), so every option below is a plain constructor argument.
+
+The text is cut into lines on "\\n" (a final newline does not start an extra empty line). Each line is
+normalized, in this fixed order, by whichever options are on:
+
+1. `lowercase`: `str.lower()`.
+2. `strip_punctuation`: delete every character whose Unicode category is punctuation (P*). Symbols
+   such as `<`, `>`, `$`, `+` are not punctuation and stay, so `<unk>` survives.
+3. `number_token`: after the line is split into tokens, every token that is a whole number (`3`,
+   `3.5`, `.5`, `1,000`, `-2`, `+7`) becomes this token. Splitting first is what makes "whole token"
+   mean the same thing for every tokenizer (for characters it is each digit).
+4. `drop_blank_lines`: a line that is empty or whitespace after steps 1-2 yields no tokens at all,
+   not even the end-of-sentence token.
+
+Then, when `add_eos`, `eos_token` follows the line's tokens. `eos_token` is in the vocabulary even
+when `add_eos` is false, because models use it as the boundary before the first token.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable
+from importlib.metadata import version
+from typing import Any
+
+from lmbench.data.vocab import Vocabulary
+from lmbench.errors import ConfigError
+
+NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?")
+
+
+class _PunctuationTable(dict):
+    """A `str.translate` table deleting Unicode punctuation, filled lazily per distinct character
+    (deciding all 1.1M code points up front would cost a second)."""
+
+    def __missing__(self, code: int) -> int | None:
+        value = None if unicodedata.category(chr(code)).startswith("P") else code
+        self[code] = value
+        return value
+
+
+_PUNCTUATION = _PunctuationTable()
+
+
+def _is_number(token: str) -> bool:
+    return any(c.isdigit() for c in token) and NUMBER.fullmatch(token) is not None
+
+
+def _class_path(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+class Tokenizer:
+    """Shared normalization, end-of-sentence handling and vocabulary building.
+
+    Subclasses only say how one normalized line becomes tokens (`_line_splitter`).
+    """
+
+    def __init__(
+        self,
+        eos_token: str = "<eos>",
+        add_eos: bool = True,
+        lowercase: bool = False,
+        strip_punctuation: bool = False,
+        number_token: str | None = None,
+        drop_blank_lines: bool = False,
+        max_size: int | None = None,
+        min_freq: int = 1,
+    ):
+        if not isinstance(eos_token, str) or not eos_token:
+            raise ConfigError(f"tokenizer.eos_token must be a non-empty string, got {eos_token!r}")
+        if number_token is not None and (not isinstance(number_token, str) or not number_token):
+            raise ConfigError(
+                f"tokenizer.number_token must be a non-empty string or null, got {number_token!r}"
+            )
+        if max_size is not None and (not isinstance(max_size, int) or max_size < 3):
+            raise ConfigError(
+                f"tokenizer.max_size must be null or an integer >= 3 (end-of-sentence, unknown and "
+                f"at least one word), got {max_size!r}"
+            )
+        if not isinstance(min_freq, int) or min_freq < 1:
+            raise ConfigError(f"tokenizer.min_freq must be an integer >= 1, got {min_freq!r}")
+        self.eos_token = eos_token
+        self.add_eos = bool(add_eos)
+        self.lowercase = bool(lowercase)
+        self.strip_punctuation = bool(strip_punctuation)
+        self.number_token = number_token
+        self.drop_blank_lines = bool(drop_blank_lines)
+        self.max_size = max_size
+        self.min_freq = min_freq
+
+    def _line_splitter(self) -> Callable[[str], Iterable[str]]:
+        raise NotImplementedError
+
+    def tokenize(self, text: str) -> list[str]:
+        """All tokens of `text`, line after line, each line followed by the end-of-sentence token."""
+        # Lowercasing and punctuation never cross a newline, so doing them on the whole text at once
+        # gives the same lines as doing them per line, several times faster.
+        if self.lowercase:
+            text = text.lower()
+        if self.strip_punctuation:
+            text = text.translate(_PUNCTUATION)
+        lines = text.split("\n")
+        if text.endswith("\n"):
+            lines.pop()
+        split = self._line_splitter()
+        number, eos = self.number_token, self.eos_token
+        out: list[str] = []
+        extend, append = out.extend, out.append
+        for line in lines:
+            if self.drop_blank_lines and (not line or line.isspace()):
+                continue
+            tokens = split(line)
+            if number is not None:
+                tokens = [number if _is_number(t) else t for t in tokens]
+            extend(tokens)
+            if self.add_eos:
+                append(eos)
+        return out
+
+    def detokenize(self, tokens: Iterable[str]) -> str:
+        """Tokens joined by spaces, the end-of-sentence token read as a line end."""
+        lines, line = [], []
+        for token in tokens:
+            if token == self.eos_token:
+                lines.append(" ".join(line) + "\n")
+                line = []
+            else:
+                line.append(token)
+        return "".join(lines) + " ".join(line)
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that decides the token ids; part of the token-id cache key."""
+        settings: dict[str, Any] = {
+            "class": _class_path(self),
+            "eos_token": self.eos_token,
+            "add_eos": self.add_eos,
+            "lowercase": self.lowercase,
+            "strip_punctuation": self.strip_punctuation,
+            "number_token": self.number_token,
+            "drop_blank_lines": self.drop_blank_lines,
+            "max_size": self.max_size,
+            "min_freq": self.min_freq,
+        }
+        if self.lowercase or self.strip_punctuation:
+            # Case mappings and categories change between Unicode versions, i.e. Python versions.
+            settings["unicode"] = unicodedata.unidata_version
+        return settings
+
+    def build_vocab(
+        self, train_tokens: Iterable[str], *, unk_token: str = "<unk>", heldout: Iterable[str] = ()
+    ) -> Vocabulary:
+        """Vocabulary of the training tokens, capped by `max_size`/`min_freq`.
+
+        `unk_token` is the dataset's (the corpus's own when it has one); `heldout` are the distinct
+        tokens of the other splits, used only to decide whether the unknown token needs an id.
+        """
+        counts = train_tokens if isinstance(train_tokens, Counter) else Counter(train_tokens)
+        return Vocabulary.build(
+            counts,
+            eos=self.eos_token,
+            unk=unk_token,
+            max_size=self.max_size,
+            min_freq=self.min_freq,
+            heldout=heldout,
+        )
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items() if k != "class")
+        return f"{type(self).__name__}({args})"
+
+
+class WordTokenizer(Tokenizer):
+    """Whitespace-separated words (`str.split()`), the classic PTB / WikiText set-up."""
+
+    def _line_splitter(self) -> Callable[[str], Iterable[str]]:
+        return str.split
+
+
+class CharTokenizer(Tokenizer):
+    """One token per character. With `eos_token="\\n"` the token stream is the text itself."""
+
+    def _line_splitter(self) -> Callable[[str], Iterable[str]]:
+        return list
+
+    def detokenize(self, tokens: Iterable[str]) -> str:
+        eos = self.eos_token
+        return "".join("\n" if t == eos else t for t in tokens)
+
+
+class NltkTokenizer(Tokenizer):
+    """Any NLTK tokenizer object with `.tokenize(str) -> list[str]`, applied line by line.
+
+    The arguments are spelt out (not `**kwargs`) so that `check_target` can catch a misspelt key.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        eos_token: str = "<eos>",
+        add_eos: bool = True,
+        lowercase: bool = False,
+        strip_punctuation: bool = False,
+        number_token: str | None = None,
+        drop_blank_lines: bool = False,
+        max_size: int | None = None,
+        min_freq: int = 1,
+    ):
+        if not callable(getattr(tokenizer, "tokenize", None)):
+            raise ConfigError(
+                f"tokenizer.tokenizer must be an object with a tokenize(str) method, e.g. "
+                f"{{_target_: nltk.tokenize.TreebankWordTokenizer}}; got {tokenizer!r}"
+            )
+        super().__init__(
+            eos_token, add_eos, lowercase, strip_punctuation, number_token, drop_blank_lines,
+            max_size, min_freq,
+        )
+        self.tokenizer = tokenizer
+
+    def _line_splitter(self) -> Callable[[str], Iterable[str]]:
+        return self.tokenizer.tokenize
+
+    def settings(self) -> dict[str, Any]:
+        # NLTK tokenizers keep their options as plain attributes (RegexpTokenizer: _pattern, _gaps,
+        # _flags...). Compiled regexes and unset values are skipped: RegexpTokenizer compiles its
+        # pattern lazily, which must not change the key between two calls.
+        options = {
+            k: int(v) if isinstance(v, int) and not isinstance(v, bool) else v  # re flags -> int
+            for k, v in sorted(vars(self.tokenizer).items())
+            if isinstance(v, (str, int, float))
+        }
+        return {
+            **super().settings(),
+            "nltk_tokenizer": _class_path(self.tokenizer),
+            "pattern": getattr(self.tokenizer, "_pattern", None),
+            "nltk_options": options,
+            # From the package metadata: importing nltk in this module would cost every word and
+            # character run a second.
+            "nltk_version": version("nltk"),
+        }

@@ -1,0 +1,68 @@
+"""The standard corpora through the real configs give the published vocabulary sizes and counts.
+
+They need the files in $LMBENCH_DATA_DIR (see its README) and are skipped otherwise: a test run must
+not download 17 MB.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra.utils import instantiate
+
+from lmbench.data.pipeline import load_corpus
+
+pytestmark = pytest.mark.corpus
+
+
+def corpus_dir(subdir: str, *names: str) -> Path:
+    root = os.environ.get("LMBENCH_DATA_DIR")
+    if not root:
+        pytest.skip("LMBENCH_DATA_DIR is not set; it must hold the standard corpora")
+    folder = Path(root) / subdir
+    absent = [n for n in names if not (folder / n).is_file()]
+    if absent:
+        pytest.skip(f"{', '.join(absent)} not in {folder}")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "dataset, subdir, names, vocab_size, tokens",
+    [
+        ("ptb", "ptb", ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"), 10_000,
+         {"train": 929_589, "valid": 73_760, "test": 82_430}),
+        ("wikitext2", "wikitext-2", ("train.txt", "valid.txt", "test.txt"), 33_278,
+         {"train": 2_088_628, "valid": 217_646, "test": 245_569}),
+    ],
+)
+def test_word_level_corpora(compose_config, cache_dir, dataset, subdir, names, vocab_size, tokens):
+    folder = corpus_dir(subdir, *names)
+    cfg = compose_config(f"dataset={dataset}", "tokenizer=word")
+    data = load_corpus(cfg.dataset, instantiate(cfg.tokenizer), cache_dir=cache_dir)
+    assert len(data.vocab) == vocab_size
+    assert {s: len(split) for s, split in data.splits.items()} == tokens
+    # The corpus's own <unk> is reused: eos, then <unk>, no second unknown token.
+    assert data.vocab.tokens[:2] == ["<eos>", "<unk>"]
+    assert data.train.ids.dtype == np.uint16
+    for split, name in zip(("train", "valid", "test"), names):
+        assert data.splits[split].n_chars == len((folder / name).read_text(encoding="utf-8"))
+
+
+def test_tiny_shakespeare_characters(compose_config, cache_dir):
+    folder = corpus_dir("tinyshakespeare", "input.txt")
+    cfg = compose_config("dataset=tinyshakespeare", "tokenizer=char")
+    data = load_corpus(cfg.dataset, instantiate(cfg.tokenizer), cache_dir=cache_dir)
+    text = (folder / "input.txt").read_text(encoding="utf-8")
+    # Every valid/test character occurs in train, so no unknown token: the usual 65.
+    assert len(data.vocab) == 65 and data.vocab.unk_id is None
+    assert sum(len(s) for s in data.splits.values()) == len(text) == 1_115_394
+    assert sum(s.n_chars for s in data.splits.values()) == len(text)
+    eos = data.vocab.eos_id
+    lines = {name: int(np.count_nonzero(split.ids == eos)) for name, split in data.splits.items()}
+    assert lines == {"train": 36_000, "valid": 2_000, "test": 2_000}
+    # The character stream is the text itself.
+    decoded = "".join(data.vocab.decode(np.concatenate([s.ids for s in data.splits.values()])))
+    assert decoded == text
