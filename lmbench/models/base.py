@@ -20,8 +20,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-# Called with the number of tokens just processed, to drive a progress bar.
-Progress = Callable[[int], None]
+# Called as progress(n_tokens, nats) after each chunk: the number of tokens just processed and, when
+# scoring, the sum of their -log p (so the bar can show a running perplexity); nats may be None.
+Progress = Callable[..., None]
 
 
 @runtime_checkable
@@ -29,8 +30,13 @@ class LanguageModel(Protocol):
     family: str  # "ngram", "lstm", "transformer", ...
     vocab_size: int
 
-    def score(self, ids: np.ndarray, *, progress: Progress | None = None) -> np.ndarray:
-        """float64 log-probabilities (nats), one per token of `ids`."""
+    def score(
+        self, ids: np.ndarray, *, batch_size: int | None = None, progress: Progress | None = None
+    ) -> np.ndarray:
+        """float64 log-probabilities (nats), one per token of `ids`.
+
+        `batch_size` is how many streams a model may score in parallel (trainer.eval_batch_size);
+        a model that does not batch ignores it."""
         ...
 
     def generate(

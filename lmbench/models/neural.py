@@ -58,8 +58,8 @@ class NeuralLM(keras.Model):
 
     family = "neural"
 
-    def __init__(self, vocab_size: int, eos_id: int, eval_window: int = 256, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, vocab_size: int, eos_id: int, eval_window: int = 256):
+        super().__init__()
         self.vocab_size = int(vocab_size)
         self.eos_id = int(eos_id)
         self.eval_window = int(eval_window)
@@ -83,7 +83,7 @@ class NeuralLM(keras.Model):
             logp, states = fn(tf.constant(inputs[:, sl]), tf.constant(targets[:, sl]), states)
             out[:, sl] = logp.numpy()
             if progress is not None:
-                progress(int(mask[:, sl].sum()))
+                progress(int(mask[:, sl].sum()), -float(out[:, sl][mask[:, sl]].sum()))
         return out[mask]  # row-major: streams are contiguous, in order
 
     def _scoring_step(self):

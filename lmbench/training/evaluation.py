@@ -57,7 +57,17 @@ def evaluate(model, split: Split, *, batch_size: int = 10, show_progress: bool =
     """Score every token of `split` with `model` (any family) and sum the nats."""
     start = time.perf_counter()
     with progress_bar(total=len(split), desc=f"eval {split.name}", unit="tok", enabled=show_progress) as bar:
-        logp = model.score(split.ids, batch_size=batch_size, progress=bar.update)
+        seen = {"tokens": 0, "nats": 0.0}
+
+        def update(n_tokens: int, nats: float | None = None) -> None:
+            bar.update(n_tokens)
+            if nats is not None:
+                seen["tokens"] += n_tokens
+                seen["nats"] += nats
+                loss = seen["nats"] / max(seen["tokens"], 1)
+                bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{perplexity(loss):.1f}", refresh=False)
+
+        logp = model.score(split.ids, batch_size=batch_size, progress=update)
     seconds = time.perf_counter() - start
     if logp.shape != split.ids.shape:
         raise RuntimeError(

@@ -1,0 +1,179 @@
+"""Passes 3 and 4 of the estimator (KenLM's `discount` and `interpolate`): counts -> probabilities.
+
+Notation: for order k, x(c w) is the count of the k-gram `c w` (raw, or Kneser-Ney adjusted), S(c)
+= sum_w x(c w), and p_{k-1}(w | c') the full probability one order down (c' = c minus its first
+word; order 0 is uniform 1/V over the V ids of the vocabulary, which include eos and unk but not
+the start context). Every interpolated smoothing has the form
+
+    p_k(w | c) = alpha(c w) + gamma(c) * p_{k-1}(w | c')     if c has continuations (S(c) > 0)
+    p_k(w | c) = p_{k-1}(w | c')                              otherwise
+
+  mkn       x = adjusted counts; alpha = (x - D_k(x)) / S(c);
+            gamma = (D1 N1(c) + D2 N2(c) + D3+ N3+(c)) / S(c), Nj(c) = #w with x(c w) = j (3+: >= 3);
+            D_k(x) = D1, D2, D3+ for x = 1, 2, >= 3, from order k's count-of-counts n1..n4 of x:
+            Y = n1 / (n1 + 2 n2), Dj = j - (j+1) Y n_{j+1} / n_j   (Chen & Goodman eq. 26; KenLM).
+  kn        as mkn with one discount D_k for every count: given, or Y of order k.
+  absolute  as kn on raw counts (no adjustment); D given, or Y of order k's raw counts.
+  wb        raw counts; gamma = N1+(c) / (N1+(c) + S(c)); alpha = (1 - gamma) x / S(c).
+  addk      no interpolation: p(w | c) = (x(c w) + k) / (S(c) + k V) on raw counts, c being the
+            longest context available (order-1 words, fewer at a sentence start).
+
+Differences from NLTK 3.10 `nltk.lm`. tests/test_ngram_nltk.py matches NLTK per token to 1e-9: add-k
+unchanged, the others with NLTK's estimator patched by exactly the unigram-level and KN-count
+differences below. Where NLTK and the textbook differ, mkn and kn follow Chen & Goodman / KenLM:
+that is the definition behind the published baselines this model is compared against (KenLM's PTB
+perplexities), and NLTK's choices give -inf to unseen words or fail with a single `<s>`.
+  * Unigram level: NLTK's WittenBell, AbsoluteDiscounting and KneserNey `unigram_score` is an
+    undiscounted relative frequency (continuation counts for KN) that gives 0 to an unseen word
+    (log-prob -inf, perplexity infinite). Here every order is interpolated down to uniform 1/V with
+    the same formula as the other orders (Chen & Goodman; KenLM's --interpolate_unigrams), so any
+    word of the vocabulary has a finite log-probability. Orders >= 2 are NLTK's formulas unchanged.
+  * KN counts: NLTK uses continuation counts whenever the context is shorter than order-1, and
+    with a single `<s>` (our padding, and KenLM's) a context starting with `<s>` has no left
+    extension, so NLTK divides by zero. Here those n-grams keep raw counts, as KenLM does. NLTK's
+    KN order-1 model also uses continuation counts; here the highest order always has raw counts.
+  * KN gamma: NLTK counts the distinct words seen after c in raw counts, here those with adjusted
+    count > 0. Every stored n-gram has an adjusted count >= 1, so the two agree.
+  * KN in stream mode: NLTK would give the n-grams at the very start of the stream a continuation
+    count of 0; here they get one left extension (see `counting.adjusted_counts`).
+  * KN discount: NLTK uses one fixed discount (default 0.1) at all orders; "kn" here estimates one
+    per order unless `discount` is given, and "mkn" (not in NLTK) three per order.
+  * Absolute discounting: NLTK's default discount is 0.75; here None means Y per order.
+  * Vocabulary size V (add-k denominator, uniform order 0): our V ids, i.e. words + eos + unk,
+    never the start context. NLTK's len(vocab) counts whatever `vocabulary_text` held (with its
+    padding helpers that includes `<s>`, and a corpus `<unk>` is counted twice, once as a word and
+    once as NLTK's unk label); the tests build NLTK's vocabulary so that its length is V.
+  * Add-k context: NLTK's Lidstone uses whatever context it is given (a longer one finds no counts
+    and gives 1/V); here the context is always the last order-1 words, or fewer after `<s>`.
+  * Padding: NLTK's `padded_everygram_pipeline` pads with order-1 `<s>` and order-1 `</s>`, so `</s>`
+    is predicted order-1 times and `<s>` is counted as a unigram. Here a sentence is
+    `<s> w1 .. wn </s>`: one start context (never predicted, never a unigram), one `</s>` (the eos
+    id), as in KenLM/SRILM and the published PTB figures.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lmbench.models.ngram.counting import OrderCounts
+
+SMOOTHINGS = ("mkn", "kn", "wb", "absolute", "addk")
+# KenLM's --discount_fallback values, used when the count-of-counts of an order cannot give valid
+# discounts (tiny or artificial data, e.g. no n-gram seen exactly twice).
+FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
+
+
+class DiscountFallbackWarning(UserWarning):
+    """Discounts could not be estimated from the counts; fixed fallback values were used."""
+
+
+@dataclass
+class Estimate:
+    """Natural-log probabilities per order, and statistics worth logging."""
+
+    log_probs: list[np.ndarray]  # order k: log p_k(w | c) of every stored k-gram
+    log_backoffs: list[np.ndarray]  # order k < N: log gamma of every stored k-gram as a context
+    n_backoffs: int  # contexts that have continuations (those whose backoff is stored on purpose)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def estimate(
+    tables: list[OrderCounts],
+    counts: list[np.ndarray],
+    smoothing: str,
+    discount: float | None,
+    add_k: float,
+    vocab_size: int,
+) -> Estimate:
+    """Probabilities and back-off weights of every order, lowest first (each needs the one below)."""
+    order = len(tables)
+    lower = np.array([1.0 / vocab_size])  # order 0: uniform over the vocabulary
+    log_probs, log_backoffs, stats, n_backoffs = [], [], {}, 0
+    for k in range(1, order + 1):
+        table, x = tables[k - 1], counts[k - 1].astype(np.float64)
+        n_contexts = 1 if k == 1 else len(tables[k - 2].keys)
+        parent = np.zeros(len(x), dtype=np.int64) if k == 1 else table.keys // vocab_size
+        total = np.bincount(parent, weights=x, minlength=n_contexts)
+        has_children = total > 0
+        if smoothing == "addk":
+            probs = (x + add_k) / (total[parent] + add_k * vocab_size)
+            # Here the "back-off" slot holds the probability of any word unseen after c (1/V for an
+            # unseen context): add-k never consults a lower order.
+            context_term = add_k / (total + add_k * vocab_size)
+        else:
+            if smoothing == "wb":
+                distinct = np.bincount(parent, weights=(x > 0), minlength=n_contexts)
+                gamma = _safe_divide(distinct, distinct + total)
+                alpha = (1.0 - gamma[parent]) * _safe_divide(x, total[parent])
+            else:
+                discounts = _discount_of_each(x, k, smoothing, discount, stats)
+                alpha = _safe_divide(x - discounts, total[parent])
+                gamma = _safe_divide(np.bincount(parent, weights=discounts, minlength=n_contexts), total)
+            gamma = np.where(has_children, gamma, 1.0)  # no continuations: defer to order k-1
+            probs = alpha + gamma[parent] * lower[table.suffix]
+            context_term = gamma
+        if k > 1:
+            log_backoffs.append(np.log(context_term))
+            n_backoffs += int(has_children.sum())
+        log_probs.append(np.log(probs))
+        stats[f"ngrams/order{k}"] = float(len(x))
+        lower = probs
+    return Estimate(log_probs, log_backoffs, n_backoffs, stats)
+
+
+def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, 0 where den == 0 (contexts without continuations; their gamma is replaced)."""
+    return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
+
+
+def _discount_of_each(
+    x: np.ndarray, k: int, smoothing: str, discount: float | None, stats: dict[str, float]
+) -> np.ndarray:
+    """The discount subtracted from each count of order k (0 for a zero count)."""
+    if smoothing == "mkn":
+        d1, d2, d3 = modified_kn_discounts(x, k)
+        # "D3plus", not "D3+": MLflow metric names allow no "+".
+        stats.update({f"discount/order{k}/{name}": d for name, d in (("D1", d1), ("D2", d2), ("D3plus", d3))})
+        return np.select([x == 0, x == 1, x == 2], [0.0, d1, d2], d3)
+    d = single_discount(x, k) if discount is None else discount
+    stats[f"discount/order{k}"] = d
+    return np.where(x > 0, d, 0.0)
+
+
+def count_of_counts(x: np.ndarray) -> np.ndarray:
+    """n[j] = number of n-grams with count j, for j = 0..4."""
+    return np.bincount(np.minimum(x, 5).astype(np.int64), minlength=6)[:5]
+
+
+def modified_kn_discounts(x: np.ndarray, k: int) -> tuple[float, float, float]:
+    """D1, D2, D3+ of Chen & Goodman (eq. 26), or KenLM's fallback when they are not valid."""
+    n = count_of_counts(x)
+    if n[1] > 0 and n[2] > 0 and n[3] > 0:
+        y = n[1] / (n[1] + 2.0 * n[2])
+        d = tuple(float(j - (j + 1) * y * n[j + 1] / n[j]) for j in (1, 2, 3))
+        if all(0 < dj <= j for j, dj in zip((1, 2, 3), d)):
+            return d
+    warnings.warn(
+        f"order {k}: count-of-counts n1..n4 = {n[1:].tolist()} give no valid modified Kneser-Ney "
+        f"discounts (too little data); using KenLM's fallback {FALLBACK_DISCOUNTS}",
+        DiscountFallbackWarning,
+        stacklevel=4,
+    )
+    return FALLBACK_DISCOUNTS
+
+
+def single_discount(x: np.ndarray, k: int) -> float:
+    """D = n1 / (n1 + 2 n2) (Ney et al.), or KenLM's fallback D1 when it is not in (0, 1)."""
+    n = count_of_counts(x)
+    if n[1] > 0 and n[2] > 0:
+        return float(n[1] / (n[1] + 2.0 * n[2]))
+    warnings.warn(
+        f"order {k}: no n-gram seen exactly {'once' if n[1] == 0 else 'twice'}, so the discount "
+        f"cannot be estimated; using {FALLBACK_DISCOUNTS[0]}",
+        DiscountFallbackWarning,
+        stacklevel=4,
+    )
+    return FALLBACK_DISCOUNTS[0]
