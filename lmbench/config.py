@@ -60,6 +60,7 @@ class TrainerConfig:
     min_delta: float = 0.0  # improvement in valid loss (nats) that counts
     progress: bool = True  # progress bars on stderr
     jit_compile: bool = False  # XLA-compile the train step
+    export_arpa: bool = False  # n-gram: also write the model as an ARPA file (model/model.arpa)
 
 
 @dataclass
@@ -138,3 +139,44 @@ def check_target(node: DictConfig, where: str, *, supplied: tuple[str, ...] = ()
 
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+GROUPS = ("dataset", "tokenizer", "model", "optimizer", "trainer", "tracking", "experiment")
+
+
+def override_key_hints(args: list[str], config_dir: str) -> list[str]:
+    """For overrides that name a key the composed config lacks: the closest key and the valid ones.
+
+    Called only after Hydra refused the command line, to add what Hydra's message leaves out.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    candidates = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(candidates)
+    except Exception:
+        return []
+    group_choices = [o.input_line for o in parsed if o.key_or_group in GROUPS and not o.is_delete()]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            cfg = compose("config", overrides=group_choices)
+    except Exception:
+        return []
+    hints = []
+    for o in parsed:
+        key = o.key_or_group
+        if o.is_add() or o.is_delete() or key in GROUPS or key.startswith("hydra"):
+            continue
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig) or leaf in node:
+            continue
+        valid = [str(k) for k in node.keys()]
+        close = difflib.get_close_matches(leaf, valid, n=1)
+        where = f"{parent}." if parent else ""
+        guess = f" Did you mean {where}{close[0]}?" if close else ""
+        hints.append(f"{key} is not a config key.{guess} Valid keys under {parent or 'the root'}: {', '.join(valid)}.")
+    return hints

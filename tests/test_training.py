@@ -36,7 +36,10 @@ def write_corpus(folder: Path, n_train: int = 400, n_eval: int = 40, seed: int =
     return paths
 
 
-def tiny_cfg(tmp_path: Path, *overrides: str):
+TINY_LSTM = ("model.hidden_size=32", "model.embedding_dim=32", "model.num_layers=1")
+
+
+def tiny_cfg(tmp_path: Path, *overrides: str, model: tuple[str, ...] = TINY_LSTM):
     tmp_path.mkdir(parents=True, exist_ok=True)
     paths = write_corpus(tmp_path)
     register_configs()
@@ -49,9 +52,7 @@ def tiny_cfg(tmp_path: Path, *overrides: str):
                 f"dataset.valid={paths['valid']}",
                 f"dataset.test={paths['test']}",
                 f"cache_dir={tmp_path / 'cache'}",
-                "model.hidden_size=32",
-                "model.embedding_dim=32",
-                "model.num_layers=1",
+                *model,
                 "optimizer=adam",
                 "optimizer.learning_rate=0.01",
                 "trainer.batch_size=4",
@@ -189,3 +190,37 @@ def test_neural_score_matches_token_by_token_probabilities(tmp_path):
         slow.append(tf.nn.log_softmax(logits[0, -1])[t].numpy())
         prev = t
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
+
+
+def test_ngram_runs_through_the_same_trainer_and_tracker(tmp_path):
+    from lmbench.data.pipeline import load_corpus
+    from lmbench.data.tokenizers import WordTokenizer
+    from lmbench.models.ngram import NGramLM
+
+    cfg = tiny_cfg(tmp_path, "trainer.export_arpa=true", model=("model=ngram", "model.order=3"))
+    summary = run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+
+    # The same figure computed directly from the model, outside the trainer.
+    data = load_corpus(cfg.dataset, WordTokenizer(), cache_dir=tmp_path / "cache")
+    model = NGramLM(len(data.vocab), data.vocab.eos_id, order=3)
+    model.fit(data.train.ids)
+    direct = -model.score(data.test.ids).mean()
+    assert summary["test/loss"] == pytest.approx(direct, rel=1e-12)
+
+    client, r = only_run(cfg.tracking.uri)
+    assert r.info.status == "FINISHED"
+    assert r.data.tags["lmbench.family"] == "ngram"
+    for key in ("valid/ppl", "test/ppl", "test/bpc", "time/train_s", "model/params",
+                "ngrams/order1", "ngrams/order3"):
+        assert key in r.data.metrics, key
+    model_files = {Path(a.path).name for a in client.list_artifacts(r.info.run_id, "model")}
+    assert "model.arpa" in model_files
+
+
+def test_export_arpa_refused_for_a_neural_model_before_anything_is_logged(tmp_path):
+    from lmbench.errors import ConfigError
+
+    cfg = tiny_cfg(tmp_path, "trainer.export_arpa=true")
+    with pytest.raises(ConfigError, match="no ARPA form"):
+        run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    assert not (tmp_path / "mlflow.db").exists()

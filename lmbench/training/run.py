@@ -105,6 +105,8 @@ def run(cfg: DictConfig, output_dir: Path, launch_dir: Path) -> dict[str, float]
         }
         tracker.log_metrics(summary)
         model.save(output_dir / "model")
+        if cfg.trainer.export_arpa:
+            model.to_arpa(output_dir / "model" / "model.arpa", vocab.tokens)
         if tracking.log_model:
             tracker.log_artifact(output_dir / "model", "model")
             tracker.log_artifact(output_dir / "vocab.json", "model")

@@ -95,6 +95,11 @@ class Trainer:
             raise ConfigError(f"trainer.eval_batch_size must be >= 1, got {cfg.eval_batch_size}")
         if isinstance(model, NeuralLM):
             as_streams(data.train.ids, cfg.batch_size, cfg.bptt)
+        if cfg.export_arpa and not hasattr(model, "to_arpa"):
+            raise ConfigError(
+                f"trainer.export_arpa=true, but a {getattr(model, 'family', type(model).__name__)} "
+                "model has no ARPA form; only n-gram models can be exported"
+            )
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, model, data: CorpusData) -> FitResult:
