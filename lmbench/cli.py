@@ -9,21 +9,45 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from lmbench.config import register_configs
+from lmbench.config import override_key_hints, register_configs
 from lmbench.errors import LmbenchError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
+@contextmanager
+def _native_stderr_silenced():
+    """Hide TensorFlow's C++ start-up lines (oneDNN notice, CUDA probing): they are printed before
+    absl logging starts, so TF_CPP_MIN_LOG_LEVEL cannot. Python errors still surface normally.
+    Set TF_CPP_MIN_LOG_LEVEL=0 to see them."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> float | None:
-    from lmbench.training.run import run  # imports TensorFlow: only once the config is valid
+    with _native_stderr_silenced():  # TensorFlow is imported only once the config is valid
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # the CUDA probe logs here, not at the first op
+        from lmbench.training.run import run
 
     try:
         summary = run(cfg, output_dir=Path(HydraConfig.get().runtime.output_dir), launch_dir=Path.cwd())
@@ -38,7 +62,13 @@ def _main(cfg: DictConfig) -> float | None:
 def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     register_configs()
-    _main()
+    try:
+        _main()
+    except SystemExit as ex:
+        if ex.code == 1:  # Hydra refused the command line; add what its message leaves out
+            for hint in override_key_hints(sys.argv[1:], str(CONF_DIR)):
+                print(f"lmbench: {hint}", file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

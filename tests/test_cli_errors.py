@@ -1,0 +1,90 @@
+"""Bad input from the command line: one clear paragraph, no traceback, a non-zero exit code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmbench.cli import CONF_DIR
+
+
+def lmbench(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LMBENCH_CACHE_DIR": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("LMBENCH_DATA_DIR", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [sys.executable, "-m", "lmbench", f"hydra.run.dir={tmp_path / 'out'}",
+         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "trainer.progress=false", *overrides],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def text_files(tmp_path: Path, train: bytes, other: bytes = b"a b\n") -> list[str]:
+    paths = []
+    for split, data in (("train", train), ("valid", other), ("test", other)):
+        p = tmp_path / f"{split}.txt"
+        p.write_bytes(data)
+        paths.append(f"dataset.{split}={p}")
+    return ["dataset=text_files", *paths]
+
+
+def test_unknown_group_option_lists_the_choices(tmp_path):
+    proc = lmbench(tmp_path, "model=lstmm")
+    assert_clean_error(proc, "Could not find 'model/lstmm'", "Available options in 'model'", "lstm")
+
+
+def test_misspelt_key_names_the_key_and_the_valid_ones(tmp_path):
+    proc = lmbench(tmp_path, "trainer.max_epoch=2")
+    assert_clean_error(proc, "trainer.max_epoch", "Did you mean trainer.max_epochs?", "bptt")
+
+
+def test_misspelt_key_in_a_target_group(tmp_path):
+    proc = lmbench(tmp_path, *text_files(tmp_path, b"a b c\n" * 50), "+model.hiden_size=3")
+    assert_clean_error(proc, "model.hiden_size", "Did you mean model.hidden_size?")
+    assert proc.returncode == 2
+
+
+def test_missing_corpus_offline_says_where_to_put_files(tmp_path):
+    proc = lmbench(tmp_path, "dataset.url=http://127.0.0.1:9/")
+    assert_clean_error(proc, "ptb.train.txt", "LMBENCH_DATA_DIR")
+    assert proc.returncode == 2
+
+
+def test_empty_corpus(tmp_path):
+    proc = lmbench(tmp_path, *text_files(tmp_path, b""))
+    assert_clean_error(proc, "train.txt", "empty")
+    assert proc.returncode == 2
+
+
+def test_invalid_utf8_names_file_and_byte_offset(tmp_path):
+    proc = lmbench(tmp_path, *text_files(tmp_path, b"good line\nbad \xff byte\n"))
+    assert_clean_error(proc, "train.txt", "byte 14", "dataset.encoding_errors=replace")
+    assert proc.returncode == 2
+
+
+@pytest.mark.parametrize("bptt", [0, -3])
+def test_bptt_must_be_positive(tmp_path, bptt):
+    proc = lmbench(tmp_path, *text_files(tmp_path, b"a b c\n" * 50), f"trainer.bptt={bptt}")
+    assert_clean_error(proc, "trainer.bptt")
+    assert proc.returncode == 2
+
+
+def test_batch_size_larger_than_the_streams_allow(tmp_path):
+    proc = lmbench(tmp_path, *text_files(tmp_path, b"a b c\n" * 5), "trainer.batch_size=50")
+    assert_clean_error(proc, "trainer.batch_size=50", "20 training tokens")
+    assert proc.returncode == 2
+
+
+def test_conf_dir_ships_with_the_package():
+    assert (CONF_DIR / "config.yaml").is_file()
