@@ -66,3 +66,25 @@ def test_tiny_shakespeare_characters(compose_config, cache_dir):
     # The character stream is the text itself.
     decoded = "".join(data.vocab.decode(np.concatenate([s.ids for s in data.splits.values()])))
     assert decoded == text
+
+
+def test_standard_corpus_ignores_a_same_named_file_in_the_working_directory(tmp_path, monkeypatch):
+    """dataset=wikitext2 run from a folder holding the user's own train.txt still reads the corpus."""
+    from types import SimpleNamespace
+
+    from lmbench.data.corpora import locate_corpus
+
+    corpus = tmp_path / "data" / "wt"
+    corpus.mkdir(parents=True)
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        (corpus / name).write_text("corpus\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "train.txt").write_text("someone else's file\n")
+    monkeypatch.chdir(work)
+    cfg = SimpleNamespace(
+        name="wt", subdir="wt", train="train.txt", valid="valid.txt", test="test.txt", file=None,
+        split_fractions=[0.9, 0.05, 0.05], url=None, sha256={}, data_dir=str(tmp_path / "data"),
+    )
+    files = locate_corpus(cfg, tmp_path / "cache")
+    assert files.paths["train"] == (corpus / "train.txt").resolve()

@@ -180,7 +180,10 @@ def locate_corpus(dataset_cfg: Any, cache_dir: Path, *, progress: bool = False) 
         path = Path(name).expanduser()
         if path.is_absolute() and not path.exists():
             raise DataError(f"{path} does not exist (dataset {dataset_cfg.name!r} names it)")
-        candidates = [path] + ([folder / subdir / name] if folder else []) + [cache_folder / name]
+        # The current directory only for the user's own files (no subdir): a standard corpus's
+        # train.txt must never be confused with a train.txt that happens to lie where lmbench runs.
+        own = [path] if path.is_absolute() or not subdir else []
+        candidates = own + ([folder / subdir / name] if folder else []) + [cache_folder / name]
         hit = next((p for p in candidates if p.is_file()), None)
         if hit is not None:
             found[name] = hit.resolve()
@@ -217,7 +220,7 @@ def _missing_message(
 ) -> str:
     files = ", ".join(missing)
     sub = f"{dataset_cfg.subdir}/" if dataset_cfg.subdir else ""
-    looked = [f"the current directory ({Path.cwd()})"]
+    looked = [] if dataset_cfg.subdir else [f"the current directory ({Path.cwd()})"]
     if folder:
         setting = "dataset.data_dir" if dataset_cfg.data_dir else f"${DATA_DIR_ENV}"
         looked.append(f"{folder / sub} ({setting})")
