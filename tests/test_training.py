@@ -224,3 +224,17 @@ def test_export_arpa_refused_for_a_neural_model_before_anything_is_logged(tmp_pa
     with pytest.raises(ConfigError, match="no ARPA form"):
         run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_integer_learning_rate_from_the_command_line_is_accepted(tmp_path):
+    cfg = tiny_cfg(tmp_path, "optimizer=sgd", "optimizer.learning_rate=2", "trainer.max_steps=3", "tracking=none")
+    run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+
+
+def test_bad_optimizer_config_fails_before_a_run_is_created(tmp_path):
+    from lmbench.errors import ConfigError
+
+    cfg = tiny_cfg(tmp_path, "optimizer=sgd", "optimizer.learning_rate=fast")
+    with pytest.raises(ConfigError, match="optimizer"):
+        run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    assert not (tmp_path / "mlflow.db").exists()

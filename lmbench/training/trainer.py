@@ -42,8 +42,11 @@ class FitResult:
 
 def build_optimizer(optimizer_cfg, clip_norm: float | None):
     """The Keras optimizer named by the `optimizer` group, clipping by global norm if asked."""
+    overrides = {}
+    if isinstance(optimizer_cfg.get("learning_rate"), int):  # `learning_rate=35` on the command line
+        overrides["learning_rate"] = float(optimizer_cfg.learning_rate)
     try:
-        return instantiate(optimizer_cfg, global_clipnorm=clip_norm)
+        return instantiate(optimizer_cfg, global_clipnorm=clip_norm, **overrides)
     except Exception as ex:  # Keras raises TypeError/ValueError for bad arguments
         raise ConfigError(f"optimizer config cannot be built: {ex}") from None
 
@@ -83,6 +86,7 @@ class Trainer:
         self.optimizer_cfg = optimizer_cfg
         self.tracker = tracker
         self.checkpoint_dir = Path(checkpoint_dir)
+        self.optimizer = None  # built by check(), so a bad optimizer config fails before tracking
 
     def check(self, model, data: CorpusData) -> None:
         """Refuse an impossible set-up before anything is trained or logged."""
@@ -95,6 +99,7 @@ class Trainer:
             raise ConfigError(f"trainer.eval_batch_size must be >= 1, got {cfg.eval_batch_size}")
         if isinstance(model, NeuralLM):
             as_streams(data.train.ids, cfg.batch_size, cfg.bptt)
+            self.optimizer = build_optimizer(self.optimizer_cfg, cfg.clip_norm)
         if cfg.export_arpa and not hasattr(model, "to_arpa"):
             raise ConfigError(
                 f"trainer.export_arpa=true, but a {getattr(model, 'family', type(model).__name__)} "
@@ -126,7 +131,7 @@ class Trainer:
         total = per_epoch * cfg.max_epochs
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
-        optimizer = build_optimizer(self.optimizer_cfg, cfg.clip_norm)
+        optimizer = self.optimizer
         model.build_for_inference()
         optimizer.build(model.trainable_variables)
         step_fn = make_train_step(model, optimizer, cfg.jit_compile)
