@@ -58,6 +58,15 @@ class TrainerConfig:
     lr_decay_factor: float = 4.0  # divide the learning rate by this on a validation plateau
     lr_decay_patience: int = 0  # epochs without improvement before decaying
     min_delta: float = 0.0  # improvement in valid loss (nats) that counts
+    lr_schedule: str = "plateau"  # constant | plateau | cosine
+    warmup_steps: int = 0  # linear warm-up from 0 (any schedule)
+    min_lr_ratio: float = 0.0  # cosine: final learning rate as a fraction of the initial one
+    early_stopping_patience: Optional[int] = None  # stop after this many epochs without improvement
+    l1: float = 0.0  # L1 penalty on weight matrices (not biases or norms), added to the loss
+    l2: float = 0.0  # L2 penalty likewise; for decoupled weight decay use optimizer=adamw
+    checkpoint_every_n_steps: Optional[int] = 500  # plus one at every epoch end; null: epochs only
+    resume: Optional[bool] = None  # null: continue from checkpoints/last of the run folder if any
+    precision: str = "float32"  # float32 | mixed_bfloat16
     progress: bool = True  # progress bars on stderr
     jit_compile: bool = False  # XLA-compile the train step
     export_arpa: bool = False  # n-gram: also write the model as an ARPA file (model/model.arpa)

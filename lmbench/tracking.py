@@ -61,6 +61,7 @@ class Tracker:
         self.log_every_n_steps = max(1, int(log_every_n_steps))
         self.run_id: str | None = None
         self._mlflow = None
+        self._logged_upto: dict[str, int] = {}  # after a resume: last step already in the store
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, run_name_prefix: str, tags: dict[str, str], params: dict[str, Any]) -> None:
@@ -77,6 +78,28 @@ class Tracker:
         # MLflow takes at most 100 params per request; log_params batches, values are strings.
         mlflow.log_params({k: ("null" if v is None else v) for k, v in params.items()})
 
+    def resume(self, run_id: str, resumed_at_step: int) -> None:
+        """Continue an earlier run (killed or interrupted) as the same MLflow run.
+
+        Steps the killed process had already logged past its last checkpoint are recomputed by
+        the resumed one; they are skipped, so every (metric, step) is in the store exactly once.
+        """
+        if not self.enabled:
+            return
+        import mlflow
+        from mlflow import MlflowClient
+
+        self._mlflow = mlflow
+        mlflow.set_tracking_uri(self.uri)
+        client = MlflowClient(tracking_uri=self.uri)
+        run = client.get_run(run_id)  # MlflowException if the store does not have it
+        self._logged_upto = {
+            key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics
+        }
+        mlflow.start_run(run_id=run_id)
+        self.run_id = run_id
+        mlflow.set_tag("lmbench.resumed_at_step", str(resumed_at_step))
+
     def finish(self, status: str = "FINISHED", reason: str | None = None, step: int | None = None) -> None:
         if not self.enabled or self.run_id is None:
             return
@@ -91,7 +114,10 @@ class Tracker:
     # -- logging -------------------------------------------------------------------------------
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if self.enabled and self.run_id is not None:
-            self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+            at = 0 if step is None else step
+            fresh = {k: float(v) for k, v in metrics.items() if at > self._logged_upto.get(k, -1)}
+            if fresh:
+                self._mlflow.log_metrics(fresh, step=step)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.enabled and self.run_id is not None:

@@ -20,11 +20,35 @@ from lmbench.config import check_target, to_yaml
 from lmbench.data.pipeline import default_cache_dir, load_corpus
 from lmbench.errors import ConfigError, TrainingDiverged
 from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
+from lmbench.training import checkpoints
 from lmbench.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 MODEL_SUPPLIED = ("vocab_size", "eos_id")
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+def saved_state(cfg: DictConfig, trainer: Trainer, model) -> checkpoints.TrainState | None:
+    """The checkpoint to continue from, per trainer.resume (null: if the run folder has one)."""
+    from lmbench.models.neural import NeuralLM
+
+    wanted = cfg.trainer.resume
+    state = checkpoints.read_state(trainer.last_checkpoint) if isinstance(model, NeuralLM) else None
+    if wanted is True and state is None:
+        raise ConfigError(
+            f"trainer.resume=true, but there is no checkpoint in {trainer.last_checkpoint}. Resume by "
+            "running the same command with hydra.run.dir=<the interrupted run's folder>."
+        )
+    if wanted is False or state is None:
+        return None
+    digest = checkpoints.config_digest(OmegaConf.to_container(cfg, resolve=True))
+    if state.config_digest != digest:
+        raise ConfigError(
+            f"the checkpoint in {trainer.last_checkpoint} was made with a different dataset, tokenizer, "
+            "model or seed; resume with the same settings, or set trainer.resume=false to start over"
+        )
+    return state
 
 
 def build_model(model_cfg: DictConfig, vocab_size: int, eos_id: int):
@@ -45,6 +69,9 @@ def run(cfg: DictConfig, output_dir: Path, launch_dir: Path) -> dict[str, float]
     check_target(cfg.tokenizer, "tokenizer")
     check_target(cfg.model, "model", supplied=MODEL_SUPPLIED)
     check_target(cfg.optimizer, "optimizer", supplied=("global_clipnorm",))
+    if cfg.trainer.precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={cfg.trainer.precision!r}; valid: {', '.join(PRECISIONS)}")
+    keras.mixed_precision.set_global_policy(cfg.trainer.precision)  # before any layer is built
     keras.utils.set_random_seed(cfg.seed)
 
     tokenizer = instantiate(cfg.tokenizer)
@@ -58,6 +85,7 @@ def run(cfg: DictConfig, output_dir: Path, launch_dir: Path) -> dict[str, float]
     model = build_model(cfg.model, len(vocab), vocab.eos_id)
     trainer = Trainer(cfg.trainer, cfg.optimizer, tracker=None, checkpoint_dir=output_dir / "checkpoints")
     trainer.check(model, data)
+    resume = saved_state(cfg, trainer, model)
 
     tracking = cfg.tracking
     tracker = Tracker(tracking.enabled, resolve_uri(tracking.uri, launch_dir), tracking.experiment, tracking.log_every_n_steps)
@@ -78,7 +106,12 @@ def run(cfg: DictConfig, output_dir: Path, launch_dir: Path) -> dict[str, float]
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     params.update({"data.vocab_size": len(vocab), **{f"data.{s}_tokens": len(data.splits[s]) for s in data.splits}})
     prefix = tracking.run_name or f"{family}-{cfg.dataset.name}"
-    tracker.start(prefix, tags, params)
+    if resume is not None and resume.run_id is not None:
+        tracker.resume(resume.run_id, resumed_at_step=resume.global_step)
+    else:
+        tracker.start(prefix, tags, params)
+    if resume is not None:
+        print(f"Resuming from {trainer.last_checkpoint} at step {resume.global_step}", flush=True)
     if tracker.enabled:
         print(f"MLflow run {tracker.run_id} in {tracker.uri} (experiment '{tracker.experiment}')", flush=True)
 
@@ -91,7 +124,9 @@ def run(cfg: DictConfig, output_dir: Path, launch_dir: Path) -> dict[str, float]
         n_params = model.num_params()
         tracker.log_metrics({"model/params": n_params})
 
-        fit = trainer.fit(model, data)
+        fit = trainer.fit(model, data, resume or checkpoints.TrainState(
+            config_digest=checkpoints.config_digest(OmegaConf.to_container(cfg, resolve=True))
+        ), resumed=resume is not None)
         test = trainer.test(model, data)
         best = fit.best_valid
         summary = {
@@ -115,6 +150,7 @@ def run(cfg: DictConfig, output_dir: Path, launch_dir: Path) -> dict[str, float]
         raise
     except KeyboardInterrupt:
         tracker.finish("KILLED", "interrupted by the user")
+        print(f"\nInterrupted. Continue with the same command plus hydra.run.dir={output_dir}", flush=True)
         raise
     except BaseException as ex:
         tracker.finish("FAILED", f"{type(ex).__name__}: {ex}")

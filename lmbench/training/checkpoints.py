@@ -1,0 +1,89 @@
+"""Resumable training state, written atomically.
+
+`checkpoints/last/` holds everything needed to continue a neural run exactly where it stopped: model
+weights, optimizer variables, the hidden state of every training stream, and `trainer_state.json`
+(position in the data, best validation loss, learning rate, counters, the MLflow run id). It is
+written to a temporary folder and renamed over the previous one, so a kill at any moment (SIGKILL
+included) leaves either the old or the new checkpoint, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+STATE_FILE = "trainer_state.json"
+MODEL_FILE = "model.weights.h5"
+ARRAYS_FILE = "optimizer_and_streams.npz"
+
+
+@dataclass
+class TrainState:
+    global_step: int = 0
+    epoch: int = 1  # the epoch in progress (1-based)
+    step_in_epoch: int = 0  # windows of `epoch` already trained
+    best_valid_loss: float | None = None
+    stale_epochs: int = 0  # epochs without improvement since the last lr decay
+    early_stop_count: int = 0  # epochs without improvement, for early stopping
+    learning_rate: float | None = None
+    train_seconds: float = 0.0
+    train_tokens: int = 0
+    window_loss: float = 0.0  # train loss accumulated since the last logged step
+    window_tokens: int = 0
+    run_id: str | None = None
+    config_digest: str = ""
+    valid_losses: list[float] = field(default_factory=list)
+    finished_training: bool = False
+
+
+def config_digest(container: dict) -> str:
+    """What must not change between a run and its resumption (data, tokenizer, model)."""
+    keep = {k: container.get(k) for k in ("dataset", "tokenizer", "model", "seed")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save(folder: Path, state: TrainState, model, optimizer, streams_state) -> None:
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_weights(tmp / MODEL_FILE)
+    arrays = {f"opt_{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)}
+    arrays.update({f"stream_{i}": np.asarray(t) for i, t in enumerate(tf.nest.flatten(streams_state))})
+    np.savez(tmp / ARRAYS_FILE, **arrays)
+    (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_state(folder: Path) -> TrainState | None:
+    """The saved state, or None. A kill between the two renames of `save` leaves `.old` only."""
+    folder = Path(folder)
+    for candidate in (folder, folder.with_name(folder.name + ".old")):
+        path = candidate / STATE_FILE
+        if path.is_file():
+            return TrainState(**json.loads(path.read_text()))
+    return None
+
+
+def restore(folder: Path, model, optimizer, streams_template):
+    """Load weights and optimizer variables in place; return the saved stream states."""
+    folder = Path(folder)
+    if not (folder / STATE_FILE).is_file():
+        folder = folder.with_name(folder.name + ".old")
+    model.load_weights(folder / MODEL_FILE)
+    with np.load(folder / ARRAYS_FILE) as arrays:
+        for i, var in enumerate(optimizer.variables):
+            var.assign(arrays[f"opt_{i}"])
+        flat = [tf.constant(arrays[f"stream_{i}"]) for i in range(len(tf.nest.flatten(streams_template)))]
+    return tf.nest.pack_sequence_as(streams_template, flat)

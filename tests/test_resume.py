@@ -1,0 +1,89 @@
+"""A run killed with SIGKILL continues from its last checkpoint: same MLflow run, every metric step
+exactly once, and the final perplexity of an uninterrupted run with the same seed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from test_training import write_corpus
+
+
+def command(tmp_path: Path, run_dir: Path, db: Path) -> list[str]:
+    paths = write_corpus(tmp_path, n_train=3000, n_eval=100)
+    return [
+        sys.executable, "-m", "lmbench",
+        f"hydra.run.dir={run_dir}",
+        "dataset=text_files", f"dataset.train={paths['train']}", f"dataset.valid={paths['valid']}",
+        f"dataset.test={paths['test']}", f"cache_dir={tmp_path / 'cache'}",
+        "model.hidden_size=32", "model.embedding_dim=32", "model.num_layers=1",
+        "optimizer=adam", "optimizer.learning_rate=0.003",
+        "trainer.batch_size=4", "trainer.bptt=8", "trainer.max_epochs=2", "trainer.progress=false",
+        "trainer.checkpoint_every_n_steps=20", "model.dropout=0.1",
+        f"tracking.uri=sqlite:///{db}", "tracking.experiment=resume", "tracking.log_every_n_steps=10",
+    ]
+
+
+def env() -> dict:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def the_run(db: Path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def test_sigkill_then_rerun_continues_the_same_run(tmp_path):
+    ref_db, db = tmp_path / "ref.db", tmp_path / "run.db"
+    subprocess.run(command(tmp_path, tmp_path / "ref", ref_db), env=env(), check=True, capture_output=True, timeout=600)
+    ref_client, ref = the_run(ref_db)
+    total = max(m.step for m in ref_client.get_metric_history(ref.info.run_id, "train/loss"))
+
+    run_dir = tmp_path / "run"
+    cmd = command(tmp_path, run_dir, db)
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = run_dir / "checkpoints" / "last" / "trainer_state.json"
+    killed_at = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            step = json.loads(state_file.read_text())["global_step"]
+        except (OSError, ValueError, KeyError):
+            step = 0
+        if step >= total // 3:
+            proc.send_signal(signal.SIGKILL)
+            killed_at = step
+            break
+        time.sleep(0.02)
+    proc.wait()
+    if killed_at is None:
+        pytest.fail(f"the run ended (code {proc.returncode}) before a checkpoint past step {total // 3}")
+    assert killed_at < total, "killed too late to test resuming"
+    client, killed = the_run(db)
+    assert killed.info.status == "RUNNING"  # SIGKILL gives MLflow no chance to close the run
+
+    resumed = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from" in resumed.stdout
+
+    client, r = the_run(db)  # still one run: the same one, now finished
+    assert r.info.run_id == killed.info.run_id
+    assert r.info.status == "FINISHED"
+    assert int(r.data.tags["lmbench.resumed_at_step"]) <= killed_at
+    for key in ("train/loss", "valid/ppl"):
+        got = [m.step for m in client.get_metric_history(r.info.run_id, key)]
+        want = [m.step for m in ref_client.get_metric_history(ref.info.run_id, key)]
+        assert sorted(got) == want, key  # no step lost, none twice
+    print(f"killed at step {killed_at} of {total}; test ppl uninterrupted "
+          f"{ref.data.metrics['test/ppl']:.4f}, resumed {r.data.metrics['test/ppl']:.4f}")
+    assert r.data.metrics["test/ppl"] == pytest.approx(ref.data.metrics["test/ppl"], rel=0.01)
