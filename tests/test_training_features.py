@@ -1,0 +1,82 @@
+"""Schedules, early stopping, penalties and precision: each asserted on what it must do."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from lmbench.config import TrainerConfig
+from lmbench.models.recurrent import RecurrentLM
+from lmbench.training.run import run
+from lmbench.training.trainer import make_train_step, schedule_factor
+from test_training import only_run, tiny_cfg
+
+
+def test_cosine_with_warmup_shape():
+    cfg = TrainerConfig(lr_schedule="cosine", warmup_steps=10, min_lr_ratio=0.1)
+    f = [schedule_factor(cfg, s, 110) for s in range(1, 111)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)  # linear warm-up to 1
+    assert all(a <= b for a, b in zip(f[:10], f[1:10]))
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # then decays monotonically
+    assert f[-1] == pytest.approx(0.1)  # down to min_lr_ratio
+    assert f[59] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_constant_and_plateau_have_no_per_step_change():
+    for kind in ("constant", "plateau"):
+        cfg = TrainerConfig(lr_schedule=kind)
+        assert {schedule_factor(cfg, s, 100) for s in (1, 50, 100)} == {1.0}
+
+
+def test_plateau_decay_and_early_stopping(tmp_path):
+    # A learning rate so small that no epoch improves valid loss by min_delta: epoch 1 is the best,
+    # epochs 2 and 3 are stale -> lr divided by 4 after each stale epoch, stop after the second.
+    cfg = tiny_cfg(
+        tmp_path, "optimizer=sgd", "optimizer.learning_rate=1e-6", "trainer.max_epochs=6",
+        "trainer.min_delta=0.01", "trainer.early_stopping_patience=2", "trainer.lr_decay_patience=0",
+    )
+    run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    client, r = only_run(cfg.tracking.uri)
+    assert [m.step for m in client.get_metric_history(r.info.run_id, "valid/ppl")] == [1, 2, 3]
+    assert r.data.tags["lmbench.stopped_early_at_epoch"] == "3"
+    lrs = [m.value for m in sorted(client.get_metric_history(r.info.run_id, "train/lr"), key=lambda m: m.step)]
+    assert lrs == pytest.approx([1e-6, 1e-6, 2.5e-7])
+
+
+def test_l2_penalty_shrinks_weights():
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).integers(0, 20, (4, 8)).astype(np.int32)
+    norms = {}
+    for l2 in (0.0, 0.1):
+        keras.utils.set_random_seed(0)
+        model = RecurrentLM(20, 0, hidden_size=16, embedding_dim=16, num_layers=1)
+        model.build_for_inference()
+        opt = keras.optimizers.SGD(learning_rate=0.5)
+        step = make_train_step(model, opt, jit_compile=False, l2=l2)
+        states = model.initial_state(4)
+        for _ in range(20):
+            _, states = step(x[:, :-1], x[:, 1:], states)
+        norms[l2] = sum(float(np.sum(np.square(v))) for v in model.trainable_variables if len(v.shape) >= 2)
+    assert norms[0.1] < 0.8 * norms[0.0]
+
+
+def test_mixed_bfloat16_trains_and_float32_is_restored(tmp_path):
+    cfg = tiny_cfg(tmp_path / "bf16", "trainer.precision=mixed_bfloat16", "trainer.max_epochs=2")
+    summary = run(cfg, output_dir=tmp_path / "bf16/out", launch_dir=tmp_path / "bf16")
+    assert summary["test/ppl"] < 4.0  # learns like float32 does (see test_training)
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    run(tiny_cfg(tmp_path / "f32", "trainer.max_steps=2", "tracking=none"), tmp_path / "f32/out", tmp_path / "f32")
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_unknown_schedule_and_precision_are_refused(tmp_path):
+    from lmbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        run(tiny_cfg(tmp_path / "a", "trainer.lr_schedule=linear"), tmp_path / "a/out", tmp_path / "a")
+    with pytest.raises(ConfigError, match="precision"):
+        run(tiny_cfg(tmp_path / "b", "trainer.precision=fp8"), tmp_path / "b/out", tmp_path / "b")
