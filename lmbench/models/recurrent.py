@@ -28,11 +28,10 @@ class RecurrentLM(NeuralLM):
         dropout: float = 0.0,
         tie_embeddings: bool = False,
         activation: str = "tanh",  # rnn cell only: tanh or relu
-        init_scale: float = 0.1,  # embeddings and output weights ~ U(-s, s), as Zaremba et al.
+        init_scale: float | None = 0.1,  # embedding and output ~ U(-s, s); null: Keras defaults
         eval_window: int = 256,
-        **kwargs,
     ):
-        super().__init__(vocab_size, eos_id, eval_window=eval_window, **kwargs)
+        super().__init__(vocab_size, eos_id, eval_window=eval_window)
         if cell not in CELLS:
             raise ConfigError(f"model.cell={cell!r} is not one of {', '.join(CELLS)}")
         if num_layers < 1 or hidden_size < 1 or embedding_dim < 1:
@@ -56,18 +55,29 @@ class RecurrentLM(NeuralLM):
         self.activation = activation
         self.init_scale = init_scale
 
-        uniform = keras.initializers.RandomUniform(-init_scale, init_scale)
-        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, embeddings_initializer=uniform)
+        def init(keras_default: str):
+            if init_scale is None:
+                return keras_default
+            return keras.initializers.RandomUniform(-init_scale, init_scale)
+
+        self.embedding = keras.layers.Embedding(
+            vocab_size, embedding_dim, embeddings_initializer=init("uniform")
+        )
         layer_kwargs = {"activation": activation} if cell == "rnn" else {}
         self.rnns = [
-            CELLS[cell](hidden_size, return_sequences=True, return_state=True, **layer_kwargs)
+            CELLS[cell](
+                hidden_size,
+                return_sequences=True,
+                return_state=True,
+                **layer_kwargs,
+            )
             for _ in range(num_layers)
         ]
         self.drop = keras.layers.Dropout(dropout)
         if tie_embeddings:
             self.output_bias = self.add_weight(shape=(vocab_size,), initializer="zeros", name="output_bias")
         else:
-            self.projection = keras.layers.Dense(vocab_size, kernel_initializer=uniform)
+            self.projection = keras.layers.Dense(vocab_size, kernel_initializer=init("glorot_uniform"))
 
     @property
     def state_size(self) -> int:
