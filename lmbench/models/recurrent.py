@@ -65,12 +65,7 @@ class RecurrentLM(NeuralLM):
         )
         layer_kwargs = {"activation": activation} if cell == "rnn" else {}
         self.rnns = [
-            CELLS[cell](
-                hidden_size,
-                return_sequences=True,
-                return_state=True,
-                **layer_kwargs,
-            )
+            CELLS[cell](hidden_size, return_sequences=True, return_state=True, **layer_kwargs)
             for _ in range(num_layers)
         ]
         self.drop = keras.layers.Dropout(dropout)
