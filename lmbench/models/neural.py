@@ -53,6 +53,16 @@ def pack_streams(ids: np.ndarray, starts: np.ndarray, eos_id: int):
     return inputs, targets, mask
 
 
+def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int | None) -> int:
+    """One token drawn from softmax(logits / temperature), restricted to the top_k largest."""
+    last = np.asarray(logits, dtype=np.float64) / temperature
+    if top_k is not None and top_k < len(last):
+        cut = np.partition(last, -top_k)[-top_k]
+        last = np.where(last >= cut, last, -np.inf)
+    p = np.exp(last - last.max())
+    return int(rng.choice(len(p), p=p / p.sum()))
+
+
 class NeuralLM(keras.Model):
     """Base class of the neural families: the lmbench model contract on top of a Keras model."""
 
@@ -116,12 +126,7 @@ class NeuralLM(keras.Model):
         logits, states = self(tf.constant(context[None, :], dtype=tf.int32), states=states)
         out = []
         for _ in range(n_tokens):
-            last = np.asarray(logits[0, -1], dtype=np.float64) / temperature
-            if top_k is not None and top_k < len(last):
-                cut = np.partition(last, -top_k)[-top_k]
-                last = np.where(last >= cut, last, -np.inf)
-            p = np.exp(last - last.max())
-            token = int(rng.choice(len(p), p=p / p.sum()))
+            token = sample_next(logits[0, -1], rng, temperature, top_k)
             out.append(token)
             logits, states = self(tf.constant([[token]], dtype=tf.int32), states=states)
         return np.array(out, dtype=np.int64)

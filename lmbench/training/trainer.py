@@ -138,6 +138,12 @@ class Trainer:
             raise ConfigError("trainer.l1 and trainer.l2 must be >= 0")
         if isinstance(model, NeuralLM):
             as_streams(data.train.ids, cfg.batch_size, cfg.bptt)
+            context = getattr(model, "context", None)  # attention models see at most this many tokens
+            if context is not None and cfg.bptt > context:
+                raise ConfigError(
+                    f"trainer.bptt={cfg.bptt} exceeds model.context={context}: training windows must "
+                    "fit the model's context; lower trainer.bptt or raise model.context"
+                )
             self.optimizer = build_optimizer(self.optimizer_cfg, cfg.clip_norm)
         if cfg.export_arpa and not hasattr(model, "to_arpa"):
             raise ConfigError(

@@ -1,0 +1,189 @@
+"""Training speed of each neural family with lmbench's own train step, against PyTorch.
+
+    python benchmarks/train_throughput.py [--families rnn gru lstm transformer] [--vocab 10000 33278]
+        [--steps 20] [--warmup 3] [--repeats 3] [--jit] [--mixed-bf16] [--no-torch]
+
+Every model is 2 layers of width 200 (rnn: tanh units; the Transformer: 4 heads, d_ff 800, learned positions),
+dropout 0.2, trained on batches of 20 x 35 random ids by SGD (lr 20, global-norm clip 0.25): the
+set-up of PyTorch's word_language_model example. The Keras rows use lmbench's `make_train_step` and
+`build_optimizer`, state carried from step to step as the trainer does; the PyTorch rows run the
+same architecture (pre-LN encoder layers with a causal mask for the Transformer) with
+`torch.optim.SGD`. PyTorch is not an lmbench dependency: its rows are skipped when it is absent.
+
+Repetitions are interleaved over all models, so that load from other jobs on a shared machine
+spreads over every row instead of one: each repetition times `--steps` single steps of every model
+(after `--warmup` untimed ones, on the first repetition) and takes their median; the table gives
+the median over repetitions, and the spread (min-max) of the repetition medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# PyTorch's OpenMP threads spin while they wait for each other. On a 2-core machine shared with
+# other jobs a spinning thread holds a core its partner needs: measured here, a 2-thread LSTM step
+# took 860 ms instead of 50 (1 thread: 47). Sleeping waits cost little on a quiet machine and keep
+# the PyTorch rows meaningful on a busy one; set OMP_WAIT_POLICY=ACTIVE to measure the default.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from lmbench.models.recurrent import RecurrentLM  # noqa: E402
+from lmbench.models.transformer import TransformerLM  # noqa: E402
+from lmbench.training.trainer import build_optimizer, make_train_step  # noqa: E402
+
+BATCH, BPTT, WIDTH, LAYERS, DROPOUT, LR, CLIP = 20, 35, 200, 2, 0.2, 20.0, 0.25
+HEADS, D_FF = 4, 800
+FAMILIES = ("rnn", "gru", "lstm", "transformer")
+
+
+def random_batch(vocab: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.random.default_rng(seed).integers(0, vocab, (BATCH, BPTT + 1), dtype=np.int64)
+    return ids[:, :-1], ids[:, 1:]
+
+
+def keras_runner(family: str, vocab: int, jit: bool):
+    """A no-argument function doing one lmbench train step; returns the model's parameter count."""
+    if family == "transformer":
+        model = TransformerLM(
+            vocab, 0, n_layer=LAYERS, n_head=HEADS, d_model=WIDTH, d_ff=D_FF, dropout=DROPOUT, context=BPTT
+        )
+    else:
+        model = RecurrentLM(
+            vocab, 0, cell=family, embedding_dim=WIDTH, hidden_size=WIDTH, num_layers=LAYERS, dropout=DROPOUT
+        )
+    optimizer = build_optimizer(OmegaConf.create({"_target_": "keras.optimizers.SGD", "learning_rate": LR}), CLIP)
+    model.build_for_inference()
+    optimizer.build(model.trainable_variables)
+    step = make_train_step(model, optimizer, jit)
+    x, y = (tf.constant(a, dtype=tf.int32) for a in random_batch(vocab, 0))
+    states = model.initial_state(BATCH)
+
+    def run_step():
+        nonlocal states
+        loss, states = step(x, y, states)
+        float(loss)  # wait for the step to finish, as the trainer does
+
+    return run_step, model.num_params()
+
+
+def torch_runner(family: str, vocab: int, bf16: bool):
+    import torch
+    from torch import nn
+
+    class TorchLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(vocab, WIDTH)
+            self.drop = nn.Dropout(DROPOUT)
+            if family == "transformer":
+                self.pos = nn.Embedding(BPTT, WIDTH)
+                layer = nn.TransformerEncoderLayer(
+                    WIDTH, HEADS, D_FF, DROPOUT, activation="gelu", batch_first=True, norm_first=True
+                )
+                self.body = nn.TransformerEncoder(layer, LAYERS, norm=nn.LayerNorm(WIDTH), enable_nested_tensor=False)
+                self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(BPTT))
+            else:
+                cell = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[family]
+                self.body = cell(WIDTH, WIDTH, LAYERS, dropout=DROPOUT, batch_first=True)
+            self.decoder = nn.Linear(WIDTH, vocab)
+
+        def forward(self, x, hidden):
+            if family == "transformer":
+                h = self.drop(self.embed(x) + self.pos(torch.arange(x.shape[1])))
+                return self.decoder(self.body(h, mask=self.mask, is_causal=True)), None
+            out, hidden = self.body(self.drop(self.embed(x)), hidden)
+            return self.decoder(self.drop(out)), hidden
+
+    model = TorchLM()
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    x, y = (torch.from_numpy(a) for a in random_batch(vocab, 0))
+    hidden = None
+
+    def run_step():
+        nonlocal hidden
+        if hidden is not None:  # truncated BPTT: keep the state, cut its history
+            hidden = tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits, hidden = model(x, hidden)
+        loss = nn.functional.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        optimizer.step()
+        loss.item()
+
+    return run_step, sum(p.numel() for p in model.parameters())
+
+
+def median_step_ms(run_step, steps: int) -> float:
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        run_step()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument("--vocab", nargs="+", type=int, default=[10_000, 33_278])
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per repetition")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before the first repetition")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--jit", action="store_true", help="XLA-compile the Keras train step")
+    parser.add_argument("--mixed-bf16", action="store_true", help="mixed_bfloat16 (Keras) / bf16 autocast (PyTorch)")
+    parser.add_argument("--no-torch", action="store_true", help="Keras rows only")
+    args = parser.parse_args()
+
+    if args.mixed_bf16:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+        except ImportError:
+            pass  # PyTorch is not an lmbench dependency: its rows are skipped
+    keras.utils.set_random_seed(0)
+    runners = []  # (family, vocab, framework, run_step, params)
+    for vocab in args.vocab:
+        for family in args.families:
+            runners.append((family, vocab, "keras", *keras_runner(family, vocab, args.jit)))
+            if torch is not None:
+                runners.append((family, vocab, "pytorch", *torch_runner(family, vocab, args.mixed_bf16)))
+    for *_, run_step, _ in runners:
+        for _ in range(args.warmup):
+            run_step()
+
+    medians = [[] for _ in runners]
+    for _ in range(args.repeats):
+        for row, (*_, run_step, _) in enumerate(runners):
+            medians[row].append(median_step_ms(run_step, args.steps))
+
+    versions = f"TF {tf.__version__}, Keras {keras.__version__}, "
+    if torch is not None:
+        wait = os.environ["OMP_WAIT_POLICY"]
+        versions += f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads, OMP_WAIT_POLICY={wait})"
+    else:
+        versions += "PyTorch rows skipped"
+    print(f"\n{versions}; batch {BATCH} x {BPTT}; jit={args.jit}; mixed_bf16={args.mixed_bf16}; "
+          f"{os.cpu_count()} CPUs; median of {args.repeats} repetitions x {args.steps} steps")
+    header = ("family", "|V|", "framework", "params", "ms/batch", "(min-max)", "tokens/s")
+    print("{:12s} {:>7s} {:9s} {:>11s} {:>9s} {:>13s} {:>9s}".format(*header))
+    for (family, vocab, framework, _, params), ms in zip(runners, medians):
+        mid = statistics.median(ms)
+        print(f"{family:12s} {vocab:7d} {framework:9s} {params:11,d} {mid:9.1f} "
+              f"{f'({min(ms):.0f}-{max(ms):.0f})':>13s} {BATCH * BPTT / mid * 1000:9,.0f}")
+
+
+if __name__ == "__main__":
+    main()

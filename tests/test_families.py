@@ -1,0 +1,115 @@
+"""Every neural model config in conf/model trains through the real run and is tracked like the LSTM;
+so does a model that exists only as a YAML file outside lmbench, added by Hydra's search path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from test_training import only_run, write_corpus
+
+from lmbench.cli import CONF_DIR
+from lmbench.config import register_configs
+from lmbench.training.run import run
+
+MODEL_DIR = CONF_DIR / "model"
+NEURAL_MODELS = sorted(p.stem for p in MODEL_DIR.glob("*.yaml") if not p.stem.startswith("ngram"))
+
+# Shrink each family to seconds of work; keys by the YAML's builder, so a new family's YAML gets a
+# clear KeyError here rather than a silent full-size run.
+TINY = {
+    "lmbench.models.recurrent.RecurrentLM": ["model.hidden_size=16", "model.embedding_dim=16", "model.num_layers=1"],
+    "lmbench.models.transformer.TransformerLM": [
+        "model.n_layer=1", "model.n_head=2", "model.d_model=16", "model.d_ff=32",
+    ],
+}
+
+
+def expected_family(model_yaml: Path) -> str:
+    node = OmegaConf.load(model_yaml)
+    return "transformer" if node._target_.endswith("TransformerLM") else node.cell
+
+
+def compose_tiny(tmp_path: Path, model: str, *overrides: str, config_dir: Path = CONF_DIR):
+    paths = write_corpus(tmp_path, n_train=200, n_eval=20)
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                f"model={model}",
+                "dataset=text_files",
+                f"dataset.train={paths['train']}",
+                f"dataset.valid={paths['valid']}",
+                f"dataset.test={paths['test']}",
+                f"cache_dir={tmp_path / 'cache'}",
+                "optimizer=adam",
+                "optimizer.learning_rate=0.01",
+                "trainer.batch_size=4",
+                "trainer.bptt=8",
+                "trainer.max_steps=3",
+                "trainer.eval_batch_size=4",
+                "trainer.progress=false",
+                f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                "tracking.experiment=tiny",
+                "tracking.log_every_n_steps=2",
+                *overrides,
+            ],
+        )
+
+
+def tracked_run(tmp_path: Path, model: str, *overrides: str, **kwargs):
+    cfg = compose_tiny(tmp_path, model, *overrides, **kwargs)
+    run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    return only_run(cfg.tracking.uri)
+
+
+@pytest.fixture(scope="module")
+def lstm_metric_names(tmp_path_factory) -> set[str]:
+    _, r = tracked_run(tmp_path_factory.mktemp("lstm"), "lstm", *TINY["lmbench.models.recurrent.RecurrentLM"])
+    return set(r.data.metrics)
+
+
+@pytest.mark.parametrize("model", NEURAL_MODELS)
+def test_model_config_trains_and_is_tracked_like_the_lstm(tmp_path, model, lstm_metric_names):
+    target = OmegaConf.load(MODEL_DIR / f"{model}.yaml")._target_
+    client, r = tracked_run(tmp_path, model, *TINY[target])
+    assert r.info.status == "FINISHED"
+    assert set(r.data.metrics) == lstm_metric_names
+    assert r.data.tags["lmbench.family"] == expected_family(MODEL_DIR / f"{model}.yaml")
+    if expected_family(MODEL_DIR / f"{model}.yaml") == "transformer":  # the trainer reports how
+        assert r.data.tags["lmbench.eval_method"].startswith("sliding window, context 8")
+    assert r.data.params["model._target_"] == target
+    assert [h.step for h in client.get_metric_history(r.info.run_id, "train/loss")] == [2, 3]
+
+
+def test_model_from_a_yaml_outside_lmbench_via_the_search_path(tmp_path, lstm_metric_names):
+    extra = tmp_path / "my_conf"
+    (extra / "model").mkdir(parents=True)
+    (extra / "model" / "my_gpt.yaml").write_text(
+        "_target_: lmbench.models.transformer.TransformerLM\n"
+        "n_layer: 1\nn_head: 2\nd_model: 12\nd_ff: 24\ndropout: 0.0\n"
+        "context: 10\npositions: sinusoidal\ntie_embeddings: true\neval_stride: 5\n"
+    )
+    client, r = tracked_run(tmp_path, "my_gpt", f"hydra.searchpath=[file://{extra}]")
+    assert r.info.status == "FINISHED"
+    assert set(r.data.metrics) == lstm_metric_names
+    assert r.data.tags["lmbench.family"] == "transformer"
+    assert r.data.params["model.positions"] == "sinusoidal"
+    assert r.data.params["model.context"] == "10"
+
+
+def test_bptt_longer_than_the_transformer_context_is_refused_before_tracking(tmp_path):
+    from lmbench.errors import ConfigError
+    from lmbench.training.run import run
+    from test_training import tiny_cfg
+
+    cfg = tiny_cfg(
+        tmp_path, "trainer.bptt=16",
+        model=("model=transformer", "model.context=8", "model.d_model=16", "model.d_ff=32", "model.n_head=2"),
+    )
+    with pytest.raises(ConfigError, match="exceeds model.context=8"):
+        run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    assert not (tmp_path / "mlflow.db").exists()
