@@ -6,12 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from test_training import only_run, write_corpus
+from test_training import only_run, tiny_cfg
 
 from lmbench.cli import CONF_DIR
-from lmbench.config import register_configs
 from lmbench.training.run import run
 
 MODEL_DIR = CONF_DIR / "model"
@@ -33,31 +31,10 @@ def expected_family(model_yaml: Path) -> str:
 
 
 def compose_tiny(tmp_path: Path, model: str, *overrides: str, config_dir: Path = CONF_DIR):
-    paths = write_corpus(tmp_path, n_train=200, n_eval=20)
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                f"model={model}",
-                "dataset=text_files",
-                f"dataset.train={paths['train']}",
-                f"dataset.valid={paths['valid']}",
-                f"dataset.test={paths['test']}",
-                f"cache_dir={tmp_path / 'cache'}",
-                "optimizer=adam",
-                "optimizer.learning_rate=0.01",
-                "trainer.batch_size=4",
-                "trainer.bptt=8",
-                "trainer.max_steps=3",
-                "trainer.eval_batch_size=4",
-                "trainer.progress=false",
-                f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-                "tracking.experiment=tiny",
-                "tracking.log_every_n_steps=2",
-                *overrides,
-            ],
-        )
+    return tiny_cfg(
+        tmp_path, "trainer.max_steps=3", "trainer.eval_batch_size=4", "tracking.log_every_n_steps=2",
+        *overrides, model=(f"model={model}",), config_dir=config_dir, n_train=200, n_eval=20,
+    )
 
 
 def tracked_run(tmp_path: Path, model: str, *overrides: str, **kwargs):

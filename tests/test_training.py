@@ -39,11 +39,19 @@ def write_corpus(folder: Path, n_train: int = 400, n_eval: int = 40, seed: int =
 TINY_LSTM = ("model.hidden_size=32", "model.embedding_dim=32", "model.num_layers=1")
 
 
-def tiny_cfg(tmp_path: Path, *overrides: str, model: tuple[str, ...] = TINY_LSTM):
+def tiny_cfg(
+    tmp_path: Path,
+    *overrides: str,
+    model: tuple[str, ...] = TINY_LSTM,
+    config_dir: Path = CONF_DIR,
+    n_train: int = 400,
+    n_eval: int = 40,
+):
+    """A run on a tiny corpus written into `tmp_path`, tracked in `tmp_path`/mlflow.db."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    paths = write_corpus(tmp_path)
+    paths = write_corpus(tmp_path, n_train=n_train, n_eval=n_eval)
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         return compose(
             "config",
             overrides=[
