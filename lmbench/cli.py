@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from lmbench.config import override_key_hints, register_configs
 from lmbench.errors import LmbenchError
+from lmbench.sweep import job_tags
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -49,8 +50,13 @@ def _main(cfg: DictConfig) -> float | None:
         tf.config.list_physical_devices("GPU")  # the CUDA probe logs here, not at the first op
         from lmbench.training.run import run
 
+    hydra_cfg = HydraConfig.get()
+    parent_run_id, tags = job_tags(hydra_cfg)  # a job of a sweep nests under the sweep's parent run
     try:
-        summary = run(cfg, output_dir=Path(HydraConfig.get().runtime.output_dir), launch_dir=Path.cwd())
+        summary = run(
+            cfg, output_dir=Path(hydra_cfg.runtime.output_dir), launch_dir=Path.cwd(),
+            parent_run_id=parent_run_id, extra_tags=tags,
+        )
     except LmbenchError as ex:
         logging.getLogger("lmbench").debug("user error", exc_info=True)
         print(f"lmbench: error: {ex}", file=sys.stderr, flush=True)

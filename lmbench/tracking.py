@@ -3,20 +3,50 @@
 A `Tracker` owns one MLflow run. Disabled tracking (`tracking=none`) gives the same object with
 every call a no-op, so the trainer never branches on it. Whatever was logged stays logged when a run
 fails: `finish("FAILED", reason)` ends the run with that status and the reason as a tag.
+
+Besides the `Tracker`, the module offers what sweeps and reports need from the store: a parent run
+per sweep (`start_parent_run`, `end_run`), and reading runs back (`find_runs`, `metric_history`).
+Every write retries while sqlite answers "database is locked" (parallel jobs share one file).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
+T = TypeVar("T")
+
+
+def with_retry(call: Callable[..., T], *args: Any, attempts: int = 8, first_wait: float = 0.1, **kwargs: Any) -> T:
+    """`call(*args, **kwargs)`, retried with jittered exponential backoff while sqlite is locked.
+
+    MLflow already sets a 20 s busy timeout, but sqlite skips waiting (SQLITE_BUSY at once) when
+    waiting could deadlock: two connections that both read and then both want to write, which N
+    jobs logging to one file do. A locked write is rolled back, and MLflow accepts a param or tag
+    logged again with the same value, so a retry logs nothing twice. Other errors, and the lock
+    after `attempts` tries (about 25 s of waiting in all), are raised.
+    """
+    attempt = 1
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as ex:
+            if "database is locked" not in str(ex) or attempt >= attempts:
+                raise
+            wait = first_wait * 2 ** (attempt - 1) * (1 + random.random())
+            log.warning("MLflow store locked; retry %d of %d in %.2f s", attempt, attempts - 1, wait)
+            time.sleep(wait)
+            attempt += 1
 
 
 def resolve_uri(configured: str | None, launch_dir: Path) -> str:
@@ -64,7 +94,10 @@ class Tracker:
         self._logged_upto: dict[str, int] = {}  # after a resume: last step already in the store
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self, run_name_prefix: str, tags: dict[str, str], params: dict[str, Any]) -> None:
+    def start(
+        self, run_name_prefix: str, tags: dict[str, str], params: dict[str, Any], parent_run_id: str | None = None
+    ) -> None:
+        """Start a new run; with `parent_run_id` (a sweep's parent run, still running) it is nested."""
         if not self.enabled:
             return
         import mlflow
@@ -72,11 +105,11 @@ class Tracker:
         self._mlflow = mlflow
         mlflow.set_tracking_uri(self.uri)
         experiment_id = ensure_experiment(self.uri, self.experiment)
-        run = mlflow.start_run(experiment_id=experiment_id)
+        run = with_retry(mlflow.start_run, experiment_id=experiment_id, parent_run_id=parent_run_id)
         self.run_id = run.info.run_id
-        mlflow.set_tags({**tags, "mlflow.runName": f"{run_name_prefix}-{self.run_id[:8]}"})
+        with_retry(mlflow.set_tags, {**tags, "mlflow.runName": f"{run_name_prefix}-{self.run_id[:8]}"})
         # MLflow takes at most 100 params per request; log_params batches, values are strings.
-        mlflow.log_params({k: ("null" if v is None else v) for k, v in params.items()})
+        with_retry(mlflow.log_params, {k: ("null" if v is None else v) for k, v in params.items()})
 
     def resume(self, run_id: str, resumed_at_step: int) -> None:
         """Continue an earlier run (killed or interrupted) as the same MLflow run.
@@ -96,19 +129,19 @@ class Tracker:
         self._logged_upto = {
             key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics
         }
-        mlflow.start_run(run_id=run_id)
+        with_retry(mlflow.start_run, run_id=run_id)
         self.run_id = run_id
-        mlflow.set_tag("lmbench.resumed_at_step", str(resumed_at_step))
+        with_retry(mlflow.set_tag, "lmbench.resumed_at_step", str(resumed_at_step))
 
     def finish(self, status: str = "FINISHED", reason: str | None = None, step: int | None = None) -> None:
         if not self.enabled or self.run_id is None:
             return
         mlflow = self._mlflow
         if reason:
-            mlflow.set_tag("lmbench.error", reason[:5000])
+            with_retry(mlflow.set_tag, "lmbench.error", reason[:5000])
         if step is not None:
-            mlflow.set_tag("lmbench.failed_step", str(step))
-        mlflow.end_run(status=status)
+            with_retry(mlflow.set_tag, "lmbench.failed_step", str(step))
+        with_retry(mlflow.end_run, status=status)
         self.run_id = None
 
     # -- logging -------------------------------------------------------------------------------
@@ -117,11 +150,11 @@ class Tracker:
             at = 0 if step is None else step
             fresh = {k: float(v) for k, v in metrics.items() if at > self._logged_upto.get(k, -1)}
             if fresh:
-                self._mlflow.log_metrics(fresh, step=step)
+                with_retry(self._mlflow.log_metrics, fresh, step=step)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.enabled and self.run_id is not None:
-            self._mlflow.set_tags(tags)
+            with_retry(self._mlflow.set_tags, tags)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.enabled and self.run_id is not None:
@@ -133,7 +166,11 @@ class Tracker:
 
     @property
     def ui_command(self) -> str:
-        return f"mlflow ui --backend-store-uri {self.uri}"
+        return ui_command(self.uri)
+
+
+def ui_command(uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {uri}"
 
 
 def ensure_experiment(uri: str, name: str) -> str:
@@ -147,7 +184,7 @@ def ensure_experiment(uri: str, name: str) -> str:
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri=uri)
-    existing = client.get_experiment_by_name(name)
+    existing = with_retry(client.get_experiment_by_name, name)
     if existing is not None:
         return existing.experiment_id
     location = None
@@ -156,9 +193,130 @@ def ensure_experiment(uri: str, name: str) -> str:
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         location = (db.parent / "mlruns" / safe).resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return with_retry(client.create_experiment, name, artifact_location=location)
     except MlflowException:
         existing = client.get_experiment_by_name(name)
         if existing is None:
             raise
         return existing.experiment_id
+
+
+# -- sweeps ------------------------------------------------------------------------------------
+def start_parent_run(uri: str, experiment: str, run_name_prefix: str, tags: dict[str, str]) -> str:
+    """Create a sweep's parent run (left RUNNING for its children to nest under); return its id,
+    which is also the sweep's id (tag `lmbench.sweep_id`, on the parent and on every child).
+
+    Called before any job starts, so the store's schema and the experiment exist before parallel
+    jobs first touch the store (ECOSYSTEM.md: a fresh store or experiment raced on loses runs).
+    Uses the client, not the fluent API, so the launching process has no active run: sequential
+    sweeps run their jobs in this same process, and each job starts its own run.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = ensure_experiment(uri, experiment)
+    run_id = with_retry(client.create_run, experiment_id, tags=tags).info.run_id
+    for key, value in (("mlflow.runName", f"{run_name_prefix}-{run_id[:8]}"), ("lmbench.sweep_id", run_id)):
+        with_retry(client.set_tag, run_id, key, value)
+    return run_id
+
+
+def end_run(uri: str, run_id: str, status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    for key, value in (tags or {}).items():
+        with_retry(client.set_tag, run_id, key, value)
+    with_retry(client.set_terminated, run_id, status=status)
+
+
+def log_artifacts(uri: str, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    """Log a file or a folder's contents to a run other than the active one (a sweep's parent)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    if Path(path).is_dir():
+        client.log_artifacts(run_id, str(path), artifact_path=artifact_path)
+    else:
+        client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+
+# -- reading runs back (reports) -----------------------------------------------------------------
+@dataclass
+class RunRecord:
+    """One run as plain data, so that reports need not know MLflow's types."""
+
+    run_id: str
+    name: str
+    status: str
+    experiment_id: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]  # the last value of each
+
+
+def _record(run) -> RunRecord:
+    return RunRecord(
+        run_id=run.info.run_id,
+        name=run.info.run_name or run.info.run_id[:8],
+        status=run.info.status,
+        experiment_id=run.info.experiment_id,
+        tags=dict(run.data.tags),
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+    )
+
+
+def get_run(uri: str, run_id: str) -> RunRecord:
+    from mlflow import MlflowClient
+
+    return _record(MlflowClient(tracking_uri=uri).get_run(run_id))
+
+
+def find_runs(
+    uri: str, experiment: str | None = None, parent_run_id: str | None = None, filter_string: str | None = None
+) -> list[RunRecord]:
+    """Runs of `experiment` (default: every experiment), children of `parent_run_id`, matching
+    `filter_string` (MLflow search syntax, e.g. "tags.lmbench.dataset = 'ptb'"), all combined."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    client = MlflowClient(tracking_uri=uri)
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise LookupError(f"no experiment named {experiment!r} in {uri}")
+        experiment_ids = [found.experiment_id]
+    elif parent_run_id is not None:
+        experiment_ids = [client.get_run(parent_run_id).info.experiment_id]
+    else:
+        experiment_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    clauses = [f"tags.mlflow.parentRunId = '{parent_run_id}'"] if parent_run_id else []
+    if filter_string:
+        clauses.append(filter_string)
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            experiment_ids, " and ".join(clauses), run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
+        )
+        runs.extend(_record(r) for r in page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of one metric, by step."""
+    from mlflow import MlflowClient
+
+    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in history)
+
+
+def last_logged(uri: str, run_id: str, key: str) -> float | None:
+    """The value of `key` logged last in time. A run's summary shows the value at the highest step
+    instead, which differs for a key logged both per step and once more at the end."""
+    from mlflow import MlflowClient
+
+    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
+    return max(history, key=lambda m: (m.timestamp, m.step)).value if history else None

@@ -64,7 +64,12 @@ def build_model(model_cfg: DictConfig, vocab_size: int, eos_id: int):
         raise ConfigError(f"model config cannot be built: {ex}") from None
 
 
-def run(cfg: DictConfig, output_dir: Path, launch_dir: Path) -> dict[str, float]:
+def run(
+    cfg: DictConfig, output_dir: Path, launch_dir: Path, parent_run_id: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """`parent_run_id` nests the MLflow run under a sweep's parent run; `extra_tags` (the sweep id,
+    the job's overrides, Hydra's group choices) are added to the run's tags."""
     output_dir = Path(output_dir)
     check_target(cfg.tokenizer, "tokenizer")
     check_target(cfg.model, "model", supplied=MODEL_SUPPLIED)
@@ -99,7 +104,10 @@ def run(cfg: DictConfig, output_dir: Path, launch_dir: Path) -> dict[str, float]
         "lmbench.version": lmbench.__version__,
         "lmbench.output_dir": str(output_dir.resolve()),
         "lmbench.python": platform.python_version(),
+        **(extra_tags or {}),
     }
+    if hasattr(model, "eval_method"):  # how an attention model gets its context when scoring
+        tags["lmbench.eval_method"] = model.eval_method
     commit = git_commit(launch_dir) or git_commit(Path(lmbench.__file__).parent)
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -109,7 +117,7 @@ def run(cfg: DictConfig, output_dir: Path, launch_dir: Path) -> dict[str, float]
     if resume is not None and resume.run_id is not None:
         tracker.resume(resume.run_id, resumed_at_step=resume.global_step)
     else:
-        tracker.start(prefix, tags, params)
+        tracker.start(prefix, tags, params, parent_run_id=parent_run_id)
     if resume is not None:
         print(f"Resuming from {trainer.last_checkpoint} at step {resume.global_step}", flush=True)
     if tracker.enabled:
@@ -121,13 +129,12 @@ def run(cfg: DictConfig, output_dir: Path, launch_dir: Path) -> dict[str, float]
         vocab.save(output_dir / "vocab.json")
         tracker.log_artifact(output_dir / "config.yaml")
         tracker.log_artifact(output_dir / "vocab.json")
-        n_params = model.num_params()
-        tracker.log_metrics({"model/params": n_params})
 
         fit = trainer.fit(model, data, resume or checkpoints.TrainState(
             config_digest=checkpoints.config_digest(OmegaConf.to_container(cfg, resolve=True))
         ), resumed=resume is not None)
         test = trainer.test(model, data)
+        n_params = model.num_params()  # after fit: a Keras model has no weights until first called
         best = fit.best_valid
         summary = {
             **test.metrics(),
@@ -157,8 +164,9 @@ def run(cfg: DictConfig, output_dir: Path, launch_dir: Path) -> dict[str, float]
         raise
     tracker.finish("FINISHED")
 
+    trained = f"{fit.epochs} epoch(s), {fit.steps} step(s)" if fit.steps else "counted"
     print(
-        f"{prefix}: {fit.epochs} epoch(s), {fit.steps} step(s), {fit.train_seconds:.1f} s train, "
+        f"{prefix}: {trained}, {fit.train_seconds:.1f} s train, "
         f"{fit.tokens_per_sec:,.0f} tok/s | valid ppl {best.ppl:.2f} | "
         f"test ppl {test.ppl:.2f}, bpc {test.bpc:.4f}",
         flush=True,

@@ -1,0 +1,218 @@
+"""Comparison report: runs from MLflow as one table and three plots.
+
+    lmbench-report --parent RUN_ID            # the child runs of a sweep; also logged to the parent
+    lmbench-report --experiment lmbench       # the finished runs of an experiment
+    lmbench-report --filter "tags.lmbench.dataset = 'ptb'"
+
+Writes `comparison.md`, `comparison.csv`, `valid_ppl.png` (validation perplexity per epoch, every
+run on one chart), `train_loss.png` and `test_bpc.png` into --out, and prints the Markdown table.
+The selectors combine; the store is --tracking-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db.
+
+Runs are read through lmbench.tracking (the one module that imports MLflow) as plain records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmbench import tracking
+
+COLUMNS = (  # (csv header, markdown header)
+    ("run", "run"), ("family", "family"), ("model", "model"), ("params", "params"),
+    ("tokenizer", "tokenizer"), ("dataset", "dataset"), ("valid_ppl", "valid ppl"),
+    ("test_ppl", "test ppl"), ("test_bpc", "test bits/char"), ("train_s", "train time (s)"),
+    ("tokens_per_s", "tokens/s"),
+)
+
+
+@dataclass
+class Row:
+    run_id: str
+    run: str
+    family: str
+    model: str
+    params: float | None
+    tokenizer: str
+    dataset: str
+    valid_ppl: float | None
+    test_ppl: float | None
+    test_bpc: float | None
+    train_s: float | None
+    tokens_per_s: float | None
+
+    @classmethod
+    def of(cls, r: tracking.RunRecord) -> Row:
+        m, t = r.metrics, r.tags
+        family = t.get("lmbench.family", "?")
+        return cls(
+            run_id=r.run_id, run=r.name, family=family,
+            model=t.get("lmbench.model", family),  # the config-group choice, e.g. lstm_small
+            params=m.get("model/params"), tokenizer=t.get("lmbench.tokenizer", "?"),
+            dataset=t.get("lmbench.dataset", "?"), valid_ppl=m.get("best_valid/ppl"),
+            test_ppl=m.get("test/ppl"), test_bpc=m.get("test/bpc"), train_s=m.get("time/train_s"),
+            tokens_per_s=m.get("train/tokens_per_sec"),
+        )
+
+
+@dataclass
+class Comparison:
+    rows: list[Row]  # finished runs, by test perplexity
+    notes: list[str]
+
+
+def compare(runs: list[tracking.RunRecord]) -> Comparison:
+    """Finished runs sorted by test ppl (runs without one last), with notes on what not to compare."""
+    runs = [r for r in runs if r.tags.get("lmbench.role") != "sweep"]
+    finished = [r for r in runs if r.status == "FINISHED"]
+    rows = sorted((Row.of(r) for r in finished), key=lambda row: (row.test_ppl is None, row.test_ppl or 0.0))
+    notes = []
+    tokenizers = sorted({row.tokenizer for row in rows})
+    if len(tokenizers) > 1:
+        notes.append(
+            f"Tokenizers differ ({', '.join(tokenizers)}): perplexities are per token of different units "
+            "and are not comparable across them; rank by test bits/char."
+        )
+    datasets = sorted({row.dataset for row in rows})
+    if len(datasets) > 1:
+        notes.append(f"Datasets differ ({', '.join(datasets)}): compare runs within one dataset.")
+    left_out = [r for r in runs if r.status != "FINISHED"]
+    if left_out:
+        names = ", ".join(f"{r.name} ({r.status})" for r in left_out)
+        notes.append(f"Not finished, left out: {names}.")
+    return Comparison(rows, notes)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None or math.isnan(value) else format(value, spec)
+
+
+def _params(n: float | None) -> str:
+    if n is None:
+        return ""
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
+
+
+def markdown(c: Comparison) -> str:
+    lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * 6 + "---:|" * 5]
+    for r in c.rows:
+        cells = [
+            r.run, r.family, r.model, _params(r.params), r.tokenizer, r.dataset, _fmt(r.valid_ppl, ".2f"),
+            _fmt(r.test_ppl, ".2f"), _fmt(r.test_bpc, ".4f"), _fmt(r.train_s, ".1f"), _fmt(r.tokens_per_s, ",.0f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if not c.rows:
+        lines.append("| (no finished runs) |" + " |" * (len(COLUMNS) - 1))
+    return "\n".join(lines + [""] + [f"> {note}" for note in c.notes])
+
+
+def write_csv(c: Comparison, path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run_id", *(name for name, _ in COLUMNS)])
+        for r in c.rows:
+            writer.writerow([r.run_id, *("" if getattr(r, name) is None else getattr(r, name) for name, _ in COLUMNS)])
+
+
+def _label(r: Row) -> str:
+    return f"{r.run} ({r.tokenizer})"
+
+
+def plot_history(uri: str, rows: list[Row], key: str, path: Path, xlabel: str, ylabel: str, log_y: bool) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in rows:
+        history = tracking.metric_history(uri, r.run_id, key)
+        if history:
+            steps, values = zip(*history)
+            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, label=_label(r))
+    if log_y:
+        ax.set_yscale("log")
+        for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis_formatter(ScalarFormatter())  # 150, not 1.5 x 10^2
+    ax.set_xlim(left=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are whole numbers
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{key} per {xlabel}")
+    ax.grid(True, alpha=0.3)
+    if ax.has_data():
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_bpc(rows: list[Row], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    scored = sorted((r for r in rows if r.test_bpc is not None), key=lambda r: r.test_bpc)
+    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.4 * max(1, len(scored))))
+    ax.barh([_label(r) for r in scored], [r.test_bpc for r in scored])
+    for i, r in enumerate(scored):
+        ax.annotate(f"{r.test_bpc:.3f}", (r.test_bpc, i), xytext=(3, 0), textcoords="offset points", va="center")
+    ax.invert_yaxis()  # best at the top
+    ax.margins(x=0.15)  # room for the value labels
+    ax.set(xlabel="test bits per character (lower is better)", title="test bits/char")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(
+    uri: str, out: Path, *, experiment: str | None = None, parent_run_id: str | None = None,
+    filter_string: str | None = None,
+) -> str:
+    """Write the table and plots into `out`; with a parent run, log them to it under `report/`.
+    Returns the Markdown table."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, also on machines without a display
+    runs = tracking.find_runs(uri, experiment, parent_run_id, filter_string)
+    for r in runs:  # the trainer logs a running rate per step under this key, the overall one last
+        if "train/tokens_per_sec" in r.metrics:
+            r.metrics["train/tokens_per_sec"] = tracking.last_logged(uri, r.run_id, "train/tokens_per_sec")
+    c = compare(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(c)
+    (out / "comparison.md").write_text(table + "\n")
+    write_csv(c, out / "comparison.csv")
+    plot_history(uri, c.rows, "valid/ppl", out / "valid_ppl.png", "epoch", "validation perplexity", log_y=True)
+    plot_history(uri, c.rows, "train/loss", out / "train_loss.png", "step", "training loss (nats/token)", log_y=False)
+    plot_bpc(c.rows, out / "test_bpc.png")
+    if parent_run_id:
+        tracking.log_artifacts(uri, parent_run_id, out, "report")
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lmbench-report", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--experiment", help="MLflow experiment name (default: lmbench; the parent's with --parent; all with --filter)"
+    )
+    parser.add_argument("--parent", metavar="RUN_ID", help="a sweep's parent run: report its child runs")
+    parser.add_argument("--filter", metavar="FILTER", help="MLflow search filter, e.g. \"tags.lmbench.dataset = 'ptb'\"")
+    parser.add_argument("--tracking-uri", help="store (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
+    parser.add_argument("--out", type=Path, help="output folder (default: reports/<parent run, experiment or 'runs'>)")
+    args = parser.parse_args(argv)
+    uri = tracking.resolve_uri(args.tracking_uri, Path.cwd())
+    if args.experiment is None and args.parent is None and args.filter is None:
+        args.experiment = "lmbench"  # the default experiment of `lmbench`
+    try:
+        label = tracking.get_run(uri, args.parent).name if args.parent else args.experiment or "runs"
+        out = args.out or Path("reports") / re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
+        table = write_report(uri, out, experiment=args.experiment, parent_run_id=args.parent, filter_string=args.filter)
+    except Exception as ex:  # an unknown experiment or run id, a bad filter, an unreachable store
+        print(f"lmbench-report: error: {ex}", file=sys.stderr)
+        sys.exit(2)
+    print(table.rstrip())
+    print(f"\nWritten to {out}/ (comparison.md, comparison.csv, valid_ppl.png, train_loss.png, test_bpc.png)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Sweeps: one MLflow parent run per Hydra multirun, every job a child run nested under it.
+
+`SweepCallback` (registered under `hydra.callbacks` in conf/config.yaml) runs in the launching
+process. Before any job starts it creates the store's schema, the experiment and the parent run --
+so that parallel jobs never race on a fresh store (ECOSYSTEM.md) -- and writes the parent's id into
+the sweep folder. Each job reads it there (`job_tags`): a file in the sweep folder reaches jobs in
+this process, in joblib's worker processes and on machines sharing the folder alike, where an
+environment variable would not (loky reuses worker processes across sweeps; Ray workers do not
+inherit the environment). After the last job the callback writes the comparison report, logs it to
+the parent run, prints the table and the command that opens the MLflow UI, and ends the parent.
+A sweep that dies (a job raised, Ctrl-C) ends its parent FAILED when the process exits.
+
+This module is the Hydra-facing glue: it knows the store only through lmbench.tracking.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from lmbench import tracking
+
+SWEEP_FILE = "lmbench_sweep.json"  # in hydra.sweep.dir: the parent run the jobs nest under
+TAGGED_CHOICES = ("model", "experiment", "hparams_search")  # Hydra group choices recorded as tags
+
+
+@dataclass(frozen=True)
+class Sweep:
+    parent_run_id: str
+    uri: str
+    experiment: str
+    folder: str
+
+    @classmethod
+    def read(cls, folder: Path) -> Sweep | None:
+        path = Path(folder) / SWEEP_FILE
+        return cls(**json.loads(path.read_text())) if path.exists() else None
+
+    def write(self) -> None:
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        (Path(self.folder) / SWEEP_FILE).write_text(json.dumps(self.__dict__, indent=2))
+
+
+def job_tags(hydra_cfg: DictConfig) -> tuple[str | None, dict[str, str]]:
+    """(parent run id or None, tags) for the job Hydra is running, from its HydraConfig.
+
+    Every run is tagged with the config-group choices (`lmbench.model=lstm_small`), which the run's
+    flattened parameters do not name. A job of a multirun is also tagged with the sweep's id (its
+    parent run's id), its number and its own overrides -- the command line that repeats it alone.
+    """
+    choices = hydra_cfg.runtime.choices
+    tags = {f"lmbench.{group}": str(choices[group]) for group in TAGGED_CHOICES if choices.get(group)}
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None, tags
+    sweep = Sweep.read(Path(hydra_cfg.sweep.dir))
+    if sweep is None:  # tracking disabled for the sweep: no parent run
+        return None, tags
+    tags.update({
+        "lmbench.sweep_id": sweep.parent_run_id,
+        "lmbench.job_num": str(hydra_cfg.job.num),
+        "lmbench.overrides": " ".join(hydra_cfg.overrides.task),
+    })
+    return sweep.parent_run_id, tags
+
+
+class SweepCallback(Callback):
+    def __init__(self) -> None:
+        self._sweep: Sweep | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.tracking.enabled:
+            return
+        # The jobs resolve the store the same way (training/run.py): the launch folder is the cwd.
+        uri = tracking.resolve_uri(config.tracking.uri, Path.cwd())
+        choices = config.hydra.runtime.choices
+        label = choices.get("experiment") or choices.get("hparams_search") or "sweep"
+        overrides = " ".join(config.hydra.overrides.task)
+        tags = {
+            "lmbench.role": "sweep",  # reports leave parent runs out of their tables
+            "lmbench.sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
+            "lmbench.overrides": overrides,
+            "lmbench.command": " ".join(["lmbench", *sys.argv[1:]]),
+        }
+        parent = tracking.start_parent_run(uri, config.tracking.experiment, label, tags)
+        self._sweep = Sweep(parent, uri, config.tracking.experiment, tags["lmbench.sweep_dir"])
+        self._sweep.write()
+        atexit.register(self._abandon)
+        print(f"Sweep: MLflow parent run {parent} in {uri} (experiment '{self._sweep.experiment}')", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = self._sweep
+        if sweep is None:
+            return
+        atexit.unregister(self._abandon)
+        self._sweep = None
+        folder = Path(sweep.folder)
+        try:
+            # The Optuna sweeper writes its best parameters and value here.
+            if (folder / "optimization_results.yaml").exists():
+                tracking.log_artifacts(sweep.uri, sweep.parent_run_id, folder / "optimization_results.yaml")
+            from lmbench.report import write_report
+
+            table = write_report(sweep.uri, folder / "report", parent_run_id=sweep.parent_run_id)
+            print(f"\n{table}\nReport (Markdown, CSV, plots): {folder / 'report'}", flush=True)
+        finally:  # every job has finished, whether or not the report could be written
+            tracking.end_run(sweep.uri, sweep.parent_run_id, "FINISHED")
+        print(
+            f"Sweep {sweep.parent_run_id} done. Compare its runs in the MLflow UI:\n"
+            f"  {tracking.ui_command(sweep.uri)}",
+            flush=True,
+        )
+
+    def _abandon(self) -> None:
+        """At exit of a sweep that did not reach on_multirun_end: end the parent run FAILED."""
+        if self._sweep is not None:
+            tracking.end_run(
+                self._sweep.uri, self._sweep.parent_run_id, "FAILED",
+                {"lmbench.error": "the sweep stopped before all its jobs finished"},
+            )

@@ -1,0 +1,84 @@
+"""lmbench-report on runs the test logs straight into a fresh MLflow store (no training)."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from mlflow import MlflowClient
+
+from lmbench import report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def log_run(client, experiment_id, parent_id, name, family, tokenizer, test_ppl, test_bpc, status="FINISHED"):
+    tags = {"lmbench.family": family, "lmbench.tokenizer": tokenizer, "lmbench.dataset": "ptb",
+            "lmbench.model": f"{family}_small", "mlflow.parentRunId": parent_id}
+    run_id = client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
+    for epoch, ppl in ((1, test_ppl * 1.5), (2, test_ppl * 1.1)):
+        client.log_metric(run_id, "valid/ppl", ppl, step=epoch)
+    for step in (10, 20, 30):
+        client.log_metric(run_id, "train/loss", 6.0 - step / 10, step=step)
+        client.log_metric(run_id, "train/tokens_per_sec", 100.0, step=step)  # running rate per step
+    for key, value in {"test/ppl": test_ppl, "test/bpc": test_bpc, "best_valid/ppl": test_ppl * 1.1,
+                       "model/params": 4_651_600, "time/train_s": 12.5, "train/tokens_per_sec": 2500.0}.items():
+        client.log_metric(run_id, key, value, step=0)  # the run's summary, logged last
+    client.set_terminated(run_id, status)
+    return run_id
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("cmp", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp, tags={"lmbench.role": "sweep"}, run_name="quick-1234abcd").info.run_id
+    log_run(client, exp, parent, "lstm-ptb-1", "lstm", "word", 150.0, 1.40)
+    log_run(client, exp, parent, "ngram-ptb-2", "ngram", "word", 141.2, 1.31)
+    log_run(client, exp, parent, "transformer-ptb-3", "transformer", "char", 3.9, 1.96)
+    log_run(client, exp, parent, "rnn-ptb-4", "rnn", "word", 300.0, 1.7, status="FAILED")
+    return uri, client, parent
+
+
+def test_report_of_a_sweep_ranks_its_runs_and_logs_to_the_parent(sweep, tmp_path, capsys):
+    uri, client, parent = sweep
+    out = tmp_path / "report"
+    report.main(["--parent", parent, "--tracking-uri", uri, "--out", str(out)])
+    printed = capsys.readouterr().out
+
+    table = (out / "comparison.md").read_text()
+    assert table.strip() in printed
+    body = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [line.split(" | ")[0] for line in body] == ["| transformer-ptb-3", "| ngram-ptb-2", "| lstm-ptb-1"]
+    assert "Tokenizers differ (char, word)" in table and "bits/char" in table
+    assert "rnn-ptb-4 (FAILED)" in table  # named as left out, not ranked
+    assert "quick-1234abcd" not in table  # the parent is not a row
+
+    with (out / "comparison.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["family"] for r in rows] == ["transformer", "ngram", "lstm"]
+    assert float(rows[1]["test_ppl"]) == pytest.approx(141.2)
+    assert float(rows[1]["tokens_per_s"]) == 2500.0  # the overall rate, not the last per-step one
+    assert rows[0]["model"] == "transformer_small" and float(rows[0]["params"]) == 4_651_600
+
+    for png in ("valid_ppl.png", "train_loss.png", "test_bpc.png"):
+        assert (out / png).read_bytes()[:8] == PNG_MAGIC
+    logged = {a.path for a in client.list_artifacts(parent, "report")}
+    assert {f"report/{name}" for name in ("comparison.md", "comparison.csv", "valid_ppl.png",
+                                         "train_loss.png", "test_bpc.png")} <= logged
+
+
+def test_report_selects_by_experiment_and_filter(sweep, tmp_path):
+    uri, _, _ = sweep
+    table = report.write_report(uri, tmp_path / "a", experiment="cmp", filter_string="tags.lmbench.tokenizer = 'word'")
+    assert "ngram-ptb-2" in table and "lstm-ptb-1" in table and "transformer-ptb-3" not in table
+    assert "Tokenizers differ" not in table  # one tokenizer: the perplexities are comparable
+
+
+def test_unknown_experiment_is_a_clean_error(sweep, tmp_path, capsys):
+    uri, _, _ = sweep
+    with pytest.raises(SystemExit) as info:
+        report.main(["--experiment", "nope", "--tracking-uri", uri, "--out", str(tmp_path / "x")])
+    assert info.value.code == 2
+    assert "no experiment named 'nope'" in capsys.readouterr().err

@@ -1,0 +1,169 @@
+"""Sweeps through the real CLI: one MLflow parent run per multirun, every job a nested child run.
+
+The sweeps run `python -m lmbench -m ...` in a subprocess on a tiny corpus the test writes, with the
+tracking URI left to its default, so the callback and the jobs must agree on the store by themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.types import RunMode
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+from test_training import write_corpus
+
+from lmbench.sweep import Sweep, job_tags
+from lmbench.tracking import with_retry
+
+
+def lmbench(tmp_path: Path, *overrides: str, ok: bool = True) -> subprocess.CompletedProcess:
+    paths = write_corpus(tmp_path)
+    env = {**os.environ, "LMBENCH_CACHE_DIR": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmbench", *overrides, "dataset=text_files",
+         *(f"dataset.{split}={path}" for split, path in paths.items()),
+         "trainer.batch_size=4", "trainer.bptt=8", "trainer.eval_batch_size=2", "trainer.progress=false"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def sweep_runs(tmp_path: Path, experiment: str):
+    """(client, parent run, child runs) of the only sweep in the store at tmp_path/mlflow.db."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("lmbench.role") == "sweep"]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == len(runs) - 1  # nothing in the experiment outside the sweep
+    return client, parents[0], children
+
+
+def test_four_parallel_jobs_all_arrive_under_one_parent(tmp_path):
+    proc = lmbench(
+        tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "model=ngram,lstm", "seed=1,2",
+        "trainer.max_steps=12", "tracking.log_every_n_steps=1", "tracking.experiment=sweep",
+    )
+    client, parent, children = sweep_runs(tmp_path, "sweep")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # Every run went to the one store in the launch folder, none to Default or a stray mlflow.db.
+    assert sum(len(client.search_runs([e.experiment_id])) for e in client.search_experiments()) == 5
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*.db")] == [Path("mlflow.db")]
+
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["lmbench.sweep_id"] == parent.info.run_id
+    assert len(children) == 4
+    jobs = set()
+    for r in children:
+        tags, run_id = r.data.tags, r.info.run_id
+        assert r.info.status == "FINISHED"
+        assert tags["lmbench.sweep_id"] == parent.info.run_id
+        overrides = dict(o.split("=", 1) for o in tags["lmbench.overrides"].split() if o.split("=")[0] in ("model", "seed"))
+        jobs.add((overrides["model"], overrides["seed"]))
+        assert tags["lmbench.family"] == tags["lmbench.model"] == overrides["model"]
+        assert r.data.params["seed"] == overrides["seed"]
+        for key in ("valid/ppl", "best_valid/ppl", "test/ppl", "test/bpc", "model/params", "time/train_s"):
+            assert key in r.data.metrics, (key, tags["lmbench.overrides"])
+        assert r.data.metrics["model/params"] > 0  # counted once the network has its weights
+        assert [m.step for m in client.get_metric_history(run_id, "valid/ppl")] == [1]
+        if overrides["model"] == "lstm":  # one train/loss per step, none lost to a locked store
+            assert sorted(m.step for m in client.get_metric_history(run_id, "train/loss")) == list(range(1, 13))
+    assert jobs == {("ngram", "1"), ("ngram", "2"), ("lstm", "1"), ("lstm", "2")}
+
+    # The sweep ends with the comparison table, logged to the parent, and the UI command.
+    assert "| run | family | model |" in proc.stdout
+    assert f"mlflow ui --backend-store-uri {store}" in proc.stdout
+    report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/comparison.md", "report/comparison.csv", "report/valid_ppl.png"} <= report
+
+
+def test_optuna_search_records_each_trial_as_a_child_run(tmp_path):
+    lmbench(
+        tmp_path, "hparams_search=lstm_ptb", "hydra.sweeper.n_trials=3", "trainer.max_steps=6",
+        "model.hidden_size=16", "model.embedding_dim=16", "model.num_layers=1", "tracking.experiment=search",
+    )
+    client, parent, trials = sweep_runs(tmp_path, "search")
+    assert parent.info.status == "FINISHED"
+    assert len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)
+    learning_rates = {float(r.data.params["optimizer.learning_rate"]) for r in trials}
+    assert len(learning_rates) == 3 and all(2.0 <= lr <= 40.0 for lr in learning_rates)
+    assert all(0.0 <= float(r.data.params["model.dropout"]) <= 0.5 for r in trials)
+
+    # The value Optuna minimised is each trial's logged best_valid/ppl.
+    result_file = next((tmp_path / "multirun").rglob("optimization_results.yaml"))
+    result = yaml.safe_load(result_file.read_text())
+    best = min(trials, key=lambda r: r.data.metrics["best_valid/ppl"])
+    assert result["best_value"] == pytest.approx(best.data.metrics["best_valid/ppl"])
+    assert float(result["best_params"]["optimizer.learning_rate"]) == pytest.approx(
+        float(best.data.params["optimizer.learning_rate"])
+    )
+    assert "optimization_results.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_a_sweep_that_stops_early_ends_its_parent_failed(tmp_path):
+    proc = lmbench(tmp_path, "-m", "optimizer=sgd", "optimizer.learning_rate=fast,1", "trainer.max_steps=2",
+                   "tracking.experiment=broken", ok=False)
+    assert "optimizer" in proc.stderr  # the first job's config error stops the sweep
+    _, parent, children = sweep_runs(tmp_path, "broken")
+    assert parent.info.status == "FAILED"
+    assert "stopped before all its jobs finished" in parent.data.tags["lmbench.error"]
+    assert children == []  # the job failed before it started a run
+
+
+def hydra_job(mode: str, sweep_dir: Path):
+    return OmegaConf.create({
+        "mode": RunMode[mode],
+        "runtime": {"choices": {"model": "lstm_small", "experiment": None, "dataset": "ptb"}},
+        "sweep": {"dir": str(sweep_dir)},
+        "job": {"num": 3},
+        "overrides": {"task": ["model=lstm_small", "seed=7"]},
+    })
+
+
+def test_single_runs_have_no_parent_and_sweep_jobs_find_theirs(tmp_path):
+    Sweep("abc123", "sqlite:///x.db", "lmbench", str(tmp_path)).write()
+
+    parent, tags = job_tags(hydra_job("RUN", tmp_path))
+    assert parent is None
+    assert tags == {"lmbench.model": "lstm_small"}
+
+    parent, tags = job_tags(hydra_job("MULTIRUN", tmp_path))
+    assert parent == "abc123"
+    assert tags["lmbench.sweep_id"] == "abc123"
+    assert tags["lmbench.overrides"] == "model=lstm_small seed=7"
+    assert tags["lmbench.job_num"] == "3"
+
+    # A sweep with tracking disabled writes no sweep file: its jobs have no parent either.
+    assert job_tags(hydra_job("MULTIRUN", tmp_path / "untracked"))[0] is None
+
+
+def test_writes_retry_while_the_store_is_locked():
+    calls = []
+
+    def flaky(fail_times: int, message: str):
+        calls.append(1)
+        if len(calls) <= fail_times:
+            raise RuntimeError(message)
+        return "ok"
+
+    assert with_retry(flaky, 2, "(sqlite3.OperationalError) database is locked", first_wait=0) == "ok"
+    assert len(calls) == 3
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="locked"):
+        with_retry(flaky, 10, "database is locked", attempts=4, first_wait=0)
+    assert len(calls) == 4
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="no such table"):
+        with_retry(flaky, 1, "no such table: runs", first_wait=0)
+    assert len(calls) == 1  # other errors are not retried

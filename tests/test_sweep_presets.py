@@ -1,0 +1,74 @@
+"""The presets in conf/experiment/ and searches in conf/hparams_search/ compose into valid jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from lmbench.cli import CONF_DIR
+from lmbench.config import check_target, register_configs
+from lmbench.training.run import MODEL_SUPPLIED
+
+PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+
+def compose_hydra(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def jobs_of(cfg) -> list[list[str]]:
+    """The override lists of a preset's sweep (the basic sweeper's cartesian product)."""
+    jobs = [[]]
+    for key, values in cfg.hydra.sweeper.params.items():
+        jobs = [job + [f"{key}={v}"] for job in jobs for v in str(values).split(",")]
+    return jobs
+
+
+def test_no_preset_by_default():
+    cfg = compose_hydra()
+    assert cfg.hydra.runtime.choices.get("experiment") is None
+    assert cfg.hydra.runtime.choices.model == "lstm" and cfg.dataset.name == "ptb"
+    assert cfg.hydra.mode is None  # `lmbench` alone is one run, not a sweep
+
+
+def test_every_preset_is_a_sweep_of_buildable_jobs():
+    assert {"quick", "ptb_classic", "wikitext2", "shakespeare_char"} <= set(PRESETS)
+    for preset in PRESETS:
+        master = compose_hydra(f"experiment={preset}")
+        assert master.hydra.mode == RunMode.MULTIRUN, preset
+        assert master.tracking.experiment == preset
+        jobs = jobs_of(master)
+        families = set()
+        for job in jobs:
+            cfg = compose_hydra(f"experiment={preset}", *job)
+            check_target(cfg.tokenizer, "tokenizer")
+            check_target(cfg.model, "model", supplied=MODEL_SUPPLIED)
+            check_target(cfg.optimizer, "optimizer", supplied=("global_clipnorm",))
+            families.add(cfg.model._target_.rsplit(".", 1)[-1])
+            if "Transformer" in cfg.model._target_:  # SGD at lr 20 is a recurrent recipe only
+                assert cfg.optimizer._target_ == "keras.optimizers.Adam", (preset, job)
+        assert families == {"NGramLM", "RecurrentLM", "TransformerLM"}, preset
+    assert len(jobs_of(compose_hydra("experiment=shakespeare_char"))) == 6
+
+
+def test_ptb_classic_uses_the_classic_models_and_budget():
+    cfg = compose_hydra("experiment=ptb_classic", "+experiment/family=lstm")
+    assert cfg.hydra.runtime.choices.model == "lstm_small"
+    assert cfg.trainer.max_epochs == 13
+    assert OmegaConf.select(cfg, "optimizer.learning_rate") == 20.0
+
+
+@pytest.mark.parametrize("search", sorted(p.stem for p in (Path(CONF_DIR) / "hparams_search").glob("*.yaml")))
+def test_searches_use_optuna_in_memory(search):
+    cfg = compose_hydra(f"hparams_search={search}")
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert cfg.hydra.sweeper.storage is None  # optuna 2's RDB storage fails with SQLAlchemy 2
+    assert cfg.hydra.sweeper.direction == "minimize"  # the CLI returns best_valid/ppl
+    for key in cfg.hydra.sweeper.params:
+        assert OmegaConf.select(cfg, key) is not None, key  # searches keys that exist
