@@ -92,7 +92,9 @@ class RecurrentLM(NeuralLM):
             x = self.drop(x, training=training)
             new_states.append(state)
         if self.tie_embeddings:
-            logits = tf.matmul(x, self.embedding.embeddings, transpose_b=True) + self.output_bias
+            # Explicit casts: under mixed_bfloat16 x is bfloat16 while the variables stay float32.
+            logits = tf.matmul(x, tf.cast(self.embedding.embeddings, x.dtype), transpose_b=True)
+            logits = logits + tf.cast(self.output_bias, x.dtype)
         else:
             logits = self.projection(x)
         return logits, new_states
