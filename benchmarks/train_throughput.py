@@ -10,6 +10,12 @@ set-up of PyTorch's word_language_model example. The Keras rows use lmbench's `m
 same architecture (pre-LN encoder layers with a causal mask for the Transformer) with
 `torch.optim.SGD`. PyTorch is not an lmbench dependency: its rows are skipped when it is absent.
 
+Caveat: the PyTorch rows run in the same process as TensorFlow, and the two thread pools disturb
+each other. Measured on an idle machine (|V| = 33,278, LSTM): with OMP_WAIT_POLICY=PASSIVE PyTorch
+took 365 ms/batch (its own example, run alone, 241); with ACTIVE PyTorch took 356 but Keras slowed
+from 262 to 409. Until the PyTorch rows run in a subprocess, compare against figures measured
+separately.
+
 Repetitions are interleaved over all models, so that load from other jobs on a shared machine
 spreads over every row instead of one: each repetition times `--steps` single steps of every model
 (after `--warmup` untimed ones, on the first repetition) and takes their median; the table gives
