@@ -29,8 +29,9 @@ MODEL_SUPPLIED = ("vocab_size", "eos_id")
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
-def saved_state(cfg: DictConfig, trainer: Trainer, model) -> checkpoints.TrainState | None:
-    """The checkpoint to continue from, per trainer.resume (null: if the run folder has one)."""
+def saved_state(cfg: DictConfig, trainer: Trainer, model, digest: str) -> checkpoints.TrainState | None:
+    """The checkpoint to continue from, per trainer.resume (null: if the run folder has one).
+    `digest` is this run's `checkpoints.config_digest`; a checkpoint with another is refused."""
     from lmbench.models.neural import NeuralLM
 
     wanted = cfg.trainer.resume
@@ -42,7 +43,6 @@ def saved_state(cfg: DictConfig, trainer: Trainer, model) -> checkpoints.TrainSt
         )
     if wanted is False or state is None:
         return None
-    digest = checkpoints.config_digest(OmegaConf.to_container(cfg, resolve=True))
     if state.config_digest != digest:
         raise ConfigError(
             f"the checkpoint in {trainer.last_checkpoint} was made with a different dataset, tokenizer, "
@@ -71,6 +71,8 @@ def run(
     """`parent_run_id` nests the MLflow run under a sweep's parent run; `extra_tags` (the sweep id,
     the job's overrides, Hydra's group choices) are added to the run's tags."""
     output_dir = Path(output_dir)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    digest = checkpoints.config_digest(container)
     check_target(cfg.tokenizer, "tokenizer")
     check_target(cfg.model, "model", supplied=MODEL_SUPPLIED)
     check_target(cfg.optimizer, "optimizer", supplied=("global_clipnorm",))
@@ -90,7 +92,7 @@ def run(
     model = build_model(cfg.model, len(vocab), vocab.eos_id)
     trainer = Trainer(cfg.trainer, cfg.optimizer, tracker=None, checkpoint_dir=output_dir / "checkpoints")
     trainer.check(model, data)
-    resume = saved_state(cfg, trainer, model)
+    resume = saved_state(cfg, trainer, model, digest)
 
     tracking = cfg.tracking
     tracker = Tracker(tracking.enabled, resolve_uri(tracking.uri, launch_dir), tracking.experiment, tracking.log_every_n_steps)
@@ -111,7 +113,7 @@ def run(
     commit = git_commit(launch_dir) or git_commit(Path(lmbench.__file__).parent)
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    params = flatten(container)
     params.update({"data.vocab_size": len(vocab), **{f"data.{s}_tokens": len(data.splits[s]) for s in data.splits}})
     prefix = tracking.run_name or f"{family}-{cfg.dataset.name}"
     if resume is not None and resume.run_id is not None:
@@ -130,9 +132,8 @@ def run(
         tracker.log_artifact(output_dir / "config.yaml")
         tracker.log_artifact(output_dir / "vocab.json")
 
-        fit = trainer.fit(model, data, resume or checkpoints.TrainState(
-            config_digest=checkpoints.config_digest(OmegaConf.to_container(cfg, resolve=True))
-        ), resumed=resume is not None)
+        state = resume or checkpoints.TrainState(config_digest=digest)
+        fit = trainer.fit(model, data, state, resumed=resume is not None)
         test = trainer.test(model, data)
         n_params = model.num_params()  # after fit: a Keras model has no weights until first called
         best = fit.best_valid

@@ -282,15 +282,18 @@ class Trainer:
         """After a resume: the best checkpoint's validation result, recomputed (not re-logged)."""
         current = model.get_weights()
         model.load_weights(best_path / WEIGHTS_FILE)
-        best = evaluate(model, data.valid, batch_size=self.cfg.eval_batch_size, show_progress=self.cfg.progress)
+        best = self._evaluate(model, data.valid)
         model.set_weights(current)
         return best
 
     def _validate(self, model, data: CorpusData, epoch: int, result: FitResult) -> EvalResult:
-        valid = evaluate(model, data.valid, batch_size=self.cfg.eval_batch_size, show_progress=self.cfg.progress)
+        valid = self._evaluate(model, data.valid)
         result.history.append(valid)
         self.tracker.log_metrics(valid.metrics(), step=epoch)
         return valid
 
     def test(self, model, data: CorpusData) -> EvalResult:
-        return evaluate(model, data.test, batch_size=self.cfg.eval_batch_size, show_progress=self.cfg.progress)
+        return self._evaluate(model, data.test)
+
+    def _evaluate(self, model, split) -> EvalResult:
+        return evaluate(model, split, batch_size=self.cfg.eval_batch_size, show_progress=self.cfg.progress)
