@@ -164,6 +164,13 @@ class Tracker:
             else:
                 self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
+    def log_model(self, bundle_folder: Path) -> None:
+        """Log the bundle as the run's MLflow model "model" (pyfunc flavour, see mlflow_model.py)."""
+        if self.enabled and self.run_id is not None:
+            from lmbench.mlflow_model import log_pyfunc
+
+            with_retry(log_pyfunc, Path(bundle_folder))
+
     @property
     def ui_command(self) -> str:
         return ui_command(self.uri)
@@ -303,6 +310,26 @@ def find_runs(
         token = page.token
         if not token:
             return runs
+
+
+def run_status(uri: str, run_id: str) -> str | None:
+    """FINISHED, RUNNING, FAILED, KILLED; None when the store has no such run."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return MlflowClient(tracking_uri=uri).get_run(run_id).info.status
+    except MlflowException:
+        return None
+
+
+def download(artifact_uri: str, uri: str, dst: Path) -> str:
+    """Fetch an artifact URI (runs:/..., models:/..., a store path) into `dst`; the local path."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # models:/<name>/<version> resolves in the same store
+    return mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(dst))
 
 
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:

@@ -83,6 +83,18 @@ def only_run(uri: str, experiment: str = "tiny"):
     return client, runs[0]
 
 
+def logged_bundle_files(uri: str, run_id: str, tmp_path: Path) -> set[str]:
+    """Names of the files in the run's logged MLflow model's bundle (runs:/<id>/model)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=str(tmp_path / "dl")))
+    from lmbench.bundle import find_bundle_folder
+
+    assert (local / "MLmodel").is_file()
+    return {p.name for p in find_bundle_folder(local).iterdir()}
+
+
 def test_tiny_lstm_learns_and_is_tracked(tmp_path):
     cfg = tiny_cfg(tmp_path, "trainer.max_epochs=2")
     summary = run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
@@ -118,9 +130,9 @@ def test_tiny_lstm_learns_and_is_tracked(tmp_path):
     assert sorted(h.step for h in valid_hist) == [1, 2]
 
     artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
-    assert {"config.yaml", "vocab.json", "model"} <= artifacts
-    model_files = {Path(a.path).name for a in client.list_artifacts(r.info.run_id, "model")}
-    assert {"model.weights.h5", "model_config.json", "vocab.json"} <= model_files
+    assert {"config.yaml", "vocab.json"} <= artifacts
+    bundle = logged_bundle_files(cfg.tracking.uri, r.info.run_id, tmp_path)
+    assert {"model.weights.h5", "model_config.json", "vocab.json", "lmbench_model.json"} <= bundle
     assert (tmp_path / "out" / "config.yaml").exists()
 
 
@@ -224,8 +236,7 @@ def test_ngram_runs_through_the_same_trainer_and_tracker(tmp_path):
     for key in ("valid/ppl", "test/ppl", "test/bpc", "time/train_s", "model/params",
                 "ngrams/order1", "ngrams/order3"):
         assert key in r.data.metrics, key
-    model_files = {Path(a.path).name for a in client.list_artifacts(r.info.run_id, "model")}
-    assert "model.arpa" in model_files
+    assert "model.arpa" in logged_bundle_files(cfg.tracking.uri, r.info.run_id, tmp_path)
 
 
 def test_export_arpa_refused_for_a_neural_model_before_anything_is_logged(tmp_path):

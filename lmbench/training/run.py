@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import lmbench
+from lmbench.bundle import save_bundle
 from lmbench.config import check_target, to_yaml
 from lmbench.data.pipeline import default_cache_dir, load_corpus
 from lmbench.errors import ConfigError, TrainingDiverged
@@ -147,12 +148,15 @@ def run(
             "model/params": n_params,
         }
         tracker.log_metrics(summary)
-        model.save(output_dir / "model")
+        bundle = save_bundle(
+            output_dir / "model", model, vocab=vocab, model_cfg=container["model"],
+            tokenizer_cfg=container["tokenizer"], eval_batch_size=cfg.trainer.eval_batch_size,
+            info={"dataset": cfg.dataset.name, "run_id": tracker.run_id, "metrics": summary},
+        )
         if cfg.trainer.export_arpa:
-            model.to_arpa(output_dir / "model" / "model.arpa", vocab.tokens)
+            model.to_arpa(bundle / "model.arpa", vocab.tokens)
         if tracking.log_model:
-            tracker.log_artifact(output_dir / "model", "model")
-            tracker.log_artifact(output_dir / "vocab.json", "model")
+            tracker.log_model(bundle)
     except TrainingDiverged as ex:
         tracker.finish("FAILED", str(ex), step=ex.step)
         raise

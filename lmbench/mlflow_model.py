@@ -1,0 +1,91 @@
+"""Every lmbench model as an MLflow `pyfunc` model.
+
+    model = mlflow.pyfunc.load_model("runs:/<run id>/model")
+    model.predict(["some text", "more text"])       # or a DataFrame with a "text" column
+
+returns one row per text: `n_tokens`, `n_oov`, `oov_rate`, `nats`, `loss` (nats/token), `ppl`,
+`bpc`, and the per-token `tokens` and `log_probs` (natural log). Each text is scored as a document
+on its own (as if after a sentence end), with the model's own tokenizer and vocabulary, the same
+way the run scored its splits: the test split's text gives the run's test perplexity.
+
+The logged model holds the native bundle (`artifacts/bundle/`: Keras weights or n-gram arrays,
+vocabulary, tokenizer and model configs, see `lmbench.bundle`) and the lmbench package itself
+(`code/`), so it loads where lmbench is not installed, given its requirements. It is written as
+MLflow "models from code" (this file's `set_model` line), not as a pickled object.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from lmbench.bundle import PYFUNC_ARTIFACT, load_bundle
+
+REQUIREMENTS = ("tensorflow", "keras", "numpy", "pandas", "mlflow", "hydra-core", "omegaconf", "nltk")
+
+
+class LmbenchPyfunc(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        self.bundle = load_bundle(context.artifacts[PYFUNC_ARTIFACT])
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        rows = []
+        for text in _texts(model_input):
+            s = self.bundle.score_text(text)
+            rows.append({
+                "n_tokens": s.n_tokens, "n_oov": s.n_oov, "oov_rate": s.oov_rate, "nats": s.nats,
+                "loss": s.loss, "ppl": s.ppl, "bpc": s.bpc,
+                "tokens": list(s.tokens), "log_probs": s.log_probs.tolist(),
+            })
+        return pd.DataFrame(rows, columns=[
+            "n_tokens", "n_oov", "oov_rate", "nats", "loss", "ppl", "bpc", "tokens", "log_probs"
+        ])
+
+
+def _texts(model_input) -> list[str]:
+    if isinstance(model_input, str):
+        return [model_input]
+    if isinstance(model_input, pd.DataFrame):
+        column = "text" if "text" in model_input.columns else model_input.columns[0]
+        return [str(t) for t in model_input[column]]
+    if isinstance(model_input, dict) and "text" in model_input:
+        return _texts(model_input["text"])
+    return [str(t) for t in model_input]
+
+
+def _requirements() -> list[str]:
+    out = []
+    for name in REQUIREMENTS:
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+def log_pyfunc(bundle_folder: Path) -> None:
+    """Log `bundle_folder` as the active run's model "model"."""
+    import warnings
+
+    import lmbench
+
+    with warnings.catch_warnings():  # type hints would make MLflow coerce the input: not wanted
+        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
+        _log(bundle_folder, lmbench)
+
+
+def _log(bundle_folder: Path, lmbench) -> None:
+    mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(Path(__file__)),
+        artifacts={PYFUNC_ARTIFACT: str(bundle_folder)},
+        code_paths=[str(Path(lmbench.__file__).parent)],
+        pip_requirements=_requirements(),
+    )
+
+
+if __name__ != "lmbench.mlflow_model":  # executed by MLflow as the model's code file
+    mlflow.models.set_model(LmbenchPyfunc())
