@@ -42,6 +42,15 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
+def quiet_tensorflow_import() -> None:
+    """Import TensorFlow with its native start-up lines hidden (for lmbench's other commands)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _native_stderr_silenced():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> float | None:
     with _native_stderr_silenced():  # TensorFlow is imported only once the config is valid

@@ -24,3 +24,11 @@ class TrainingDiverged(LmbenchError):
     def __init__(self, message: str, step: int):
         super().__init__(message)
         self.step = step
+
+
+def exit_with(prog: str, ex: BaseException) -> None:
+    """The command-line tools' way out on a user error: one line on stderr, exit status 2."""
+    import sys
+
+    print(f"{prog}: error: {ex}", file=sys.stderr, flush=True)
+    sys.exit(2)

@@ -16,6 +16,7 @@ MLflow "models from code" (this file's `set_model` line), not as a pickled objec
 
 from __future__ import annotations
 
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -27,22 +28,27 @@ from lmbench.bundle import PYFUNC_ARTIFACT, load_bundle
 REQUIREMENTS = ("tensorflow", "keras", "numpy", "pandas", "mlflow", "hydra-core", "omegaconf", "nltk")
 
 
-class LmbenchPyfunc(mlflow.pyfunc.PythonModel):
-    def load_context(self, context) -> None:
-        self.bundle = load_bundle(context.artifacts[PYFUNC_ARTIFACT])
+# MLflow warns at class creation that `predict` has no type hints; hints would make it coerce and
+# validate the input, which would refuse the plain forms accepted here (a str, a list, a DataFrame).
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        rows = []
-        for text in _texts(model_input):
-            s = self.bundle.score_text(text)
-            rows.append({
-                "n_tokens": s.n_tokens, "n_oov": s.n_oov, "oov_rate": s.oov_rate, "nats": s.nats,
-                "loss": s.loss, "ppl": s.ppl, "bpc": s.bpc,
-                "tokens": list(s.tokens), "log_probs": s.log_probs.tolist(),
-            })
-        return pd.DataFrame(rows, columns=[
-            "n_tokens", "n_oov", "oov_rate", "nats", "loss", "ppl", "bpc", "tokens", "log_probs"
-        ])
+    class LmbenchPyfunc(mlflow.pyfunc.PythonModel):
+        def load_context(self, context) -> None:
+            self.bundle = load_bundle(context.artifacts[PYFUNC_ARTIFACT])
+
+        def predict(self, context, model_input, params=None) -> pd.DataFrame:
+            rows = []
+            for text in _texts(model_input):
+                s = self.bundle.score_text(text)
+                rows.append({
+                    "n_tokens": s.n_tokens, "n_oov": s.n_oov, "oov_rate": s.oov_rate, "nats": s.nats,
+                    "loss": s.loss, "ppl": s.ppl, "bpc": s.bpc,
+                    "tokens": list(s.tokens), "log_probs": s.log_probs.tolist(),
+                })
+            return pd.DataFrame(rows, columns=[
+                "n_tokens", "n_oov", "oov_rate", "nats", "loss", "ppl", "bpc", "tokens", "log_probs"
+            ])
 
 
 def _texts(model_input) -> list[str]:
@@ -68,16 +74,8 @@ def _requirements() -> list[str]:
 
 def log_pyfunc(bundle_folder: Path) -> None:
     """Log `bundle_folder` as the active run's model "model"."""
-    import warnings
-
     import lmbench
 
-    with warnings.catch_warnings():  # type hints would make MLflow coerce the input: not wanted
-        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
-        _log(bundle_folder, lmbench)
-
-
-def _log(bundle_folder: Path, lmbench) -> None:
     mlflow.pyfunc.log_model(
         name="model",
         python_model=str(Path(__file__)),

@@ -17,11 +17,11 @@ import argparse
 import csv
 import math
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from lmbench import tracking
+from lmbench.errors import exit_with
 
 COLUMNS = (  # (csv header, markdown header)
     ("run", "run"), ("family", "family"), ("model", "model"), ("params", "params"),
@@ -208,8 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         out = args.out or Path("reports") / re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
         table = write_report(uri, out, experiment=args.experiment, parent_run_id=args.parent, filter_string=args.filter)
     except Exception as ex:  # an unknown experiment or run id, a bad filter, an unreachable store
-        print(f"lmbench-report: error: {ex}", file=sys.stderr)
-        sys.exit(2)
+        exit_with("lmbench-report", ex)
     print(table.rstrip())
     print(f"\nWritten to {out}/ (comparison.md, comparison.csv, valid_ppl.png, train_loss.png, test_bpc.png)")
 

@@ -24,6 +24,9 @@ from typing import Any, Callable, TypeVar
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
+# MLflow draws a progress bar for every artifact copy (each model logged or loaded): noise on a
+# local store. Set the variable to "true" to see them.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 T = TypeVar("T")
 
 

@@ -202,3 +202,17 @@ def _write_cache(folder: Path, vocab: Vocabulary, splits: dict[str, Split], inpu
     finally:
         if tmp is not None and tmp.exists():  # failed or interrupted before the rename
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_split_texts(dataset_cfg: Any, *, cache_dir: str | Path | None = None) -> dict[str, str]:
+    """The raw text of each split of `dataset_cfg` (found, checked and cut as `load_corpus` does),
+    for scoring with a model that brings its own tokenizer and vocabulary."""
+    errors = dataset_cfg.encoding_errors
+    check_encoding_errors(errors)
+    files = locate_corpus(dataset_cfg, default_cache_dir(cache_dir))
+    raw = {}
+    for role, path in files.paths.items():
+        raw[role] = path.read_bytes()
+        check_sha256(dataset_cfg, files.names[role], path, hashlib.sha256(raw[role]).hexdigest())
+    texts, _ = _split_texts(files, raw, errors)
+    return texts

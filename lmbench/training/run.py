@@ -151,7 +151,8 @@ def run(
         bundle = save_bundle(
             output_dir / "model", model, vocab=vocab, model_cfg=container["model"],
             tokenizer_cfg=container["tokenizer"], eval_batch_size=cfg.trainer.eval_batch_size,
-            info={"dataset": cfg.dataset.name, "run_id": tracker.run_id, "metrics": summary},
+            info={"dataset": cfg.dataset.name, "dataset_config": container["dataset"],
+                  "run_id": tracker.run_id, "experiment": tracking.experiment, "metrics": summary},
         )
         if cfg.trainer.export_arpa:
             model.to_arpa(bundle / "model.arpa", vocab.tokens)

@@ -1,0 +1,152 @@
+"""`lmbench-evaluate`: score a trained model on another split, another dataset, or any text files.
+
+    lmbench-evaluate <run id>                                # its own dataset's test split
+    lmbench-evaluate <run id> --dataset wikitext2 --split valid test
+    lmbench-evaluate runs:/<id>/model --files notes.txt book.txt
+
+Text is cut by the model's own tokenizer and mapped to its own vocabulary: a token it never saw
+becomes its unknown token (`<unk>`), and the share of such tokens is reported as the OOV rate —
+a perplexity with many unknowns is flattering, since `<unk>` is an easy word. Each split or file is
+scored as one document, every token once, exactly as a run scores its splits: evaluating a run's
+own test split reproduces its logged test perplexity.
+
+Unless --no-log, an evaluation run is logged to MLflow (experiment `lmbench-eval` by default),
+tagged with the source run (`lmbench.source_run_id`), with metrics `eval/<name>/{loss,ppl,bpc,
+tokens,oov_rate}` per split or file (and `eval/all/...` when there are several).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from lmbench.errors import DataError, LmbenchError, exit_with
+
+PROG = "lmbench-evaluate"
+DEFAULT_EXPERIMENT = "lmbench-eval"
+
+
+def dataset_config(name: str | None, bundle, overrides: list[str]):
+    """The DatasetConfig to read: conf/dataset/<name>.yaml (with `dataset.*` overrides), or the
+    one the model was trained on."""
+    from omegaconf import OmegaConf
+
+    from lmbench.config import DatasetConfig
+
+    if name is None:
+        stored = bundle.meta.get("dataset_config")
+        if stored is None:
+            raise LmbenchError("the model does not record its dataset; name one with --dataset or use --files")
+        node = OmegaConf.merge(OmegaConf.structured(DatasetConfig), stored)
+        return OmegaConf.merge(node, OmegaConf.from_dotlist([o.removeprefix("dataset.") for o in overrides]))
+    from hydra import compose, initialize_config_dir
+
+    from lmbench.cli import CONF_DIR
+    from lmbench.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=[f"dataset={name}", *overrides]).dataset
+
+
+def targets(args, bundle) -> list[tuple[str, str]]:
+    """(name, text) pairs to score."""
+    if args.files:
+        out = []
+        for path in map(Path, args.files):
+            if not path.is_file():
+                raise DataError(f"{path}: no such file")
+            from lmbench.data.text import decode_text
+
+            out.append((path.stem, decode_text(path.read_bytes(), path, errors=args.encoding_errors)))
+        return out
+    from lmbench.data.pipeline import read_split_texts
+
+    cfg = dataset_config(args.dataset, bundle, args.set)
+    texts = read_split_texts(cfg)
+    return [(split, texts[split]) for split in args.split]
+
+
+def evaluate(bundle, named_texts: list[tuple[str, str]], *, show_progress: bool = True) -> dict[str, dict[str, float]]:
+    """name -> {loss, ppl, bpc, tokens, oov_rate} for each text, and "all" when there are several."""
+    from lmbench.training.evaluation import perplexity
+    from lmbench.training.progress import progress_bar
+
+    results, totals = {}, {"nats": 0.0, "tokens": 0, "chars": 0, "oov": 0}
+    for name, text in named_texts:
+        with progress_bar(None, f"eval {name}", "tok", show_progress) as bar:
+            s = bundle.score_text(text, progress=lambda n, nats=None: bar.update(n))
+        if s.n_tokens == 0:
+            raise DataError(f"{name} has no tokens for this model's tokenizer")
+        results[name] = {"loss": s.loss, "ppl": s.ppl, "bpc": s.bpc, "tokens": s.n_tokens, "oov_rate": s.oov_rate}
+        for key, value in (("nats", s.nats), ("tokens", s.n_tokens), ("chars", s.n_chars), ("oov", s.n_oov)):
+            totals[key] += value
+    if len(named_texts) > 1:
+        loss = totals["nats"] / totals["tokens"]
+        results["all"] = {
+            "loss": loss, "ppl": perplexity(loss), "bpc": totals["nats"] / math.log(2) / totals["chars"],
+            "tokens": totals["tokens"], "oov_rate": totals["oov"] / totals["tokens"],
+        }
+    return results
+
+
+def log_evaluation(bundle, source: str, results, args) -> str | None:
+    from lmbench import tracking
+
+    uri = tracking.resolve_uri(args.tracking_uri, Path.cwd())
+    tracker = tracking.Tracker(True, uri, args.experiment)
+    what = ",".join(Path(f).name for f in args.files) if args.files else f"{args.dataset or bundle.meta.get('dataset')}:{'+'.join(args.split)}"
+    tags = {
+        "lmbench.kind": "evaluation",
+        "lmbench.family": bundle.family,
+        "lmbench.source": source,
+        "lmbench.evaluated_on": what,
+        "lmbench.dataset": str(bundle.meta.get("dataset")),
+    }
+    if bundle.source_run_id:
+        tags["lmbench.source_run_id"] = bundle.source_run_id
+    tracker.start(f"eval-{bundle.family}", tags, {"source": source, "evaluated_on": what, "eval_batch_size": bundle.eval_batch_size})
+    run_id = tracker.run_id
+    try:
+        tracker.log_metrics({f"eval/{name}/{k}": v for name, r in results.items() for k, v in r.items()})
+    except BaseException as ex:
+        tracker.finish("FAILED", f"{type(ex).__name__}: {ex}")
+        raise
+    tracker.finish("FINISHED")
+    return run_id
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="run id, runs:/<id>/model, models:/<name>/<version>, a run folder or a model folder")
+    parser.add_argument("--dataset", help="a conf/dataset name (default: the dataset the model was trained on)")
+    parser.add_argument("--split", nargs="+", default=["test"], choices=["train", "valid", "test"], help="default: test")
+    parser.add_argument("--set", nargs="*", default=[], metavar="dataset.KEY=VALUE", help="dataset config overrides")
+    parser.add_argument("--files", nargs="+", help="score these text files instead (each as one document)")
+    parser.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"], help="for --files")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment (default {DEFAULT_EXPERIMENT})")
+    parser.add_argument("--no-log", action="store_true", help="print only; log no MLflow run")
+    parser.add_argument("--tracking-uri", help="store (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
+    args = parser.parse_args(argv)
+
+    from lmbench.cli import quiet_tensorflow_import
+
+    quiet_tensorflow_import()
+    from lmbench.bundle import load_bundle
+
+    try:
+        bundle = load_bundle(args.model, tracking_uri=args.tracking_uri)
+        results = evaluate(bundle, targets(args, bundle))
+        run_id = None if args.no_log else log_evaluation(bundle, args.model, results, args)
+    except LmbenchError as ex:
+        exit_with(PROG, ex)
+    print(f"{'text':<16} {'tokens':>10} {'OOV rate':>9} {'ppl':>10} {'bits/char':>10}")
+    for name, r in results.items():
+        print(f"{name:<16} {r['tokens']:>10,} {r['oov_rate']:>9.2%} {r['ppl']:>10.2f} {r['bpc']:>10.4f}")
+    if run_id:
+        print(f"Logged as MLflow run {run_id} (experiment '{args.experiment}')")
+
+
+if __name__ == "__main__":
+    main()

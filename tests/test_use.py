@@ -1,0 +1,143 @@
+"""Using what was trained: lmbench-generate and lmbench-evaluate on runs of every family."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from test_families import TINY, compose_tiny
+from test_training import only_run
+
+from lmbench import evaluate as evaluate_cli
+from lmbench import generate as generate_cli
+from lmbench.training.run import run
+
+RUNS = {  # name -> (model, overrides)
+    "ngram": ("ngram", ("model.order=3",)),
+    "lstm": ("lstm", TINY["lmbench.models.recurrent.RecurrentLM"]),
+    "transformer": ("transformer", TINY["lmbench.models.transformer.TransformerLM"]),
+    "char": ("gru", (*TINY["lmbench.models.recurrent.RecurrentLM"], "tokenizer=char")),
+    "unlogged": ("ngram", ("model.order=2", "tracking.log_model=false")),
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One tiny run per entry of RUNS, each in its own folder and store: name -> (run, uri, folder)."""
+    out = {}
+    for name, (model, overrides) in RUNS.items():
+        folder = tmp_path_factory.mktemp(name)
+        cfg = compose_tiny(folder, model, *overrides, "trainer.max_steps=30")
+        run(cfg, output_dir=folder / "out", launch_dir=folder)
+        out[name] = (only_run(cfg.tracking.uri)[1], cfg.tracking.uri, folder)
+    return out
+
+
+def cli(main, capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as ex:
+        code = ex.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("name", ["ngram", "lstm", "transformer"])
+def test_generate_is_seeded_and_continues_the_prompt(runs, capsys, monkeypatch, tmp_path, name):
+    r, uri, _ = runs[name]
+    monkeypatch.setenv("LMBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    args = (r.info.run_id, "--tracking-uri", uri, "--prompt", "the cat", "--tokens", "12", "--top-k", "5")
+    code, first, err = cli(generate_cli.main, capsys, *args, "--seed", "3")
+    assert code == 0, err
+    assert first.startswith("the cat")
+    words = first.split()
+    assert len(words) >= 2 + 12 - first.count("\n") - 1  # eos tokens became line ends
+    assert set(words) <= {"the", "cat", "sat", "on", "mat", "dog", "log", "a", "saw"}
+    assert cli(generate_cli.main, capsys, *args, "--seed", "3")[1] == first
+    others = {cli(generate_cli.main, capsys, *args, "--seed", str(s))[1] for s in range(4, 9)}
+    assert others - {first}, "five other seeds all gave the same text"
+
+
+def test_generate_char_model_joins_characters(runs, capsys, monkeypatch, tmp_path):
+    r, uri, folder = runs["char"]
+    code, out, err = cli(generate_cli.main, capsys, str(folder / "out"), "--prompt", "the ", "--tokens", "30", "--seed", "1")
+    assert code == 0, err
+    assert out.startswith("the ") and len(out.rstrip("\n")) >= 4 + 30 - out.count("\n")
+    assert set(out) <= set("the cat sat on mat dog log a saw\n")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--temperature", "0"), "temperature must be > 0"),
+        (("--top-k", "0"), "top_k must be >= 1"),
+        (("--prompt", "zebra quokka"), "every token of the prompt 'zebra quokka' is out of the model's vocabulary"),
+        (("--tokens", "0"), "must be >= 1"),
+    ],
+)
+def test_generate_refuses_bad_arguments(runs, capsys, args, message):
+    r, uri, folder = runs["lstm"]
+    # the tiny corpus has no <unk>: an unseen word is refused as such, seen or not by the vocabulary
+    code, _, err = cli(generate_cli.main, capsys, str(folder / "out"), *args)
+    assert code == 2
+    assert err.startswith("lmbench-generate: error:")
+    assert message in err or ("not in the model's vocabulary" in err and "zebra" in args[-1]), err
+
+
+def test_unknown_run_and_run_without_model_are_clear_errors(runs, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("LMBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    _, uri, _ = runs["ngram"]
+    code, _, err = cli(generate_cli.main, capsys, "0" * 32, "--tracking-uri", uri)
+    assert code == 2 and f"there is no run {'0' * 32}" in err
+    r, uri, _ = runs["unlogged"]
+    code, _, err = cli(evaluate_cli.main, capsys, r.info.run_id, "--tracking-uri", uri)
+    assert code == 2 and f"run {r.info.run_id} has no logged model" in err
+    code, _, err = cli(generate_cli.main, capsys, str(tmp_path))
+    assert code == 2 and "holds no lmbench model" in err
+    code, _, err = cli(generate_cli.main, capsys, "not-a-model")
+    assert code == 2 and "neither a folder nor an MLflow run id" in err
+
+
+@pytest.mark.parametrize("name", ["ngram", "transformer"])
+def test_evaluate_own_test_split_reproduces_the_run_and_is_logged(runs, capsys, tmp_path, monkeypatch, name):
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("LMBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    r, uri, _ = runs[name]
+    code, out, err = cli(evaluate_cli.main, capsys, r.info.run_id, "--tracking-uri", uri, "--split", "valid", "test")
+    assert code == 0, err
+    client = MlflowClient(tracking_uri=uri)
+    evals = client.search_runs([client.get_experiment_by_name("lmbench-eval").experiment_id])
+    assert len(evals) == 1
+    e = evals[0]
+    assert e.data.tags["lmbench.source_run_id"] == r.info.run_id
+    assert e.data.tags["lmbench.kind"] == "evaluation"
+    m = e.data.metrics
+    assert m["eval/test/ppl"] == pytest.approx(r.data.metrics["test/ppl"], rel=1e-9)
+    assert m["eval/valid/ppl"] == pytest.approx(r.data.metrics["best_valid/ppl"], rel=1e-9)
+    assert m["eval/test/oov_rate"] == 0.0
+    total = m["eval/test/tokens"] + m["eval/valid/tokens"]
+    nats = m["eval/test/loss"] * m["eval/test/tokens"] + m["eval/valid/loss"] * m["eval/valid/tokens"]
+    assert m["eval/all/ppl"] == pytest.approx(math.exp(nats / total), rel=1e-9)
+    assert "test" in out and f"{r.data.metrics['test/ppl']:.2f}" in out
+
+
+def test_evaluate_files_reports_the_oov_rate(tmp_path, capsys, monkeypatch):
+    # A corpus with <unk> in train, so that unseen words have somewhere to go.
+    from test_training import tiny_cfg
+
+    folder = tmp_path / "unk"
+    cfg = tiny_cfg(folder, "model=ngram", "model.order=2", "tokenizer.max_size=6", model=())
+    run(cfg, output_dir=folder / "out", launch_dir=folder)
+    text = tmp_path / "new.txt"
+    text.write_text("the cat sat on the zebra\nquokka saw a dog\n", encoding="utf-8")
+    # 6 + 1 eos + 4 + 1 eos = 12 tokens; zebra and quokka are unseen; max_size=6 also drops rarer words
+    from lmbench.bundle import load_bundle
+
+    bundle = load_bundle(folder / "out")
+    unseen = [t for t in bundle.tokenizer.tokenize(text.read_text()) if t not in bundle.vocab.index]
+    assert {"zebra", "quokka"} <= set(unseen)
+    code, out, err = cli(evaluate_cli.main, capsys, str(folder / "out"), "--files", str(text), "--no-log")
+    assert code == 0, err
+    assert f"{len(unseen) / 12:.2%}" in out
