@@ -1,4 +1,4 @@
-"""MLflow tracking: the only module that imports mlflow.
+"""MLflow tracking: with mlflow_model.py (the pyfunc model), the only modules that import mlflow.
 
 A `Tracker` owns one MLflow run. Disabled tracking (`tracking=none`) gives the same object with
 every call a no-op, so the trainer never branches on it. Whatever was logged stays logged when a run
