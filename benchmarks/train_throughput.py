@@ -10,23 +10,26 @@ set-up of PyTorch's word_language_model example. The Keras rows use lmbench's `m
 same architecture (pre-LN encoder layers with a causal mask for the Transformer) with
 `torch.optim.SGD`. PyTorch is not an lmbench dependency: its rows are skipped when it is absent.
 
-Caveat: the PyTorch rows run in the same process as TensorFlow, and the two thread pools disturb
-each other. Measured on an idle machine (|V| = 33,278, LSTM): with OMP_WAIT_POLICY=PASSIVE PyTorch
-took 365 ms/batch (its own example, run alone, 241); with ACTIVE PyTorch took 356 but Keras slowed
-from 262 to 409. Until the PyTorch rows run in a subprocess, compare against figures measured
-separately.
+Each framework runs in a process of its own (this script re-launched with `--worker`): TensorFlow's
+and PyTorch's thread pools in one process disturb each other (measured on an idle machine,
+|V| = 33,278, LSTM: PyTorch 365 ms/batch in-process against 241 for its own example alone; with
+OMP_WAIT_POLICY=ACTIVE PyTorch took 356 but Keras slowed from 262 to 409 ms).
 
-Repetitions are interleaved over all models, so that load from other jobs on a shared machine
-spreads over every row instead of one: each repetition times `--steps` single steps of every model
-(after `--warmup` untimed ones, on the first repetition) and takes their median; the table gives
-the median over repetitions, and the spread (min-max) of the repetition medians.
+Repetitions are interleaved over frameworks and models, so that load from other jobs on a shared
+machine spreads over every row instead of one: each repetition starts one worker per framework in
+turn, which builds every model, runs `--warmup` untimed steps of each, then times `--steps` single
+steps of each and reports their median; the table gives the median over repetitions and the spread
+(min-max) of the repetition medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,14 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # the PyTorch rows meaningful on a busy one; set OMP_WAIT_POLICY=ACTIVE to measure the default.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from lmbench.models.recurrent import RecurrentLM  # noqa: E402
-from lmbench.models.transformer import TransformerLM  # noqa: E402
-from lmbench.training.trainer import build_optimizer, make_train_step  # noqa: E402
 
 BATCH, BPTT, WIDTH, LAYERS, DROPOUT, LR, CLIP = 20, 35, 200, 2, 0.2, 20.0, 0.25
 HEADS, D_FF = 4, 800
@@ -57,6 +53,13 @@ def random_batch(vocab: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def keras_runner(family: str, vocab: int, jit: bool):
     """A no-argument function doing one lmbench train step; returns the model's parameter count."""
+    import tensorflow as tf
+    from omegaconf import OmegaConf
+
+    from lmbench.models.recurrent import RecurrentLM
+    from lmbench.models.transformer import TransformerLM
+    from lmbench.training.trainer import build_optimizer, make_train_step
+
     if family == "transformer":
         model = TransformerLM(
             vocab, 0, n_layer=LAYERS, n_head=HEADS, d_model=WIDTH, d_ff=D_FF, dropout=DROPOUT, context=BPTT
@@ -139,56 +142,90 @@ def median_step_ms(run_step, steps: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def worker(framework: str, args) -> None:
+    """One repetition for one framework: a JSON line per model on stdout."""
+    if framework == "keras":
+        import keras
+        import tensorflow as tf
+
+        if args.mixed_bf16:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        keras.utils.set_random_seed(0)
+        version = f"TF {tf.__version__}, Keras {keras.__version__}"
+        make = lambda family, vocab: keras_runner(family, vocab, args.jit)  # noqa: E731
+    else:
+        import torch
+
+        torch.manual_seed(0)
+        wait = os.environ["OMP_WAIT_POLICY"]
+        version = f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads, OMP_WAIT_POLICY={wait})"
+        make = lambda family, vocab: torch_runner(family, vocab, args.mixed_bf16)  # noqa: E731
+    runners = [(family, vocab, *make(family, vocab)) for vocab in args.vocab for family in args.families]
+    for *_, run_step, _ in runners:
+        for _ in range(args.warmup):
+            run_step()
+    for family, vocab, run_step, params in runners:
+        ms = median_step_ms(run_step, args.steps)
+        print(json.dumps({"family": family, "vocab": vocab, "framework": framework, "ms": ms,
+                          "params": params, "version": version}), flush=True)
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False  # PyTorch is not an lmbench dependency: its rows are skipped
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     parser.add_argument("--vocab", nargs="+", type=int, default=[10_000, 33_278])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per repetition")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before the first repetition")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps of each model in each worker")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jit", action="store_true", help="XLA-compile the Keras train step")
     parser.add_argument("--mixed-bf16", action="store_true", help="mixed_bfloat16 (Keras) / bf16 autocast (PyTorch)")
     parser.add_argument("--no-torch", action="store_true", help="Keras rows only")
+    parser.add_argument("--worker", choices=("keras", "pytorch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args)
+        return
 
-    if args.mixed_bf16:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            pass  # PyTorch is not an lmbench dependency: its rows are skipped
-    keras.utils.set_random_seed(0)
-    runners = []  # (family, vocab, framework, run_step, params)
+    frameworks = ["keras"] + ([] if args.no_torch or not torch_available() else ["pytorch"])
+    passed = [a for a in sys.argv[1:] if a != "--no-torch"]
+    results: dict[tuple[str, int, str], list[float]] = {}
+    params, versions = {}, {}
+    for rep in range(args.repeats):
+        for framework in frameworks:
+            out = subprocess.run(
+                [sys.executable, __file__, *passed, "--worker", framework],
+                capture_output=True, text=True, check=True,
+            ).stdout
+            for line in out.splitlines():
+                if line.startswith("{"):
+                    r = json.loads(line)
+                    key = (r["family"], r["vocab"], framework)
+                    results.setdefault(key, []).append(r["ms"])
+                    params[key], versions[framework] = r["params"], r["version"]
+            print(f"repetition {rep + 1}/{args.repeats}: {framework} done", file=sys.stderr, flush=True)
+
+    print(f"\n{'; '.join(versions.values())}{'' if 'pytorch' in versions else '; PyTorch rows skipped'}; "
+          f"batch {BATCH} x {BPTT}; jit={args.jit}; mixed_bf16={args.mixed_bf16}; {os.cpu_count()} CPUs; "
+          f"one process per framework; median of {args.repeats} repetitions x {args.steps} steps")
+    header = ("family", "|V|", "framework", "params", "ms/batch", "(min-max)", "tokens/s", "vs pytorch")
+    print("{:12s} {:>7s} {:9s} {:>11s} {:>9s} {:>13s} {:>9s} {:>10s}".format(*header))
     for vocab in args.vocab:
         for family in args.families:
-            runners.append((family, vocab, "keras", *keras_runner(family, vocab, args.jit)))
-            if torch is not None:
-                runners.append((family, vocab, "pytorch", *torch_runner(family, vocab, args.mixed_bf16)))
-    for *_, run_step, _ in runners:
-        for _ in range(args.warmup):
-            run_step()
-
-    medians = [[] for _ in runners]
-    for _ in range(args.repeats):
-        for row, (*_, run_step, _) in enumerate(runners):
-            medians[row].append(median_step_ms(run_step, args.steps))
-
-    versions = f"TF {tf.__version__}, Keras {keras.__version__}, "
-    if torch is not None:
-        wait = os.environ["OMP_WAIT_POLICY"]
-        versions += f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads, OMP_WAIT_POLICY={wait})"
-    else:
-        versions += "PyTorch rows skipped"
-    print(f"\n{versions}; batch {BATCH} x {BPTT}; jit={args.jit}; mixed_bf16={args.mixed_bf16}; "
-          f"{os.cpu_count()} CPUs; median of {args.repeats} repetitions x {args.steps} steps")
-    header = ("family", "|V|", "framework", "params", "ms/batch", "(min-max)", "tokens/s")
-    print("{:12s} {:>7s} {:9s} {:>11s} {:>9s} {:>13s} {:>9s}".format(*header))
-    for (family, vocab, framework, _, params), ms in zip(runners, medians):
-        mid = statistics.median(ms)
-        print(f"{family:12s} {vocab:7d} {framework:9s} {params:11,d} {mid:9.1f} "
-              f"{f'({min(ms):.0f}-{max(ms):.0f})':>13s} {BATCH * BPTT / mid * 1000:9,.0f}")
+            for framework in frameworks:
+                ms = results[(family, vocab, framework)]
+                mid = statistics.median(ms)
+                ref = results.get((family, vocab, "pytorch"))
+                ratio = f"{mid / statistics.median(ref):.2f}x" if ref and framework != "pytorch" else ""
+                print(f"{family:12s} {vocab:7d} {framework:9s} {params[(family, vocab, framework)]:11,d} {mid:9.1f} "
+                      f"{f'({min(ms):.0f}-{max(ms):.0f})':>13s} {BATCH * BPTT / mid * 1000:9,.0f} {ratio:>10s}")
 
 
 if __name__ == "__main__":

@@ -182,6 +182,10 @@ class TransformerLM(NeuralLM):
         return []  # stateless: every window starts from nothing
 
     def call(self, inputs, states=None, training=False):
+        return self.head(self.features(inputs, training=training)), [] if states is None else states
+
+    def features(self, inputs, training=False):
+        """The final-norm hidden state of every position: [batch, length, d_model]."""
         length = inputs.shape[1]
         if length is not None and length > self.context:
             raise ConfigError(
@@ -202,20 +206,23 @@ class TransformerLM(NeuralLM):
         x = self.drop(x, training=training)
         for block in self.blocks:
             x = block(x, training=training)
-        x = self.final_norm(x)
+        return self.final_norm(x)
+
+    def head(self, x):
+        """Logits over the vocabulary for hidden states `x` (the output projection)."""
         if self.tie_embeddings:
             logits = tf.matmul(x, tf.cast(self.token_embedding.embeddings, x.dtype), transpose_b=True)
-            logits = logits + tf.cast(self.output_bias, x.dtype)
-        else:
-            logits = self.projection(x)
-        return logits, [] if states is None else states
+            return logits + tf.cast(self.output_bias, x.dtype)
+        return self.projection(x)
 
     # -- the contract: exact scoring and generation for a model with a context limit ------------
     def score(self, ids: np.ndarray, *, batch_size: int = 10, progress: Progress | None = None) -> np.ndarray:
         """Log-probability (nats) of every token of `ids`, by sliding windows of `context` tokens.
 
         Position p's input is the token before it (a lone eos before ids[0], as the contract says).
-        Windows are independent, so `batch_size` of them run at once.
+        Windows are independent, so `batch_size` of them run at once. The first window scores all
+        its positions; every later one only its last `stride` (or fewer), so only those go through
+        the output projection, the costliest layer at word-level vocabularies.
         """
         ids = np.asarray(ids)
         if len(ids) == 0:
@@ -227,16 +234,31 @@ class TransformerLM(NeuralLM):
         cols = starts[:, None] + np.arange(width)
         inputs, targets = inputs_stream[cols], ids[cols].astype(np.int32)
         out = np.empty(len(ids), dtype=np.float64)
-        step = self._scoring_step()
-        for b in range(0, len(starts), batch_size):
-            last = min(b + batch_size, len(starts))
-            logp, _ = step(tf.constant(inputs[b:last]), tf.constant(targets[b:last]), [])
-            logp = logp.numpy()
-            for w in range(b, last):
-                out[lows[w] : ends[w]] = logp[w - b, lows[w] - starts[w] :]
+        step = self._tail_scoring_step()
+        groups = [(0, 1, width)]  # (first window, last window + 1, scored tail length)
+        tail = min(self.stride, width)
+        groups += [(b, min(b + batch_size, len(starts)), tail) for b in range(1, len(starts), batch_size)]
+        for first, last, keep in groups:
+            logp = step(tf.constant(inputs[first:last]), tf.constant(targets[first:last, width - keep :])).numpy()
+            for w in range(first, last):
+                n = int(ends[w] - lows[w])
+                out[lows[w] : ends[w]] = logp[w - first, keep - n :]
             if progress is not None:
-                progress(int(ends[last - 1] - lows[b]))
+                progress(int(ends[last - 1] - lows[first]))
         return out
+
+    def _tail_scoring_step(self):
+        """log p of the last `targets.shape[1]` positions of each window."""
+        if self._score_fn is None:
+
+            @tf.function(reduce_retracing=True)
+            def step(x, y_tail):
+                h = self.features(x, training=False)[:, tf.shape(x)[1] - tf.shape(y_tail)[1] :]
+                logits = tf.cast(self.head(h), tf.float32)
+                return -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y_tail, logits=logits)
+
+            self._score_fn = step
+        return self._score_fn
 
     def generate(
         self,
