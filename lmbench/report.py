@@ -24,7 +24,7 @@ from lmbench import tracking
 from lmbench.errors import exit_with
 
 COLUMNS = (  # (csv header, markdown header)
-    ("run", "run"), ("family", "family"), ("model", "model"), ("params", "params"),
+    ("run", "run"), ("family", "family"), ("model", "model"), ("settings", "settings"), ("params", "params"),
     ("tokenizer", "tokenizer"), ("dataset", "dataset"), ("valid_ppl", "valid ppl"),
     ("test_ppl", "test ppl"), ("test_bpc", "test bits/char"), ("train_s", "train time (s)"),
     ("tokens_per_s", "tokens/s"),
@@ -45,6 +45,8 @@ class Row:
     test_bpc: float | None
     train_s: float | None
     tokens_per_s: float | None
+    overrides: dict[str, str]  # the job's command-line overrides (sweeps, searches)
+    settings: str = ""  # those of them that differ between the compared runs
 
     @classmethod
     def of(cls, r: tracking.RunRecord) -> Row:
@@ -57,6 +59,7 @@ class Row:
             dataset=t.get("lmbench.dataset", "?"), valid_ppl=m.get("best_valid/ppl"),
             test_ppl=m.get("test/ppl"), test_bpc=m.get("test/bpc"), train_s=m.get("time/train_s"),
             tokens_per_s=m.get("train/tokens_per_sec"),
+            overrides=dict(o.split("=", 1) for o in t.get("lmbench.overrides", "").split() if "=" in o),
         )
 
 
@@ -68,9 +71,12 @@ class Comparison:
 
 def compare(runs: list[tracking.RunRecord]) -> Comparison:
     """Finished runs sorted by test ppl (runs without one last), with notes on what not to compare."""
-    runs = [r for r in runs if r.tags.get("lmbench.role") != "sweep"]
+    runs = [r for r in runs if r.tags.get("lmbench.role") != "sweep" and r.tags.get("lmbench.kind") != "evaluation"]
     finished = [r for r in runs if r.status == "FINISHED"]
     rows = sorted((Row.of(r) for r in finished), key=lambda row: (row.test_ppl is None, row.test_ppl or 0.0))
+    varying = _varying_overrides(rows)
+    for row in rows:
+        row.settings = " ".join(f"{k}={row.overrides[k]}" for k in varying if k in row.overrides)
     notes = []
     tokenizers = sorted({row.tokenizer for row in rows})
     if len(tokenizers) > 1:
@@ -88,6 +94,13 @@ def compare(runs: list[tracking.RunRecord]) -> Comparison:
     return Comparison(rows, notes)
 
 
+def _varying_overrides(rows: list[Row]) -> list[str]:
+    """Override keys whose values differ between rows (what a sweep or a search varied), in the
+    order they first appear; the tracking keys say nothing about the model and are left out."""
+    keys = list(dict.fromkeys(k for row in rows for k in row.overrides if not k.startswith(("tracking.", "hydra"))))
+    return [k for k in keys if len({row.overrides.get(k) for row in rows}) > 1]
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "" if value is None or math.isnan(value) else format(value, spec)
 
@@ -99,10 +112,10 @@ def _params(n: float | None) -> str:
 
 
 def markdown(c: Comparison) -> str:
-    lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * 6 + "---:|" * 5]
+    lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * 7 + "---:|" * 5]
     for r in c.rows:
         cells = [
-            r.run, r.family, r.model, _params(r.params), r.tokenizer, r.dataset, _fmt(r.valid_ppl, ".2f"),
+            r.run, r.family, r.model, r.settings, _params(r.params), r.tokenizer, r.dataset, _fmt(r.valid_ppl, ".2f"),
             _fmt(r.test_ppl, ".2f"), _fmt(r.test_bpc, ".4f"), _fmt(r.train_s, ".1f"), _fmt(r.tokens_per_s, ",.0f"),
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -82,3 +82,25 @@ def test_unknown_experiment_is_a_clean_error(sweep, tmp_path, capsys):
         report.main(["--experiment", "nope", "--tracking-uri", uri, "--out", str(tmp_path / "x")])
     assert info.value.code == 2
     assert "no experiment named 'nope'" in capsys.readouterr().err
+
+
+def test_report_shows_what_each_search_trial_tried_and_leaves_out_evaluation_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("search", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp, tags={"lmbench.role": "sweep"}).info.run_id
+    trials = {"0.5": ("7.3", 180.0), "0.1": ("12.0", 150.0)}  # dropout -> (lr, test ppl)
+    for dropout, (lr, ppl) in trials.items():
+        run_id = log_run(client, exp, parent, f"lstm-ptb-{dropout}", "lstm", "word", ppl, 1.4)
+        overrides = f"hparams_search=lstm_ptb optimizer.learning_rate={lr} model.dropout={dropout} tracking.uri=x"
+        client.set_tag(run_id, "lmbench.overrides", overrides)
+    evaluation = client.create_run(exp, tags={"lmbench.kind": "evaluation", "mlflow.parentRunId": parent}).info.run_id
+    client.set_terminated(evaluation, "FINISHED")
+
+    c = report.compare(report.tracking.find_runs(uri, parent_run_id=parent))
+    assert [r.settings for r in c.rows] == [
+        "optimizer.learning_rate=12.0 model.dropout=0.1",
+        "optimizer.learning_rate=7.3 model.dropout=0.5",
+    ]  # what differs between trials; the search name and the tracking store do not
+    assert evaluation not in {r.run_id for r in c.rows}
+    assert "| optimizer.learning_rate=12.0 model.dropout=0.1 |" in report.markdown(c)
