@@ -89,6 +89,11 @@ def adopt_source_configs(cfg: DictConfig, source: Source) -> DictConfig:
     for group in ("model", "tokenizer"):
         composed = _flat(OmegaConf.to_container(cfg[group], resolve=True))
         theirs = _flat(source.meta[group])
+        mine_target, their_target = composed.get("_target_"), theirs.get("_target_")
+        if mine_target != their_target:  # another class: its keys say nothing useful one by one
+            short = lambda target: str(target).rpartition(".")[2]  # noqa: E731
+            ignored.append(f"{group}={short(mine_target)} (source: {short(their_target)})")
+            continue
         for key in sorted(set(composed) | set(theirs)):
             mine, source_value = composed.get(key, _UNSET), theirs.get(key, _UNSET)
             if mine != source_value:
