@@ -70,6 +70,9 @@ class TrainerConfig:
     progress: bool = True  # progress bars on stderr
     jit_compile: bool = False  # XLA-compile the train step
     export_arpa: bool = False  # n-gram: also write the model as an ARPA file (model/model.arpa)
+    # Fine-tune: start from this logged model's weights (run id, runs:/<id>/model, models:/<name>/<v>,
+    # a run or bundle folder). Its model and tokenizer configs and its vocabulary replace the run's.
+    init_from: Optional[str] = None
 
 
 @dataclass

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from lmbench.config import DatasetConfig
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.tokenizers import CharTokenizer, WordTokenizer
+from lmbench.data.vocab import Vocabulary
 from lmbench.errors import ConfigError, DataError
 
 
@@ -175,3 +176,22 @@ def test_configured_checksum_is_enforced_for_local_files(split_files, cache_dir)
     load_corpus(changed(cfg, sha256={cfg.train: good}), WordTokenizer(), cache_dir=cache_dir)
     with pytest.raises(DataError, match="not the standard file"):
         load_corpus(changed(cfg, sha256={cfg.train: "0" * 64}), WordTokenizer(), cache_dir=cache_dir)
+
+
+def test_a_given_vocabulary_encodes_counts_oov_and_keys_the_cache(split_files, cache_dir):
+    cfg, _ = split_files
+    own = load_corpus(cfg, WordTokenizer(), cache_dir=cache_dir)
+    assert own.info["oov"] == {"train": 0, "valid": 0, "test": 1}  # "d" only in test
+    given = Vocabulary(["<eos>", "<unk>", "a", "b"], eos="<eos>", unk="<unk>")
+    data = load_corpus(cfg, WordTokenizer(), cache_dir=cache_dir, vocab=given)
+    assert data.vocab == given and data.cache_key != own.cache_key
+    assert data.vocab.decode(data.test.ids) == ["<unk>", "a", "<eos>", "<unk>", "<eos>"]
+    assert data.info["oov"] == {"train": 3, "valid": 0, "test": 2}  # c, c, ç; c, d
+    assert data.info["oov_rate"]["train"] == pytest.approx(3 / 9)
+    again = load_corpus(cfg, WordTokenizer(), cache_dir=cache_dir, vocab=given)
+    assert again.info["from_cache"] and again.info["oov"] == data.info["oov"]
+    assert np.array_equal(again.train.ids, data.train.ids)
+
+    without_unk = Vocabulary(["<eos>", "a", "b", "c", "ç"], eos="<eos>", unk="<unk>")
+    with pytest.raises(DataError, match=r"the test split .* 1 token\(s\) .* no unknown token .*'d'"):
+        load_corpus(cfg, WordTokenizer(), cache_dir=cache_dir, vocab=without_unk)

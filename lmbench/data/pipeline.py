@@ -13,6 +13,13 @@ moved corpus still hits and an edited one never does), the split fractions when 
 tokenizer's settings, the unknown token, the encoding-error policy and FORMAT_VERSION. The files are
 hashed on every run: reading and hashing WikiText-2 (13 MB) takes about 20 ms, which is cheaper than
 any doubt about a stale cache, and the same digest checks `dataset.sha256`.
+
+`vocab=` encodes the corpus with a given vocabulary instead of building one (fine-tuning a model on
+another corpus: its ids must be the model's). Tokens it lacks map to its unknown token; without
+one, unseen tokens are a `DataError` naming some. The key then also covers the vocabulary's digest,
+so ids made with different vocabularies never share a cache folder. Either way `info["oov"]` gives
+the number of out-of-vocabulary tokens per split (tokens the vocabulary lacks, not the corpus's own
+`<unk>` when the vocabulary has it).
 """
 
 from __future__ import annotations
@@ -54,11 +61,13 @@ def load_corpus(
     *,
     cache_dir: str | Path | None = None,
     progress: bool = False,
+    vocab: Vocabulary | None = None,
 ) -> CorpusData:
     """The corpus of `dataset_cfg` as token ids, from the cache when the same inputs were seen.
 
     `dataset_cfg` is a `DatasetConfig` (or its DictConfig node); `cache_dir` defaults as
-    `default_cache_dir` says; `progress` shows download progress bars.
+    `default_cache_dir` says; `progress` shows download progress bars; `vocab` encodes with that
+    vocabulary instead of one built from train (see the module docstring).
     """
     errors = dataset_cfg.encoding_errors
     check_encoding_errors(errors)
@@ -72,7 +81,7 @@ def load_corpus(
         digests[role] = hashlib.sha256(raw[role]).hexdigest()
         check_sha256(dataset_cfg, files.names[role], path, digests[role])
 
-    key = cache_key(digests, files, tokenizer, dataset_cfg.unk_token, errors)
+    key = cache_key(digests, files, tokenizer, dataset_cfg.unk_token, errors, vocab)
     folder = cache_root / "ids" / key
     info: dict[str, Any] = {
         "files": {role: str(p) for role, p in files.paths.items()},
@@ -80,9 +89,9 @@ def load_corpus(
         "cache_path": str(folder),
     }
     cached = _read_cache(folder)
-    if cached is not None:
-        vocab, splits = cached
-        return _corpus(vocab, splits, key, info, from_cache=True)
+    if cached is not None and (vocab is None or cached[0] == vocab):
+        cached_vocab, splits, oov = cached
+        return _corpus(cached_vocab, splits, key, {**info, "oov": oov}, from_cache=True)
 
     texts, sources = _split_texts(files, raw, errors)
     tokens: dict[str, list[str]] = {}
@@ -94,18 +103,48 @@ def load_corpus(
                 f"the {split} split ({sources[split]}) has no tokens after tokenization with "
                 f"{tokenizer!r}; give it some text, or change the normalization options"
             )
-    vocab = tokenizer.build_vocab(
-        Counter(tokens["train"]),
-        unk_token=dataset_cfg.unk_token,
-        heldout=set(tokens["valid"]).union(tokens["test"]),
-    )
+    if vocab is None:
+        vocab = tokenizer.build_vocab(
+            Counter(tokens["train"]),
+            unk_token=dataset_cfg.unk_token,
+            heldout=set(tokens["valid"]).union(tokens["test"]),
+        )
+    oov = {s: count_oov(vocab, tokens[s], f"the {s} split ({sources[s]})") for s in SPLITS}
     splits = {s: Split(s, vocab.encode(tokens[s]), len(texts[s])) for s in SPLITS}
-    _write_cache(folder, vocab, splits, {"tokenizer": tokenizer.settings(), "sha256": digests})
-    return _corpus(vocab, splits, key, info, from_cache=False)
+    inputs = {"tokenizer": tokenizer.settings(), "sha256": digests, "oov": oov}
+    _write_cache(folder, vocab, splits, inputs)
+    return _corpus(vocab, splits, key, {**info, "oov": oov}, from_cache=False)
+
+
+def count_oov(vocab: Vocabulary, tokens: list[str], where: str) -> int:
+    """How many of `tokens` the vocabulary lacks; a `DataError` naming some when it has no unknown
+    token to map them to."""
+    index = vocab.index
+    n_oov = len(tokens) - sum(map(index.__contains__, tokens))  # map over a C method: fast
+    if n_oov and vocab.unk_id is None:
+        unseen = [t for t in tokens if t not in index]
+        distinct = list(dict.fromkeys(unseen))
+        shown = ", ".join(repr(t) for t in distinct[:10]) + (", ..." if len(distinct) > 10 else "")
+        raise DataError(
+            f"{where} has {len(unseen)} token(s) ({len(distinct)} distinct) that are not in the "
+            f"vocabulary, which has no unknown token to map them to (the corpus it was built from "
+            f"needed none): {shown}"
+        )
+    return n_oov
+
+
+def vocab_digest(vocab: Vocabulary) -> str:
+    data = {"tokens": vocab.tokens, "eos": vocab.eos, "unk": vocab.unk}
+    return hashlib.sha256(json.dumps(data, ensure_ascii=False).encode()).hexdigest()
 
 
 def cache_key(
-    digests: dict[str, str], files: CorpusFiles, tokenizer: Tokenizer, unk_token: str, errors: str
+    digests: dict[str, str],
+    files: CorpusFiles,
+    tokenizer: Tokenizer,
+    unk_token: str,
+    errors: str,
+    vocab: Vocabulary | None = None,
 ) -> str:
     inputs = {
         "format": FORMAT_VERSION,
@@ -115,6 +154,8 @@ def cache_key(
         "unk_token": unk_token,
         "encoding_errors": errors,
     }
+    if vocab is not None:  # absent otherwise, so the keys of corpora that build theirs stay the same
+        inputs["vocab"] = vocab_digest(vocab)
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
@@ -128,6 +169,8 @@ def _corpus(
         "tokens": {s: len(split) for s, split in splits.items()},
         "n_chars": {s: split.n_chars for s, split in splits.items()},
     }
+    oov = info.get("oov")  # None for a cache written before OOV counts were kept
+    info["oov_rate"] = None if oov is None else {s: oov[s] / max(len(splits[s]), 1) for s in splits}
     return CorpusData(vocab=vocab, splits=splits, cache_key=key, info=info)
 
 
@@ -154,8 +197,9 @@ def _split_texts(
     return texts, sources
 
 
-def _read_cache(folder: Path) -> tuple[Vocabulary, dict[str, Split]] | None:
-    """The cached vocabulary and splits, or None when absent or unreadable (then rebuilt)."""
+def _read_cache(folder: Path) -> tuple[Vocabulary, dict[str, Split], dict[str, int] | None] | None:
+    """The cached vocabulary, splits and OOV counts (None in an older cache), or None when absent
+    or unreadable (then rebuilt)."""
     if not (folder / "meta.json").is_file():
         return None
     try:
@@ -169,11 +213,12 @@ def _read_cache(folder: Path) -> tuple[Vocabulary, dict[str, Split]] | None:
             if ids.shape != (meta["tokens"][s],) or ids.dtype != vocab.dtype:
                 raise ValueError(f"{s}.npy does not match meta.json")
             splits[s] = Split(s, ids, int(meta["n_chars"][s]))
+        oov = {s: int(meta["oov"][s]) for s in SPLITS} if "oov" in meta else None
     except (OSError, EOFError, ValueError, KeyError, TypeError, DataError) as ex:
         log.warning("ignoring the unreadable token-id cache %s (%s); rebuilding it", folder, ex)
         return None
     log.info("token ids loaded from %s", folder)
-    return vocab, splits
+    return vocab, splits, oov
 
 
 def _write_cache(folder: Path, vocab: Vocabulary, splits: dict[str, Split], inputs: dict) -> None:

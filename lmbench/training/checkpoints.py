@@ -43,8 +43,12 @@ class TrainState:
 
 
 def config_digest(container: dict) -> str:
-    """What must not change between a run and its resumption (data, tokenizer, model)."""
+    """What must not change between a run and its resumption (data, tokenizer, model, the model
+    fine-tuned from)."""
     keep = {k: container.get(k) for k in ("dataset", "tokenizer", "model", "seed")}
+    init_from = (container.get("trainer") or {}).get("init_from")
+    if init_from:  # only when set, so checkpoints of runs that do not fine-tune keep their digest
+        keep["init_from"] = init_from
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -2,7 +2,8 @@
 
 check the config -> tokenize (cached) -> build the model -> start tracking -> fit -> test with the
 best checkpoint -> log the model. Whatever was logged before a failure stays logged; the MLflow
-run ends FAILED (or KILLED on Ctrl-C) with the reason as a tag.
+run ends FAILED (or KILLED on Ctrl-C) with the reason as a tag. With `trainer.init_from` the model,
+tokenizer and vocabulary are a logged model's, and training starts from its weights (finetune.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from lmbench.config import check_target, to_yaml
 from lmbench.data.pipeline import default_cache_dir, load_corpus
 from lmbench.errors import ConfigError, TrainingDiverged
 from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
-from lmbench.training import checkpoints
+from lmbench.training import checkpoints, finetune
 from lmbench.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ def saved_state(cfg: DictConfig, trainer: Trainer, model, digest: str) -> checkp
     if state.config_digest != digest:
         raise ConfigError(
             f"the checkpoint in {trainer.last_checkpoint} was made with a different dataset, tokenizer, "
-            "model or seed; resume with the same settings, or set trainer.resume=false to start over"
+            "model, seed or trainer.init_from; resume with the same settings, or set trainer.resume=false "
+            "to start over"
         )
     return state
 
@@ -72,6 +74,12 @@ def run(
     """`parent_run_id` nests the MLflow run under a sweep's parent run; `extra_tags` (the sweep id,
     the job's overrides, Hydra's group choices) are added to the run's tags."""
     output_dir = Path(output_dir)
+    source = None
+    if cfg.trainer.init_from:  # fine-tuning: the source's model, tokenizer and vocabulary
+        source = finetune.load_source(
+            cfg.trainer.init_from, resolve_uri(cfg.tracking.uri, launch_dir), default_cache_dir(cfg.cache_dir)
+        )
+        cfg = finetune.adopt_source_configs(cfg, source)
     container = OmegaConf.to_container(cfg, resolve=True)
     digest = checkpoints.config_digest(container)
     check_target(cfg.tokenizer, "tokenizer")
@@ -83,17 +91,25 @@ def run(
     keras.utils.set_random_seed(cfg.seed)
 
     tokenizer = instantiate(cfg.tokenizer)
-    data = load_corpus(cfg.dataset, tokenizer, cache_dir=default_cache_dir(cfg.cache_dir), progress=cfg.trainer.progress)
+    data = load_corpus(
+        cfg.dataset, tokenizer, cache_dir=default_cache_dir(cfg.cache_dir), progress=cfg.trainer.progress,
+        vocab=source.vocab if source is not None else None,
+    )
     vocab = data.vocab
+    oov_rate = data.info.get("oov_rate")  # None from a token-id cache older than OOV counts
     log.info(
-        "%s: |V|=%d, tokens train/valid/test = %d/%d/%d%s",
-        cfg.dataset.name, len(vocab), len(data.train), len(data.valid), len(data.test),
+        "%s: |V|=%d%s, tokens train/valid/test = %d/%d/%d%s%s",
+        cfg.dataset.name, len(vocab), " (the source model's)" if source is not None else "",
+        len(data.train), len(data.valid), len(data.test),
+        ", OOV rate " + "/".join(f"{oov_rate[s]:.2%}" for s in data.splits) if oov_rate else "",
         " (from cache)" if data.info.get("from_cache") else "",
     )
     model = build_model(cfg.model, len(vocab), vocab.eos_id)
     trainer = Trainer(cfg.trainer, cfg.optimizer, tracker=None, checkpoint_dir=output_dir / "checkpoints")
     trainer.check(model, data)
     resume = saved_state(cfg, trainer, model, digest)
+    if source is not None and resume is None:  # when resuming, the run's own checkpoint is restored instead
+        finetune.load_weights(model, source)
 
     tracking = cfg.tracking
     tracker = Tracker(tracking.enabled, resolve_uri(tracking.uri, launch_dir), tracking.experiment, tracking.log_every_n_steps)
@@ -107,6 +123,7 @@ def run(
         "lmbench.version": lmbench.__version__,
         "lmbench.output_dir": str(output_dir.resolve()),
         "lmbench.python": platform.python_version(),
+        **(source.tags if source is not None else {}),
         **(extra_tags or {}),
     }
     if hasattr(model, "eval_method"):  # how an attention model gets its context when scoring
@@ -127,6 +144,8 @@ def run(
         print(f"MLflow run {tracker.run_id} in {tracker.uri} (experiment '{tracker.experiment}')", flush=True)
 
     try:
+        if oov_rate:  # tokens the vocabulary lacks (with init_from: the source's vocabulary)
+            tracker.log_metrics({f"data/{s}_oov_rate": r for s, r in oov_rate.items()})
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(to_yaml(cfg))
         vocab.save(output_dir / "vocab.json")
@@ -151,8 +170,11 @@ def run(
         bundle = save_bundle(
             output_dir / "model", model, vocab=vocab, model_cfg=container["model"],
             tokenizer_cfg=container["tokenizer"], eval_batch_size=cfg.trainer.eval_batch_size,
-            info={"dataset": cfg.dataset.name, "dataset_config": container["dataset"],
-                  "run_id": tracker.run_id, "experiment": tracking.experiment, "metrics": summary},
+            info={
+                "dataset": cfg.dataset.name, "dataset_config": container["dataset"],
+                "run_id": tracker.run_id, "experiment": tracking.experiment, "metrics": summary,
+                **({"init_from": source.given, "source_run_id": source.run_id} if source is not None else {}),
+            },
         )
         if cfg.trainer.export_arpa:
             model.to_arpa(bundle / "model.arpa", vocab.tokens)
