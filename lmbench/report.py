@@ -87,11 +87,36 @@ def compare(runs: list[tracking.RunRecord]) -> Comparison:
     datasets = sorted({row.dataset for row in rows})
     if len(datasets) > 1:
         notes.append(f"Datasets differ ({', '.join(datasets)}): compare runs within one dataset.")
+    budget = _budget_note(finished)
+    if budget:
+        notes.append(budget)
     left_out = [r for r in runs if r.status != "FINISHED"]
     if left_out:
         names = ", ".join(f"{r.name} ({r.status})" for r in left_out)
         notes.append(f"Not finished, left out: {names}.")
     return Comparison(rows, notes)
+
+
+def _budget_note(runs: list[tracking.RunRecord]) -> str | None:
+    """A warning when networks were stopped before one epoch (trainer.max_steps): the table then
+    compares budgets, not trained models."""
+    short = []
+    for r in runs:
+        p = r.params
+        try:
+            steps, tokens = int(p["trainer.max_steps"]), int(p["data.train_tokens"])
+            per_step = int(p["trainer.batch_size"]) * int(p["trainer.bptt"])
+        except (KeyError, ValueError):
+            continue  # no step limit (or an n-gram's "null"), or a run from before these params
+        if r.tags.get("lmbench.family") != "ngram" and steps * per_step < tokens:
+            short.append(steps * per_step / tokens)
+    if not short:
+        return None
+    return (
+        f"Networks trained on {min(short):.0%}" + (f"-{max(short):.0%}" if max(short) > min(short) else "")
+        + " of one epoch (trainer.max_steps): this ranks what each family learns on a small budget, "
+        "not trained models; a fully estimated n-gram leads such budgets."
+    )
 
 
 def _varying_overrides(rows: list[Row]) -> list[str]:
