@@ -7,12 +7,13 @@ run ends FAILED (or KILLED on Ctrl-C) with the reason as a tag.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import platform
 from pathlib import Path
 
 import keras
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import lmbench
@@ -26,7 +27,8 @@ from lmbench.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
-MODEL_SUPPLIED = ("vocab_size", "eos_id")
+# Passed by lmbench to every model builder; `vocab` (the Vocabulary itself) only to those that take it.
+MODEL_SUPPLIED = ("vocab_size", "eos_id", "vocab")
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
@@ -52,9 +54,12 @@ def saved_state(cfg: DictConfig, trainer: Trainer, model, digest: str) -> checkp
     return state
 
 
-def build_model(model_cfg: DictConfig, vocab_size: int, eos_id: int):
+def build_model(model_cfg: DictConfig, vocab):
+    supplied = {"vocab_size": len(vocab), "eos_id": vocab.eos_id}
+    if "vocab" in inspect.signature(get_object(model_cfg._target_)).parameters:
+        supplied["vocab"] = vocab  # e.g. the interpolated family checks its components' against it
     try:
-        return instantiate(model_cfg, vocab_size=vocab_size, eos_id=eos_id)
+        return instantiate(model_cfg, **supplied)
     except ConfigError:
         raise
     except Exception as ex:
@@ -90,7 +95,7 @@ def run(
         cfg.dataset.name, len(vocab), len(data.train), len(data.valid), len(data.test),
         " (from cache)" if data.info.get("from_cache") else "",
     )
-    model = build_model(cfg.model, len(vocab), vocab.eos_id)
+    model = build_model(cfg.model, vocab)
     trainer = Trainer(cfg.trainer, cfg.optimizer, tracker=None, checkpoint_dir=output_dir / "checkpoints")
     trainer.check(model, data)
     resume = saved_state(cfg, trainer, model, digest)
@@ -111,6 +116,8 @@ def run(
     }
     if hasattr(model, "eval_method"):  # how an attention model gets its context when scoring
         tags["lmbench.eval_method"] = model.eval_method
+    if hasattr(model, "lineage_tags"):  # a model made of other runs' models names them
+        tags.update(model.lineage_tags())
     commit = git_commit(launch_dir) or git_commit(Path(lmbench.__file__).parent)
     if commit:
         tags["mlflow.source.git.commit"] = commit
