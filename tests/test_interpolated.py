@@ -175,18 +175,25 @@ def other_corpus_ngram(parts, tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "case,overrides,message",
+    "overrides,message",
     [
-        ("one component", ("model.components=[{ngram}]",), "needs at least two"),
-        ("weights: wrong length", ("model.weights=[1.0]",), "1 value\\(s\\) for 2 components"),
-        ("weights: negative", ("model.weights=[1.5,-0.5]",), "must be finite and >= 0"),
-        ("weights: sum", ("model.weights=[0.5,0.6]",), "must sum to 1"),
-        ("unknown run", ("model.components=[{ngram},0123456789abcdef0123456789abcdef]",), "components\\[1\\].*no run"),
-        ("not a model", ("model.components=[{ngram},{folder}]",), "components\\[1\\].*holds no lmbench model"),
-        ("other vocabulary", ("model.components=[{ngram},{other}]",), "another vocabulary than this run's: .*'cat'"),
+        pytest.param(("model.components=[{ngram}]",), "needs at least two", id="one component"),
+        pytest.param(("model.weights=[1.0]",), "1 value\\(s\\) for 2 components", id="weights: wrong length"),
+        pytest.param(("model.weights=[1.5,-0.5]",), "must be finite and >= 0", id="weights: negative"),
+        pytest.param(("model.weights=[0.5,0.6]",), "must sum to 1", id="weights: sum"),
+        pytest.param(
+            ("model.components=[{ngram},0123456789abcdef0123456789abcdef]",), "components\\[1\\].*no run",
+            id="unknown run",
+        ),
+        pytest.param(
+            ("model.components=[{ngram},{folder}]",), "components\\[1\\].*holds no lmbench model", id="not a model"
+        ),
+        pytest.param(
+            ("model.components=[{ngram},{other}]",), "another vocabulary than this run's: .*'cat'", id="other vocabulary"
+        ),
     ],
 )
-def test_unusable_set_ups_are_refused_before_a_run_starts(parts, other_corpus_ngram, case, overrides, message):
+def test_unusable_set_ups_are_refused_before_a_run_starts(parts, other_corpus_ngram, overrides, message):
     ids = {"ngram": parts["ngram"].info.run_id, "other": other_corpus_ngram, "folder": str(parts["folder"])}
     components = f"model.components=[{ids['ngram']},{parts['lstm'].info.run_id}]"
     overrides = [o.format(**ids) for o in overrides]
