@@ -7,9 +7,16 @@ Scoring convention (shared by every family and relied on by the evaluator):
   End-of-sentence tokens inside `ids` are predicted like any other token.
 
 Two ways to train:
-  * `CountingModel.fit(ids)`: estimated in one pass from the training ids (the n-gram family).
+  * `CountingModel.fit(ids)`: estimated in one pass from the training ids (the n-gram family). A
+    counting model may also have `tune(valid_ids, batch_size=..., progress=...) -> stats`, which the
+    trainer calls right after `fit` with the validation ids (the interpolated family fits its
+    mixture weights there).
   * Neural families are Keras models that the common trainer fits by gradient descent; they add
     `initial_state`/`call(inputs, state, training)` (see `lmbench/models/recurrent.py`).
+
+Generation, one token at a time: `model.stepper(prompt)` returns a `Stepper`, the model's next-token
+distribution given everything read so far, and `sample_tokens` draws from one. Every family has
+one, so a model made of other models (the interpolated family) can sample from their mixture.
 """
 
 from __future__ import annotations
@@ -60,6 +67,19 @@ class LanguageModel(Protocol):
         ...
 
 
+class Stepper(Protocol):
+    """A model reading a token stream (the prompt after a lone end-of-sentence token) one token
+    at a time."""
+
+    def next_logits(self) -> np.ndarray:
+        """[vocab_size] log-probabilities of the next token, up to one additive constant."""
+        ...
+
+    def append(self, token: int) -> None:
+        """Read one more token."""
+        ...
+
+
 @runtime_checkable
 class CountingModel(LanguageModel, Protocol):
     def fit(self, ids: np.ndarray, *, progress: Progress | None = None) -> dict[str, float]:
@@ -75,3 +95,27 @@ def check_sampling(temperature: float, top_k: int | None) -> None:
         raise ConfigError(f"temperature must be > 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ConfigError(f"top_k must be >= 1 (or null for no cut), got {top_k}")
+
+
+def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int | None) -> int:
+    """One token drawn from softmax(logits / temperature), restricted to the top_k largest."""
+    last = np.asarray(logits, dtype=np.float64) / temperature
+    if top_k is not None and top_k < len(last):
+        cut = np.partition(last, -top_k)[-top_k]
+        last = np.where(last >= cut, last, -np.inf)
+    p = np.exp(last - last.max())
+    return int(rng.choice(len(p), p=p / p.sum()))
+
+
+def sample_tokens(
+    stepper: Stepper, n_tokens: int, *, temperature: float, top_k: int | None, seed: int | None
+) -> np.ndarray:
+    """`n_tokens` ids drawn one after the other from `stepper` (arguments checked by the caller
+    with `check_sampling`, before it builds the stepper)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_tokens, dtype=np.int64)
+    for i in range(n_tokens):
+        out[i] = sample_next(stepper.next_logits(), rng, temperature, top_k)
+        if i + 1 < n_tokens:
+            stepper.append(int(out[i]))
+    return out

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lmbench.models.base import Progress, check_sampling
+from lmbench.models.base import Progress, check_sampling, sample_tokens
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "model_config.json"
@@ -53,14 +53,23 @@ def pack_streams(ids: np.ndarray, starts: np.ndarray, eos_id: int):
     return inputs, targets, mask
 
 
-def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int | None) -> int:
-    """One token drawn from softmax(logits / temperature), restricted to the top_k largest."""
-    last = np.asarray(logits, dtype=np.float64) / temperature
-    if top_k is not None and top_k < len(last):
-        cut = np.partition(last, -top_k)[-top_k]
-        last = np.where(last >= cut, last, -np.inf)
-    p = np.exp(last - last.max())
-    return int(rng.choice(len(p), p=p / p.sum()))
+class StateStepper:
+    """Next-token logits of a network that carries its history in a state (see `base.Stepper`)."""
+
+    def __init__(self, model: "NeuralLM", prompt: np.ndarray):
+        self.model = model
+        self.states = model.initial_state(1)
+        self._read(np.concatenate([[model.eos_id], np.asarray(prompt, dtype=np.int64)]))
+
+    def _read(self, ids: np.ndarray) -> None:
+        logits, self.states = self.model(tf.constant(ids[None, :], dtype=tf.int32), states=self.states)
+        self.logits = tf.cast(logits[0, -1], tf.float32).numpy().astype(np.float64)
+
+    def next_logits(self) -> np.ndarray:
+        return self.logits
+
+    def append(self, token: int) -> None:
+        self._read(np.array([token], dtype=np.int64))
 
 
 class NeuralLM(keras.Model):
@@ -120,16 +129,11 @@ class NeuralLM(keras.Model):
         seed: int | None = None,
     ) -> np.ndarray:
         check_sampling(temperature, top_k)
-        rng = np.random.default_rng(seed)
-        context = np.concatenate([[self.eos_id], np.asarray(prompt, dtype=np.int64)])
-        states = self.initial_state(1)
-        logits, states = self(tf.constant(context[None, :], dtype=tf.int32), states=states)
-        out = []
-        for _ in range(n_tokens):
-            token = sample_next(logits[0, -1], rng, temperature, top_k)
-            out.append(token)
-            logits, states = self(tf.constant([[token]], dtype=tf.int32), states=states)
-        return np.array(out, dtype=np.int64)
+        return sample_tokens(self.stepper(prompt), n_tokens, temperature=temperature, top_k=top_k, seed=seed)
+
+    def stepper(self, prompt: np.ndarray) -> StateStepper:
+        """The model after reading a lone eos and `prompt`, ready to step token by token."""
+        return StateStepper(self, prompt)
 
     def num_params(self) -> int:
         return int(sum(np.prod(v.shape) for v in self.trainable_variables))

@@ -22,8 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from lmbench.errors import ConfigError
-from lmbench.models.base import Progress, check_sampling
-from lmbench.models.neural import NeuralLM, sample_next
+from lmbench.models.base import Progress
+from lmbench.models.neural import NeuralLM
 
 POSITIONS = ("learned", "sinusoidal")
 
@@ -260,27 +260,10 @@ class TransformerLM(NeuralLM):
             self._score_fn = step
         return self._score_fn
 
-    def generate(
-        self,
-        prompt: np.ndarray,
-        n_tokens: int,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        seed: int | None = None,
-    ) -> np.ndarray:
-        """As NeuralLM.generate, but each step re-reads the last `context` tokens: there is no
-        state to carry the history."""
-        check_sampling(temperature, top_k)
-        rng = np.random.default_rng(seed)
-        history = [self.eos_id, *np.asarray(prompt, dtype=np.int64).tolist()]
-        out = []
-        for _ in range(n_tokens):
-            window = tf.constant([history[-self.context :]], dtype=tf.int32)
-            token = sample_next(self(window)[0][0, -1], rng, temperature, top_k)
-            out.append(token)
-            history.append(token)
-        return np.array(out, dtype=np.int64)
+    def stepper(self, prompt: np.ndarray) -> "WindowStepper":
+        """As NeuralLM's, but each step re-reads the last `context` tokens: there is no state to
+        carry the history (`generate` uses it too)."""
+        return WindowStepper(self, prompt)
 
     def get_config(self) -> dict:
         # Not NeuralLM's: eval_window (its recurrent scoring chunk) has no meaning here.
@@ -298,3 +281,19 @@ class TransformerLM(NeuralLM):
             "eval_stride": self.eval_stride,
             "init_scale": self.init_scale,
         }
+
+
+class WindowStepper:
+    """Next-token logits of a stateless model from the last `context` tokens (see `base.Stepper`)."""
+
+    def __init__(self, model: TransformerLM, prompt: np.ndarray):
+        self.model = model
+        self.history = [model.eos_id, *np.asarray(prompt, dtype=np.int64).tolist()]
+
+    def next_logits(self) -> np.ndarray:
+        window = tf.constant([self.history[-self.model.context :]], dtype=tf.int32)
+        logits, _ = self.model(window)
+        return tf.cast(logits[0, -1], tf.float32).numpy().astype(np.float64)
+
+    def append(self, token: int) -> None:
+        self.history.append(int(token))

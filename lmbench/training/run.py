@@ -8,12 +8,13 @@ tokenizer and vocabulary are a logged model's, and training starts from its weig
 
 from __future__ import annotations
 
+import inspect
 import logging
 import platform
 from pathlib import Path
 
 import keras
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import lmbench
@@ -27,7 +28,8 @@ from lmbench.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
-MODEL_SUPPLIED = ("vocab_size", "eos_id")
+# Passed by lmbench to every model builder; `vocab` (the Vocabulary itself) only to those that take it.
+MODEL_SUPPLIED = ("vocab_size", "eos_id", "vocab")
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
@@ -54,9 +56,12 @@ def saved_state(cfg: DictConfig, trainer: Trainer, model, digest: str) -> checkp
     return state
 
 
-def build_model(model_cfg: DictConfig, vocab_size: int, eos_id: int):
+def build_model(model_cfg: DictConfig, vocab):
+    supplied = {"vocab_size": len(vocab), "eos_id": vocab.eos_id}
+    if "vocab" in inspect.signature(get_object(model_cfg._target_)).parameters:
+        supplied["vocab"] = vocab  # e.g. the interpolated family checks its components' against it
     try:
-        return instantiate(model_cfg, vocab_size=vocab_size, eos_id=eos_id)
+        return instantiate(model_cfg, **supplied)
     except ConfigError:
         raise
     except Exception as ex:
@@ -104,7 +109,7 @@ def run(
         ", OOV rate " + "/".join(f"{oov_rate[s]:.2%}" for s in data.splits) if oov_rate else "",
         " (from cache)" if data.info.get("from_cache") else "",
     )
-    model = build_model(cfg.model, len(vocab), vocab.eos_id)
+    model = build_model(cfg.model, vocab)
     trainer = Trainer(cfg.trainer, cfg.optimizer, tracker=None, checkpoint_dir=output_dir / "checkpoints")
     trainer.check(model, data)
     resume = saved_state(cfg, trainer, model, digest)
@@ -128,6 +133,8 @@ def run(
     }
     if hasattr(model, "eval_method"):  # how an attention model gets its context when scoring
         tags["lmbench.eval_method"] = model.eval_method
+    if hasattr(model, "lineage_tags"):  # a model made of other runs' models names them
+        tags.update(model.lineage_tags())
     commit = git_commit(launch_dir) or git_commit(Path(lmbench.__file__).parent)
     if commit:
         tags["mlflow.source.git.commit"] = commit

@@ -1,8 +1,9 @@
 """The common trainer.
 
-Counting models (`fit(ids)`) are estimated in one pass; neural models are trained by truncated BPTT
-over `batch_size` parallel streams whose hidden state is carried from window to window. Both are
-then validated and tested by the same evaluator on the same token ids.
+Counting models (`fit(ids)`) are estimated in one pass, then `tune(valid ids)` if they have it (the
+interpolated family's weights); neural models are trained by truncated BPTT over `batch_size`
+parallel streams whose hidden state is carried from window to window. All are then validated and
+tested by the same evaluator on the same token ids.
 
 A neural run can be killed at any moment and continued: `TrainState` plus `checkpoints/last`
 (see checkpoints.py) record the exact data position, weights, optimizer and stream states.
@@ -164,6 +165,9 @@ class Trainer:
         start = time.perf_counter()
         with progress_bar(len(data.train), "count train", "tok", self.cfg.progress) as bar:
             stats = model.fit(data.train.ids, progress=bar.update)
+        if hasattr(model, "tune"):  # fitted on the validation split, e.g. interpolation weights
+            with progress_bar(len(data.valid), "tune valid", "tok", self.cfg.progress) as bar:
+                stats = {**stats, **model.tune(data.valid.ids, batch_size=self.cfg.eval_batch_size, progress=bar.update)}
         result.train_seconds = time.perf_counter() - start
         result.train_tokens = len(data.train)
         self.tracker.log_metrics(stats)

@@ -248,6 +248,11 @@ class NGramLM:
             history = (history + [int(out[i])])[-self.order :]
         return out
 
+    def stepper(self, prompt: np.ndarray) -> "NGramStepper":
+        """The model after reading a lone eos and `prompt` (see `base.Stepper`)."""
+        self._check_fitted()
+        return NGramStepper(self, self._check_ids(prompt))
+
     # ---- persistence ------------------------------------------------------------------------
 
     def save(self, folder: str | Path) -> None:
@@ -313,3 +318,18 @@ class NGramLM:
                 f"[0, {self.vocab_size}) ({len(bad)} such id(s))"
             )
         return ids.astype(np.int64)
+
+
+class NGramStepper:
+    """Next-token log-probabilities from the last order-1 tokens read (see `base.Stepper`)."""
+
+    def __init__(self, model: NGramLM, prompt: np.ndarray):
+        self.model = model
+        self.history = [int(t) for t in prompt[-model.order :]]
+
+    def next_logits(self) -> np.ndarray:
+        with np.errstate(divide="ignore"):  # a probability 0 is -inf, never drawn
+            return np.log(self.model.prob_distribution(np.array(self.history, dtype=np.int64)))
+
+    def append(self, token: int) -> None:
+        self.history = (self.history + [int(token)])[-self.model.order :]
