@@ -292,8 +292,8 @@ class WindowStepper:
 
     def next_logits(self) -> np.ndarray:
         window = tf.constant([self.history[-self.model.context :]], dtype=tf.int32)
-        logits, _ = self.model(window)
-        return tf.cast(logits[0, -1], tf.float32).numpy().astype(np.float64)
+        last = self.model.features(window)[:, -1:]  # only the last position goes through the head
+        return tf.cast(self.model.head(last)[0, -1], tf.float32).numpy().astype(np.float64)
 
     def append(self, token: int) -> None:
         self.history.append(int(token))
