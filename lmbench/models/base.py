@@ -119,3 +119,21 @@ def sample_tokens(
         if i + 1 < n_tokens:
             stepper.append(int(out[i]))
     return out
+
+
+class SteppedGeneration:
+    """`generate` for a model with `stepper(prompt)`: one sampling loop (`sample_tokens`) for every
+    family; a family only says how it reads the next token."""
+
+    def generate(
+        self,
+        prompt: np.ndarray,
+        n_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+    ) -> np.ndarray:
+        """`n_tokens` ids sampled after `prompt` (which may be empty)."""
+        check_sampling(temperature, top_k)
+        return sample_tokens(self.stepper(prompt), n_tokens, temperature=temperature, top_k=top_k, seed=seed)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from lmbench.errors import ConfigError, DataError, LmbenchError
-from lmbench.models.base import Progress, check_sampling, sample_tokens
+from lmbench.models.base import Progress, SteppedGeneration
 
 FORMAT_VERSION = 1
 META_FILE = "interpolated.json"
@@ -104,7 +104,7 @@ class _SharedProgress:
             self.reported = now
 
 
-class InterpolatedLM:
+class InterpolatedLM(SteppedGeneration):
     """Linear interpolation of trained lmbench models (see the module docstring).
 
     components: model sources for `load_bundle` (at least two). weights: fixed mixture weights
@@ -302,19 +302,6 @@ class InterpolatedLM:
                 )
             parts.append((math.log(weights[k]), model.stepper(prompt)))
         return MixtureStepper(parts)
-
-    def generate(
-        self,
-        prompt: np.ndarray,
-        n_tokens: int,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        seed: int | None = None,
-    ) -> np.ndarray:
-        """`n_tokens` ids drawn from the mixture's next-token distribution, one after the other."""
-        check_sampling(temperature, top_k)
-        return sample_tokens(self.stepper(prompt), n_tokens, temperature=temperature, top_k=top_k, seed=seed)
 
     def num_params(self) -> int:
         """The components' parameters (the weights themselves are not counted)."""

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lmbench.models.base import Progress, check_sampling, sample_tokens
+from lmbench.models.base import Progress, SteppedGeneration
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "model_config.json"
@@ -72,7 +72,18 @@ class StateStepper:
         self._read(np.array([token], dtype=np.int64))
 
 
-class NeuralLM(keras.Model):
+def over_positions(x, fn):
+    """`fn` (e.g. the output projection) applied to `x` [..., d] flattened to [positions, d].
+
+    A rank-3 x rank-2 `tf.matmul` runs as a broadcast batch matmul, and its weight gradient as one
+    small product per batch row summed afterwards; one 2-D matmul over all positions is faster on
+    CPU (projection forward + backward at |V| = 33,278: median 1,182 against 1,496 ms over 12
+    interleaved pairs on a loaded machine)."""
+    flat = fn(tf.reshape(x, [-1, x.shape[-1]]))
+    return tf.reshape(flat, tf.concat([tf.shape(x)[:-1], tf.shape(flat)[-1:]], axis=0))
+
+
+class NeuralLM(SteppedGeneration, keras.Model):
     """Base class of the neural families: the lmbench model contract on top of a Keras model."""
 
     family = "neural"
@@ -118,18 +129,6 @@ class NeuralLM(keras.Model):
 
             self._score_fn = step
         return self._score_fn
-
-    def generate(
-        self,
-        prompt: np.ndarray,
-        n_tokens: int,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        seed: int | None = None,
-    ) -> np.ndarray:
-        check_sampling(temperature, top_k)
-        return sample_tokens(self.stepper(prompt), n_tokens, temperature=temperature, top_k=top_k, seed=seed)
 
     def stepper(self, prompt: np.ndarray) -> StateStepper:
         """The model after reading a lone eos and `prompt`, ready to step token by token."""

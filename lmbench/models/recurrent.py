@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 
 from lmbench.errors import ConfigError
-from lmbench.models.neural import NeuralLM
+from lmbench.models.neural import NeuralLM, over_positions
 
 CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
 
@@ -91,13 +91,15 @@ class RecurrentLM(NeuralLM):
             x, *state = rnn(x, initial_state=list(state), training=training)
             x = self.drop(x, training=training)
             new_states.append(state)
+        return over_positions(x, self._logits), new_states
+
+    def _logits(self, h):
+        """[positions, hidden] -> [positions, |V|]."""
         if self.tie_embeddings:
-            # Explicit casts: under mixed_bfloat16 x is bfloat16 while the variables stay float32.
-            logits = tf.matmul(x, tf.cast(self.embedding.embeddings, x.dtype), transpose_b=True)
-            logits = logits + tf.cast(self.output_bias, x.dtype)
-        else:
-            logits = self.projection(x)
-        return logits, new_states
+            # Explicit casts: under mixed_bfloat16 h is bfloat16 while the variables stay float32.
+            logits = tf.matmul(h, tf.cast(self.embedding.embeddings, h.dtype), transpose_b=True)
+            return logits + tf.cast(self.output_bias, h.dtype)
+        return self.projection(h)
 
     def get_config(self) -> dict:
         return {

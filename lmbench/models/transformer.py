@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from lmbench.errors import ConfigError
 from lmbench.models.base import Progress
-from lmbench.models.neural import NeuralLM
+from lmbench.models.neural import NeuralLM, over_positions
 
 POSITIONS = ("learned", "sinusoidal")
 
@@ -209,7 +209,10 @@ class TransformerLM(NeuralLM):
         return self.final_norm(x)
 
     def head(self, x):
-        """Logits over the vocabulary for hidden states `x` (the output projection)."""
+        """Logits over the vocabulary for hidden states `x` [..., d_model] (the output projection)."""
+        return over_positions(x, self._logits)
+
+    def _logits(self, x):
         if self.tie_embeddings:
             logits = tf.matmul(x, tf.cast(self.token_embedding.embeddings, x.dtype), transpose_b=True)
             return logits + tf.cast(self.output_bias, x.dtype)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lmbench.errors import ConfigError, DataError
-from lmbench.models.base import Progress, check_sampling
+from lmbench.models.base import Progress, SteppedGeneration
 from lmbench.models.ngram.counting import adjusted_counts, count_ngrams, window_rows
 from lmbench.models.ngram.smoothing import SMOOTHINGS, estimate
 
@@ -27,7 +27,7 @@ FORMAT_VERSION = 1
 SCORE_CHUNK = 1 << 20  # tokens scored at once: bounds the per-order row arrays on huge splits
 
 
-class NGramLM:
+class NGramLM(SteppedGeneration):
     """N-gram language model over the ids 0..vocab_size-1 (eos and unk are ordinary ids).
 
     order: n-gram length (contexts of order-1 ids). smoothing: one of mkn, kn, wb, absolute, addk,
@@ -221,32 +221,6 @@ class NGramLM:
         probs[keys[lo:hi] % self.vocab_size] = np.exp(self.log_probs[j][lo:hi])
 
     # ---- generation -------------------------------------------------------------------------
-
-    def generate(
-        self,
-        prompt: np.ndarray,
-        n_tokens: int,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        seed: int | None = None,
-    ) -> np.ndarray:
-        check_sampling(temperature, top_k)
-        self._check_fitted()
-        rng = np.random.default_rng(seed)
-        history = list(self._check_ids(prompt)[-self.order :])
-        out = np.empty(n_tokens, dtype=np.int64)
-        for i in range(n_tokens):
-            logits = np.log(self.prob_distribution(np.array(history, dtype=np.int64))) / temperature
-            if top_k is not None and top_k < self.vocab_size:
-                keep = np.argpartition(logits, -top_k)[-top_k:]  # exactly top_k, even with ties
-                cut = np.full(self.vocab_size, -np.inf)
-                cut[keep] = logits[keep]
-                logits = cut
-            weights = np.exp(logits - logits.max())
-            out[i] = rng.choice(self.vocab_size, p=weights / weights.sum())
-            history = (history + [int(out[i])])[-self.order :]
-        return out
 
     def stepper(self, prompt: np.ndarray) -> "NGramStepper":
         """The model after reading a lone eos and `prompt` (see `base.Stepper`)."""
