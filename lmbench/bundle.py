@@ -175,10 +175,11 @@ class Bundle:
     def decode(self, ids) -> str:
         return self.tokenizer.detokenize(self.vocab.decode(ids))
 
-    def score_text(self, text: str, *, progress=None) -> TextScore:
+    def score_text(self, text: str, *, progress=None, encoded=None) -> TextScore:
         """Every token of `text` scored once, the text read as starting after a sentence end (as
-        every split is), with the batch size the run evaluated with: the figures match the run's."""
-        tokens, ids, n_oov = self.encode(text)
+        every split is), with the batch size the run evaluated with: the figures match the run's.
+        `encoded`: `self.encode(text)` if the caller already has it (e.g. to size a progress bar)."""
+        tokens, ids, n_oov = encoded if encoded is not None else self.encode(text)
         logp = self.model.score(ids, batch_size=self.eval_batch_size, progress=progress) if len(ids) else np.zeros(0)
         return TextScore(tokens, np.asarray(logp, dtype=np.float64), n_oov, len(text))
 

@@ -75,8 +75,9 @@ def evaluate(bundle, named_texts: list[tuple[str, str]], *, show_progress: bool 
 
     results, totals = {}, {"nats": 0.0, "tokens": 0, "chars": 0, "oov": 0}
     for name, text in named_texts:
-        with progress_bar(None, f"eval {name}", "tok", show_progress) as bar:
-            s = bundle.score_text(text, progress=lambda n, nats=None: bar.update(n))
+        encoded = bundle.encode(text)
+        with progress_bar(len(encoded[1]), f"eval {name}", "tok", show_progress) as bar:
+            s = bundle.score_text(text, progress=lambda n, nats=None: bar.update(n), encoded=encoded)
         if s.n_tokens == 0:
             raise DataError(f"{name} has no tokens for this model's tokenizer")
         results[name] = {"loss": s.loss, "ppl": s.ppl, "bpc": s.bpc, "tokens": s.n_tokens, "oov_rate": s.oov_rate}
