@@ -25,12 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
+from test_training import compose_on
 
 from lmbench.bundle import ModelNotFound, load_bundle
-from lmbench.cli import CONF_DIR
-from lmbench.config import register_configs
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.tokenizers import WordTokenizer
 from lmbench.data.vocab import Vocabulary
@@ -84,27 +82,10 @@ def compose_run(
     tmp: Path, paths: dict[str, Path], *overrides: str, model=TINY_LSTM, experiment="ft", uri: str | None = None
 ):
     """A run on `paths`, tracked in `uri` (default: `tmp`/mlflow.db)."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                "dataset=text_files",
-                *(f"dataset.{s}={p}" for s, p in paths.items()),
-                f"cache_dir={tmp / 'cache'}",
-                *model,
-                "optimizer=adam",
-                "optimizer.learning_rate=0.01",
-                "trainer.batch_size=4",
-                "trainer.bptt=8",
-                "trainer.eval_batch_size=4",
-                "trainer.progress=false",
-                f"tracking.uri={uri or 'sqlite:///' + str(tmp / 'mlflow.db')}",
-                f"tracking.experiment={experiment}",
-                "tracking.log_every_n_steps=5",
-                *overrides,
-            ],
-        )
+    return compose_on(
+        tmp, paths, "trainer.eval_batch_size=4", f"tracking.uri={uri or 'sqlite:///' + str(tmp / 'mlflow.db')}",
+        f"tracking.experiment={experiment}", "tracking.log_every_n_steps=5", *overrides, model=model,
+    )
 
 
 def the_run(uri: str, experiment: str):

@@ -39,26 +39,19 @@ def write_corpus(folder: Path, n_train: int = 400, n_eval: int = 40, seed: int =
 TINY_LSTM = ("model.hidden_size=32", "model.embedding_dim=32", "model.num_layers=1")
 
 
-def tiny_cfg(
-    tmp_path: Path,
-    *overrides: str,
-    model: tuple[str, ...] = TINY_LSTM,
+def compose_on(
+    tmp_path: Path, paths: dict[str, Path], *overrides: str, model: tuple[str, ...] = TINY_LSTM,
     config_dir: Path = CONF_DIR,
-    n_train: int = 400,
-    n_eval: int = 40,
 ):
-    """A run on a tiny corpus written into `tmp_path`, tracked in `tmp_path`/mlflow.db."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    paths = write_corpus(tmp_path, n_train=n_train, n_eval=n_eval)
+    """A tiny-model run on the corpus files `paths` (split -> file), tracked in `tmp_path`/mlflow.db;
+    later `overrides` win over the defaults here."""
     register_configs()
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         return compose(
             "config",
             overrides=[
                 "dataset=text_files",
-                f"dataset.train={paths['train']}",
-                f"dataset.valid={paths['valid']}",
-                f"dataset.test={paths['test']}",
+                *(f"dataset.{split}={path}" for split, path in paths.items()),
                 f"cache_dir={tmp_path / 'cache'}",
                 *model,
                 "optimizer=adam",
@@ -73,6 +66,20 @@ def tiny_cfg(
                 *overrides,
             ],
         )
+
+
+def tiny_cfg(
+    tmp_path: Path,
+    *overrides: str,
+    model: tuple[str, ...] = TINY_LSTM,
+    config_dir: Path = CONF_DIR,
+    n_train: int = 400,
+    n_eval: int = 40,
+):
+    """A run on a tiny corpus written into `tmp_path`, tracked in `tmp_path`/mlflow.db."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    paths = write_corpus(tmp_path, n_train=n_train, n_eval=n_eval)
+    return compose_on(tmp_path, paths, *overrides, model=model, config_dir=config_dir)
 
 
 def only_run(uri: str, experiment: str = "tiny"):
