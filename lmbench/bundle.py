@@ -161,16 +161,11 @@ class Bundle:
 
     def encode(self, text: str) -> tuple[list[str], np.ndarray, int]:
         """(tokens, ids, number of out-of-vocabulary tokens) of `text`, cut by the model's tokenizer."""
+        from lmbench.data.pipeline import count_oov
+
         tokens = self.tokenizer.tokenize(text)
-        index = self.vocab.index
-        unseen = [t for t in tokens if t not in index]
-        if unseen and self.vocab.unk_id is None:
-            shown = ", ".join(repr(t) for t in list(dict.fromkeys(unseen))[:10])
-            raise DataError(
-                f"{len(unseen)} token(s) of the text are not in the model's vocabulary, which has no "
-                f"unknown token (its training corpus needed none): {shown}"
-            )
-        return tokens, self.vocab.encode(tokens).astype(np.int64), len(unseen)
+        n_oov = count_oov(self.vocab, tokens, "the text")
+        return tokens, self.vocab.encode(tokens).astype(np.int64), n_oov
 
     def decode(self, ids) -> str:
         return self.tokenizer.detokenize(self.vocab.decode(ids))

@@ -127,8 +127,8 @@ def count_oov(vocab: Vocabulary, tokens: list[str], where: str) -> int:
         shown = ", ".join(repr(t) for t in distinct[:10]) + (", ..." if len(distinct) > 10 else "")
         raise DataError(
             f"{where} has {len(unseen)} token(s) ({len(distinct)} distinct) that are not in the "
-            f"vocabulary, which has no unknown token to map them to (the corpus it was built from "
-            f"needed none): {shown}"
+            f"model's vocabulary, which has no unknown token to map them to (the corpus it was built "
+            f"from needed none): {shown}"
         )
     return n_oov
 
