@@ -80,3 +80,37 @@ def test_unknown_schedule_and_precision_are_refused(tmp_path):
         run(tiny_cfg(tmp_path / "a", "trainer.lr_schedule=linear"), tmp_path / "a/out", tmp_path / "a")
     with pytest.raises(ConfigError, match="precision"):
         run(tiny_cfg(tmp_path / "b", "trainer.precision=fp8"), tmp_path / "b/out", tmp_path / "b")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("shape", [(7, 11), (3, 5, 11)])
+def test_token_nll_equals_tensorflow_cross_entropy_and_its_gradient(dtype, shape):
+    import tensorflow as tf
+
+    from lmbench.models.neural import token_nll
+
+    rng = np.random.default_rng(0)
+    logits = tf.cast(tf.constant(rng.normal(scale=4.0, size=shape), dtype=tf.float32), dtype)
+    labels = tf.constant(rng.integers(0, shape[-1], size=shape[:-1]), dtype=tf.int32)
+    weights = tf.constant(rng.uniform(0.5, 2.0, size=shape[:-1]), dtype=tf.float32)  # non-uniform upstream
+
+    def both(fn):
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            nll = fn(labels, logits)
+            total = tf.reduce_sum(nll * weights)
+        return nll.numpy(), tape.gradient(total, logits)
+
+    ours, grad = both(token_nll)
+    ref, ref_grad = both(
+        lambda y, x: tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(x, tf.float32))
+    )
+    assert ours.dtype == np.float32 and ours.shape == shape[:-1]
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
+    assert grad.dtype == logits.dtype  # the gradient flows back to bf16 logits in their own type
+    tol = 1e-6 if dtype == "float32" else 1e-2
+    np.testing.assert_allclose(tf.cast(grad, tf.float32).numpy(), tf.cast(ref_grad, tf.float32).numpy(), atol=tol)
+    # by hand for one position: -log softmax(x)[y]
+    x = tf.cast(logits, tf.float32).numpy().reshape(-1, shape[-1])[0].astype(np.float64)
+    y = int(labels.numpy().reshape(-1)[0])
+    assert ours.reshape(-1)[0] == pytest.approx(np.log(np.exp(x - x.max()).sum()) + x.max() - x[y], rel=1e-5)

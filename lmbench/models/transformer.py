@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from lmbench.errors import ConfigError
 from lmbench.models.base import Progress
-from lmbench.models.neural import NeuralLM, over_positions
+from lmbench.models.neural import NeuralLM, over_positions, token_nll
 
 POSITIONS = ("learned", "sinusoidal")
 
@@ -257,8 +257,7 @@ class TransformerLM(NeuralLM):
             @tf.function(reduce_retracing=True)
             def step(x, y_tail):
                 h = self.features(x, training=False)[:, tf.shape(x)[1] - tf.shape(y_tail)[1] :]
-                logits = tf.cast(self.head(h), tf.float32)
-                return -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y_tail, logits=logits)
+                return -token_nll(y_tail, self.head(h))
 
             self._score_fn = step
         return self._score_fn

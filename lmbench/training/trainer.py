@@ -24,7 +24,7 @@ from lmbench.config import TrainerConfig
 from lmbench.data.batching import as_streams, n_windows
 from lmbench.data.types import CorpusData
 from lmbench.errors import ConfigError, TrainingDiverged
-from lmbench.models.neural import WEIGHTS_FILE, NeuralLM
+from lmbench.models.neural import WEIGHTS_FILE, NeuralLM, token_nll
 from lmbench.tracking import Tracker
 from lmbench.training import checkpoints
 from lmbench.training.checkpoints import TrainState
@@ -82,9 +82,7 @@ def make_train_step(model: NeuralLM, optimizer, jit_compile: bool, l1: float = 0
     def step(x, y, states):
         with tf.GradientTape() as tape:
             logits, states = model(x, states=states, training=True)
-            loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(logits, tf.float32))
-            )
+            loss = tf.reduce_mean(token_nll(y, logits))
             total = loss + tf.add_n(model.losses) if model.losses else loss
             for v in penalised:
                 w = tf.cast(v, tf.float32)
