@@ -202,6 +202,19 @@ def plot_bpc(rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
+def newest_per_job(runs: list[tracking.RunRecord]) -> list[tracking.RunRecord]:
+    """Each job of a sweep once: a sweep launched again into its folder re-runs the jobs that had
+    not finished, and a job without a checkpoint to resume from (an n-gram) gets a new run; its
+    newest run (runs come newest first) stands for it."""
+    seen, kept = set(), []
+    for r in runs:
+        job = (r.tags.get("lmbench.sweep_id"), r.tags.get("lmbench.job_num"))
+        if job[0] is None or job[1] is None or job not in seen:
+            kept.append(r)
+            seen.add(job)
+    return kept
+
+
 def write_report(
     uri: str, out: Path, *, experiment: str | None = None, parent_run_id: str | None = None,
     filter_string: str | None = None,
@@ -211,7 +224,7 @@ def write_report(
     import matplotlib
 
     matplotlib.use("Agg")  # files only, also on machines without a display
-    runs = tracking.find_runs(uri, experiment, parent_run_id, filter_string)
+    runs = newest_per_job(tracking.find_runs(uri, experiment, parent_run_id, filter_string))
     for r in runs:  # the trainer logs a running rate per step under this key, the overall one last
         if "train/tokens_per_sec" in r.metrics:
             r.metrics["train/tokens_per_sec"] = tracking.last_logged(uri, r.run_id, "train/tokens_per_sec")

@@ -9,6 +9,10 @@ environment variable would not (loky reuses worker processes across sweeps; Ray 
 inherit the environment). After the last job the callback writes the comparison report, logs it to
 the parent run, prints the table and the command that opens the MLflow UI, and ends the parent.
 A sweep that dies (a job raised, Ctrl-C) ends its parent FAILED when the process exits.
+Launched again into the same sweep folder (`hydra.sweep.dir`, as the presets do), the sweep
+continues: the parent run named in the folder is set RUNNING again rather than a second parent
+created, each job resumes its own run from its checkpoint (training/run.py), and the report
+counts each job once, by its newest run.
 
 This module is the Hydra-facing glue: it knows the store only through lmbench.tracking.
 """
@@ -89,11 +93,18 @@ class SweepCallback(Callback):
             "lmbench.overrides": overrides,
             "lmbench.command": " ".join(["lmbench", *sys.argv[1:]]),
         }
-        parent = tracking.start_parent_run(uri, config.tracking.experiment, label, tags)
+        previous = Sweep.read(Path(config.hydra.sweep.dir))
+        if (
+            previous is not None and previous.uri == uri and previous.experiment == config.tracking.experiment
+            and tracking.reopen_run(uri, previous.parent_run_id, previous.experiment)
+        ):
+            parent, verb = previous.parent_run_id, "continuing"
+        else:
+            parent, verb = tracking.start_parent_run(uri, config.tracking.experiment, label, tags), "created"
         self._sweep = Sweep(parent, uri, config.tracking.experiment, tags["lmbench.sweep_dir"])
         self._sweep.write()
         atexit.register(self._abandon)
-        print(f"Sweep: MLflow parent run {parent} in {uri} (experiment '{self._sweep.experiment}')", flush=True)
+        print(f"Sweep: MLflow parent run {parent} {verb} in {uri} (experiment '{self._sweep.experiment}')", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = self._sweep

@@ -231,6 +231,25 @@ def start_parent_run(uri: str, experiment: str, run_name_prefix: str, tags: dict
     return run_id
 
 
+def reopen_run(uri: str, run_id: str, experiment: str) -> bool:
+    """Set a run of `experiment` that ended (a sweep that stopped part-way) back to RUNNING, for a
+    re-launched sweep to continue under it; False when the store has no such run there."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return False
+    found = client.get_experiment_by_name(experiment)
+    if found is None or run.info.experiment_id != found.experiment_id or run.info.lifecycle_stage != "active":
+        return False
+    with_retry(client.update_run, run_id, status="RUNNING")
+    with_retry(client.set_tag, run_id, "lmbench.continued", str(int(run.data.tags.get("lmbench.continued", "0")) + 1))
+    return True
+
+
 def end_run(uri: str, run_id: str, status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
     from mlflow import MlflowClient
 
@@ -307,7 +326,8 @@ def find_runs(
     runs, token = [], None
     while True:
         page = client.search_runs(
-            experiment_ids, " and ".join(clauses), run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
+            experiment_ids, " and ".join(clauses), run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
+            order_by=["attributes.start_time DESC"], page_token=token,
         )
         runs.extend(_record(r) for r in page)
         token = page.token

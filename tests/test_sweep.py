@@ -22,8 +22,11 @@ from lmbench.sweep import Sweep, job_tags
 from lmbench.tracking import with_retry
 
 
-def lmbench(tmp_path: Path, *overrides: str, ok: bool = True) -> subprocess.CompletedProcess:
-    paths = write_corpus(tmp_path)
+def lmbench(tmp_path: Path, *overrides: str, ok: bool = True, splits: tuple[str, ...] = ("train", "valid", "test")
+            ) -> subprocess.CompletedProcess:
+    """`python -m lmbench` on the tiny corpus (written into tmp_path; `splits` name the corpus files
+    passed as dataset.<split>, the others are left to `overrides`), store in tmp_path/mlflow.db."""
+    paths = {split: path for split, path in write_corpus(tmp_path).items() if split in splits}
     env = {**os.environ, "LMBENCH_CACHE_DIR": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(
@@ -117,6 +120,34 @@ def test_a_sweep_that_stops_early_ends_its_parent_failed(tmp_path):
     assert parent.info.status == "FAILED"
     assert "stopped before all its jobs finished" in parent.data.tags["lmbench.error"]
     assert children == []  # the job failed before it started a run
+
+
+def test_a_sweep_launched_again_into_its_folder_continues_under_its_parent(tmp_path):
+    # Job 1 reads a valid file that is missing at first: the sweep stops after job 0, its parent
+    # FAILED. Once the file exists, the same command continues that sweep: same parent, now
+    # FINISHED; job 0 (an n-gram: no checkpoint) runs again, and the report counts it once.
+    later = tmp_path / "later_valid.txt"
+    command = (
+        "-m", "model=ngram", "model.order=2", f"dataset.valid={tmp_path / 'valid.txt'},{later}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}", "tracking.experiment=again",
+    )
+    first = lmbench(tmp_path, *command, ok=False, splits=("train", "test"))
+    assert "later_valid.txt" in first.stderr
+    _, parent, children = sweep_runs(tmp_path, "again")
+    assert parent.info.status == "FAILED" and len(children) == 1
+
+    later.write_text((tmp_path / "valid.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    second = lmbench(tmp_path, *command, splits=("train", "test"))
+    assert f"MLflow parent run {parent.info.run_id} continuing" in second.stdout
+    client, again, children = sweep_runs(tmp_path, "again")  # asserts there is still one parent
+    assert again.info.run_id == parent.info.run_id and again.info.status == "FINISHED"
+    assert again.data.tags["lmbench.continued"] == "1"
+    assert sorted(c.data.tags["lmbench.job_num"] for c in children) == ["0", "0", "1"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    report = (tmp_path / "sweep" / "report" / "comparison.csv").read_text().splitlines()
+    assert len(report) == 3  # header + one row per job
+    newest_job0 = max((c for c in children if c.data.tags["lmbench.job_num"] == "0"), key=lambda c: c.info.start_time)
+    assert newest_job0.info.run_id in {row.split(",")[0] for row in report[1:]}
 
 
 def hydra_job(mode: str, sweep_dir: Path):
