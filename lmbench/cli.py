@@ -1,7 +1,8 @@
 """The `lmbench` command: Hydra composes the config, `run` does the work.
 
 User errors (`LmbenchError`) print one paragraph and exit with status 2; Hydra's own composition
-errors (unknown group option, misspelt override key) print Hydra's message and exit with status 1.
+errors (unknown group option, misspelt override key) print Hydra's message and exit with status 1;
+Ctrl-C prints how to continue the run (or sweep) and exits with status 130.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lmbench.config import override_key_hints, register_configs
@@ -70,6 +72,12 @@ def _main(cfg: DictConfig) -> float | None:
         logging.getLogger("lmbench").debug("user error", exc_info=True)
         print(f"lmbench: error: {ex}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except KeyboardInterrupt:  # the run is already marked KILLED and its checkpoint kept
+        folder = ("hydra.sweep.dir", hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else (
+            "hydra.run.dir", hydra_cfg.runtime.output_dir)
+        print(f"\nlmbench: interrupted. Continue with the same command plus {folder[0]}={Path(folder[1]).resolve()}",
+              file=sys.stderr, flush=True)
+        sys.exit(130)  # as a shell reports SIGINT; no traceback
     # A sweeper (e.g. Optuna) minimises the returned value.
     return summary.get("best_valid/ppl")
 

@@ -87,3 +87,22 @@ def test_sigkill_then_rerun_continues_the_same_run(tmp_path):
     print(f"killed at step {killed_at} of {total}; test ppl uninterrupted "
           f"{ref.data.metrics['test/ppl']:.4f}, resumed {r.data.metrics['test/ppl']:.4f}")
     assert r.data.metrics["test/ppl"] == pytest.approx(ref.data.metrics["test/ppl"], rel=0.01)
+
+
+def test_ctrl_c_marks_the_run_killed_and_says_how_to_continue(tmp_path):
+    db, run_dir = tmp_path / "run.db", tmp_path / "run"
+    cmd = command(tmp_path, run_dir, db)
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state_file = run_dir / "checkpoints" / "last" / "trainer_state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not state_file.exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert f"lmbench: interrupted. Continue with the same command plus hydra.run.dir={run_dir}" in err
+    assert "Traceback" not in err and "Error executing job" not in err  # no Hydra traceback
+    assert "Did you mean" not in err  # not taken for a command-line error
+    _, run = the_run(db)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["lmbench.error"] == "interrupted by the user"

@@ -191,8 +191,7 @@ def run(
         tracker.finish("FAILED", str(ex), step=ex.step)
         raise
     except KeyboardInterrupt:
-        tracker.finish("KILLED", "interrupted by the user")
-        print(f"\nInterrupted. Continue with the same command plus hydra.run.dir={output_dir}", flush=True)
+        tracker.finish("KILLED", "interrupted by the user")  # the CLI says how to continue
         raise
     except BaseException as ex:
         tracker.finish("FAILED", f"{type(ex).__name__}: {ex}")
