@@ -78,7 +78,9 @@ def make_train_step(model: NeuralLM, optimizer, jit_compile: bool, l1: float = 0
     stream states to carry into the next window. L1/L2 apply to weight matrices only."""
     penalised = [v for v in model.trainable_variables if len(v.shape) >= 2] if (l1 or l2) else []
 
-    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+    # One trace per window shape (the full window, and the epoch's shorter last one): static shapes
+    # let recurrent layers unroll their loop (models/recurrent.py).
+    @tf.function(jit_compile=jit_compile)
     def step(x, y, states):
         with tf.GradientTape() as tape:
             logits, states = model(x, states=states, training=True)
