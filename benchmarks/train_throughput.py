@@ -12,8 +12,20 @@ same architecture (pre-LN encoder layers with a causal mask for the Transformer)
 
 Each framework runs in a process of its own (this script re-launched with `--worker`): TensorFlow's
 and PyTorch's thread pools in one process disturb each other (measured on an idle machine,
-|V| = 33,278, LSTM: PyTorch 365 ms/batch in-process against 241 for its own example alone; with
-OMP_WAIT_POLICY=ACTIVE PyTorch took 356 but Keras slowed from 262 to 409 ms).
+|V| = 33,278, LSTM, both in one process: with OMP_WAIT_POLICY=ACTIVE PyTorch took 356 ms but
+Keras slowed from 262 to 409 ms).
+
+Why PyTorch is slower here than the figures quoted for its word_language_model example (LSTM
+241 ms/batch at |V| = 33,278): on this machine (AMD EPYC, Zen 4: AVX-512 with bf16 dot products,
+no AMX) the example's own step -- sequence-first layout, log-softmax + NLL, hand-written SGD
+update -- takes the same time as the model here (646 ms at one thread for both), and
+`benchmarks/projection_kernels.py` shows where: MKL runs the projection's forward GEMM at 82
+GFLOP/s on two threads against TensorFlow's 193 (MKL picks a slower code path on AMD CPUs; with
+MKL's CPU check forced to "Intel", that GEMM took 131 instead of 212 ms at one thread), its
+cross-entropy and gradient take 100 ms against lmbench's 32, and each fresh logits-sized buffer
+costs 31 ms of page faults. The quoted figures, which speak of AMX units, were presumably taken on
+an Intel CPU. The example's Transformer (246 ms quoted) is also smaller than the one here: 2 heads,
+d_ff 200, post-LN with ReLU, against 4 heads, d_ff 800, pre-LN with GELU.
 
 Repetitions are interleaved over frameworks and models, so that load from other jobs on a shared
 machine spreads over every row instead of one: each repetition starts one worker per framework in
