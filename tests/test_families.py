@@ -91,3 +91,40 @@ def test_bptt_longer_than_the_transformer_context_is_refused_before_tracking(tmp
     with pytest.raises(ConfigError, match="exceeds model.context=8"):
         run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("model", ["lstm", "transformer"])
+def test_xla_compiled_steps_train_as_the_default_does(tmp_path, model):
+    # trainer.jit_compile=true compiles the whole step (with token_nll, itself compiled, inside it)
+    target = OmegaConf.load(MODEL_DIR / f"{model}.yaml")._target_
+    results = {}
+    for jit in ("false", "true"):
+        cfg = compose_tiny(tmp_path / jit, model, *TINY[target], "trainer.max_steps=20", "optimizer=adam",
+                           "optimizer.learning_rate=0.01", "model.dropout=0", f"trainer.jit_compile={jit}")
+        results[jit] = run(cfg, output_dir=tmp_path / jit / "out", launch_dir=tmp_path / jit)
+    # same seed, same data, no dropout (XLA draws other random numbers): XLA changes rounding only
+    assert results["true"]["test/ppl"] == pytest.approx(results["false"]["test/ppl"], rel=0.02)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_unrolled_windows_compute_what_the_loop_computes(cell):
+    import numpy as np
+    import tensorflow as tf
+
+    from lmbench.models.recurrent import UNROLL_MAX_STEPS, RecurrentLM
+
+    model = RecurrentLM(50, 0, cell=cell, embedding_dim=8, hidden_size=8, num_layers=2)
+    model.build_for_inference()
+    x = tf.constant(np.random.default_rng(0).integers(0, 50, (3, UNROLL_MAX_STEPS)), tf.int32)
+    states = model.initial_state(3)
+    unrolled, unrolled_states = model(x, states=states)
+    assert all(rnn.unroll for rnn in model.rnns)
+    model._may_unroll = False  # as on a GPU
+    looped, looped_states = model(x, states=states)
+    assert not any(rnn.unroll for rnn in model.rnns)
+    np.testing.assert_allclose(unrolled.numpy(), looped.numpy(), rtol=1e-5, atol=1e-6)
+    for a, b in zip(tf.nest.flatten(unrolled_states), tf.nest.flatten(looped_states)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    model._may_unroll = True
+    model(tf.concat([x, x[:, :1]], axis=1), states=states)  # one step longer than the limit: a loop
+    assert not any(rnn.unroll for rnn in model.rnns)
