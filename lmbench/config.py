@@ -66,7 +66,7 @@ class TrainerConfig:
     l2: float = 0.0  # L2 penalty likewise; for decoupled weight decay use optimizer=adamw
     checkpoint_every_n_steps: Optional[int] = 500  # plus one at every epoch end; null: epochs only
     resume: Optional[bool] = None  # null: continue from checkpoints/last of the run folder if any
-    precision: str = "float32"  # float32 | mixed_bfloat16
+    precision: str = "auto"  # auto | float32 | mixed_bfloat16 (training/precision.py)
     progress: bool = True  # progress bars on stderr
     jit_compile: bool = False  # XLA-compile the train step
     export_arpa: bool = False  # n-gram: also write the model as an ARPA file (model/model.arpa)

@@ -30,3 +30,14 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "cache"
     monkeypatch.setenv("LMBENCH_CACHE_DIR", str(folder))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def float32_policy_between_tests():
+    """Each test starts under Keras' float32 policy, as a fresh `lmbench` process does: a run under
+    trainer.precision=auto or mixed_bfloat16 leaves its policy set process-wide."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")

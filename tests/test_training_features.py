@@ -69,8 +69,47 @@ def test_mixed_bfloat16_trains_and_float32_is_restored(tmp_path):
     summary = run(cfg, output_dir=tmp_path / "bf16/out", launch_dir=tmp_path / "bf16")
     assert summary["test/ppl"] < 4.0  # learns like float32 does (see test_training)
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
-    run(tiny_cfg(tmp_path / "f32", "trainer.max_steps=2", "tracking=none"), tmp_path / "f32/out", tmp_path / "f32")
+    run(tiny_cfg(tmp_path / "f32", "trainer.max_steps=2", "trainer.precision=float32", "tracking=none"),
+        tmp_path / "f32/out", tmp_path / "f32")
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_bfloat16_training_reports_float32_figures_that_a_reloaded_bundle_reproduces(tmp_path):
+    from lmbench.bundle import load_bundle
+
+    cfg = tiny_cfg(tmp_path, "trainer.precision=mixed_bfloat16", "trainer.max_steps=20")
+    summary = run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    _, r = only_run(cfg.tracking.uri)
+    assert r.data.tags["lmbench.precision"] == "mixed_bfloat16"
+    bundle = load_bundle(str(tmp_path / "out"))
+    assert bundle.model.compute_dtype == "float32"  # a loaded model computes in float32
+    scored = bundle.score_text((tmp_path / "test.txt").read_text(encoding="utf-8"))
+    assert scored.n_tokens == summary["test/tokens"]
+    # exactly the logged figure: the bfloat16 run was evaluated in float32 too
+    assert math.exp(scored.nats / scored.n_tokens) == pytest.approx(summary["test/ppl"], rel=1e-9)
+    # and not what the bfloat16 network itself would have said
+    trained_in_bf16 = RecurrentLM(**bundle.model.get_config())
+    assert trained_in_bf16.compute_dtype == "bfloat16"  # the global policy is still the run's
+    trained_in_bf16.build_for_inference()
+    trained_in_bf16.set_weights(bundle.model.get_weights())
+    _, ids, _ = bundle.encode((tmp_path / "test.txt").read_text(encoding="utf-8"))
+    bf16_nats = -trained_in_bf16.score(ids, batch_size=cfg.trainer.eval_batch_size).sum()
+    assert bf16_nats != pytest.approx(scored.nats, rel=1e-9)
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    from lmbench.errors import ConfigError
+    from lmbench.training import precision
+
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: True)
+    assert precision.resolve("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
+    assert precision.resolve("auto") == "float32"
+    assert precision.resolve("mixed_bfloat16") == "mixed_bfloat16"  # an explicit choice is kept
+    with pytest.raises(ConfigError, match="valid: auto, float32, mixed_bfloat16"):
+        precision.resolve("fp16")
+    assert precision.CPU_BF16_FLAGS.search("flags : fpu avx512f avx512_bf16 avx512_vnni")
+    assert not precision.CPU_BF16_FLAGS.search("flags : fpu avx2 avx512f")
 
 
 def test_unknown_schedule_and_precision_are_refused(tmp_path):

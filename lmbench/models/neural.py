@@ -10,6 +10,7 @@ and the constructor kwargs returned by `get_config()`. `NeuralLM` adds the contr
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import keras
@@ -78,6 +79,17 @@ def token_nll(labels, logits):
 
     flat = tf.reshape(tf.cast(logits, tf.float32), [-1, tf.shape(logits)[-1]])
     return tf.reshape(nll(flat, tf.reshape(labels, [-1])), tf.shape(labels))
+
+
+@contextmanager
+def float32_policy():
+    """Build Keras layers in float32 inside this block, whatever the global policy is."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 class StateStepper:
@@ -174,10 +186,19 @@ class NeuralLM(SteppedGeneration, keras.Model):
 
         folder = Path(folder)
         config = json.loads((folder / CONFIG_FILE).read_text())
-        model = get_class(config.pop("class"))(**config)
-        model.build_for_inference()
+        with float32_policy():  # a loaded model computes in float32, however it was trained
+            model = get_class(config.pop("class"))(**config)
+            model.build_for_inference()
         model.load_weights(folder / WEIGHTS_FILE)
         return model
+
+    def float32_copy(self) -> "NeuralLM":
+        """A float32 model of the same architecture (weights not copied): the evaluator scores a
+        model trained under mixed_bfloat16 through it, so every reported figure is float32."""
+        with float32_policy():
+            twin = type(self)(**self.get_config())
+            twin.build_for_inference()
+        return twin
 
     def build_for_inference(self) -> None:
         """Create all weights by running one token through the model."""

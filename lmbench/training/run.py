@@ -23,21 +23,19 @@ from lmbench.config import check_target, to_yaml
 from lmbench.data.pipeline import default_cache_dir, load_corpus
 from lmbench.errors import ConfigError, TrainingDiverged
 from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
-from lmbench.training import checkpoints, finetune
+from lmbench.models.neural import NeuralLM
+from lmbench.training import checkpoints, finetune, precision
 from lmbench.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 # Passed by lmbench to every model builder; `vocab` (the Vocabulary itself) only to those that take it.
 MODEL_SUPPLIED = ("vocab_size", "eos_id", "vocab")
-PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 def saved_state(cfg: DictConfig, trainer: Trainer, model, digest: str) -> checkpoints.TrainState | None:
     """The checkpoint to continue from, per trainer.resume (null: if the run folder has one).
     `digest` is this run's `checkpoints.config_digest`; a checkpoint with another is refused."""
-    from lmbench.models.neural import NeuralLM
-
     wanted = cfg.trainer.resume
     state = checkpoints.read_state(trainer.last_checkpoint) if isinstance(model, NeuralLM) else None
     if wanted is True and state is None:
@@ -90,9 +88,8 @@ def run(
     check_target(cfg.tokenizer, "tokenizer")
     check_target(cfg.model, "model", supplied=MODEL_SUPPLIED)
     check_target(cfg.optimizer, "optimizer", supplied=("global_clipnorm",))
-    if cfg.trainer.precision not in PRECISIONS:
-        raise ConfigError(f"trainer.precision={cfg.trainer.precision!r}; valid: {', '.join(PRECISIONS)}")
-    keras.mixed_precision.set_global_policy(cfg.trainer.precision)  # before any layer is built
+    policy = precision.resolve(cfg.trainer.precision)
+    keras.mixed_precision.set_global_policy(policy)  # before any layer is built
     keras.utils.set_random_seed(cfg.seed)
 
     tokenizer = instantiate(cfg.tokenizer)
@@ -131,6 +128,8 @@ def run(
         **(source.tags if source is not None else {}),
         **(extra_tags or {}),
     }
+    if isinstance(model, NeuralLM):  # trainer.precision=auto resolved on this machine
+        tags["lmbench.precision"] = policy
     if hasattr(model, "eval_method"):  # how an attention model gets its context when scoring
         tags["lmbench.eval_method"] = model.eval_method
     if hasattr(model, "lineage_tags"):  # a model made of other runs' models names them

@@ -115,6 +115,7 @@ class Trainer:
         self.tracker = tracker
         self.checkpoint_dir = Path(checkpoint_dir)
         self.optimizer = None  # built by check(), so a bad optimizer config fails before tracking
+        self._float32_twin = None  # see _scorer
 
     @property
     def last_checkpoint(self) -> Path:
@@ -300,4 +301,15 @@ class Trainer:
         return self._evaluate(model, data.test)
 
     def _evaluate(self, model, split) -> EvalResult:
-        return evaluate(model, split, batch_size=self.cfg.eval_batch_size, show_progress=self.cfg.progress)
+        return evaluate(self._scorer(model), split, batch_size=self.cfg.eval_batch_size, show_progress=self.cfg.progress)
+
+    def _scorer(self, model):
+        """`model` itself, or for a network computing in bfloat16 (trainer.precision), a float32
+        copy holding its current weights: figures do not depend on the training precision, and a
+        reloaded bundle (always float32) reproduces them exactly."""
+        if not isinstance(model, NeuralLM) or model.compute_dtype == "float32":
+            return model
+        if self._float32_twin is None:
+            self._float32_twin = model.float32_copy()
+        self._float32_twin.set_weights(model.get_weights())  # variables are float32 under mixed policies
+        return self._float32_twin
