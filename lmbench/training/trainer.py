@@ -116,6 +116,7 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.optimizer = None  # built by check(), so a bad optimizer config fails before tracking
         self._float32_twin = None  # see _scorer
+        self._checked = None  # the model check() last passed for
 
     @property
     def last_checkpoint(self) -> Path:
@@ -152,11 +153,15 @@ class Trainer:
                 f"trainer.export_arpa=true, but a {getattr(model, 'family', type(model).__name__)} "
                 "model has no ARPA form; only n-gram models can be exported"
             )
+        self._checked = model
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, model, data: CorpusData, state: TrainState | None = None, resumed: bool = False) -> FitResult:
-        """Train `model` from `state`; with `resumed`, first restore checkpoints/last into it."""
-        self.check(model, data)
+        """Train `model` from `state`; with `resumed`, first restore checkpoints/last into it.
+        Checks the set-up first unless `check` already passed for this model (run() checks before
+        it starts tracking)."""
+        if self._checked is not model:
+            self.check(model, data)
         if isinstance(model, NeuralLM):
             return self._fit_neural(model, data, state or TrainState(), resumed)
         return self._fit_counting(model, data)
