@@ -62,8 +62,8 @@ def token_nll(labels, logits):
     Same values as `tf.nn.sparse_softmax_cross_entropy_with_logits`, faster on CPU: compiled by
     XLA with a hand-written gradient (softmax − one-hot), so the float32 cast, log-sum-exp, pick and
     gradient each fuse into passes over the [positions, V] logits instead of several separate
-    kernels. At |V| = 33,278 the loss and its gradient took 127 ms per 20×35 batch on one CPU core
-    with the fused TF kernel and 47 ms here (`benchmarks/train_throughput.py` has the whole step).
+    kernels. At |V| = 33,278, per 20×35 batch, the loss and its gradient took 107 ms on one CPU core
+    with the fused TF kernel and 45 ms here (two threads: 57 and 32; `benchmarks/projection_kernels.py`).
     """
 
     @tf.custom_gradient
@@ -90,6 +90,14 @@ def float32_policy():
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def built_in_float32(cls: type["NeuralLM"], config: dict) -> "NeuralLM":
+    """`cls(**config)` with its weights created, computing in float32 whatever the global policy."""
+    with float32_policy():
+        model = cls(**config)
+        model.build_for_inference()
+    return model
 
 
 class StateStepper:
@@ -186,19 +194,14 @@ class NeuralLM(SteppedGeneration, keras.Model):
 
         folder = Path(folder)
         config = json.loads((folder / CONFIG_FILE).read_text())
-        with float32_policy():  # a loaded model computes in float32, however it was trained
-            model = get_class(config.pop("class"))(**config)
-            model.build_for_inference()
+        model = built_in_float32(get_class(config.pop("class")), config)  # however it was trained
         model.load_weights(folder / WEIGHTS_FILE)
         return model
 
     def float32_copy(self) -> "NeuralLM":
         """A float32 model of the same architecture (weights not copied): the evaluator scores a
         model trained under mixed_bfloat16 through it, so every reported figure is float32."""
-        with float32_policy():
-            twin = type(self)(**self.get_config())
-            twin.build_for_inference()
-        return twin
+        return built_in_float32(type(self), self.get_config())
 
     def build_for_inference(self) -> None:
         """Create all weights by running one token through the model."""
