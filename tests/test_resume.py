@@ -92,7 +92,11 @@ def test_sigkill_then_rerun_continues_the_same_run(tmp_path):
 def test_ctrl_c_marks_the_run_killed_and_says_how_to_continue(tmp_path):
     db, run_dir = tmp_path / "run.db", tmp_path / "run"
     cmd = command(tmp_path, run_dir, db)
-    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell starts background commands with SIGINT ignored, and a Python started so never installs
+    # its KeyboardInterrupt handler: give the child the default disposition, as a terminal's
+    # foreground job has, whatever this test runner inherited.
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     state_file = run_dir / "checkpoints" / "last" / "trainer_state.json"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not state_file.exists():
