@@ -24,7 +24,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from lmbench.config import register_configs
-from lmbench.data.corpora import default_cache_dir, locate_corpus
+from lmbench.data.corpora import locate_corpus
+from lmbench.paths import default_cache_dir
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.text import read_text
 

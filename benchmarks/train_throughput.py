@@ -70,7 +70,7 @@ def keras_runner(family: str, vocab: int, jit: bool):
 
     from lmbench.models.recurrent import RecurrentLM
     from lmbench.models.transformer import TransformerLM
-    from lmbench.training.trainer import build_optimizer, make_train_step
+    from lmbench.training.steps import build_optimizer, make_train_step
 
     if family == "transformer":
         model = TransformerLM(

@@ -1,3 +1,3 @@
-from lmbench.cli import main
+from lmbench.cli.main import main
 
 main()

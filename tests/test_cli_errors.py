@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lmbench.cli import CONF_DIR
+from lmbench.paths import CONF_DIR
 
 
 def lmbench(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 from test_training import only_run, tiny_cfg
 
-from lmbench.cli import CONF_DIR
+from lmbench.paths import CONF_DIR
 from lmbench.training.run import run
 
 MODEL_DIR = CONF_DIR / "model"

@@ -28,12 +28,13 @@ import pytest
 from mlflow import MlflowClient
 from test_training import compose_on
 
-from lmbench.bundle import ModelNotFound, load_bundle
+from lmbench.artifacts.bundle import load_bundle
+from lmbench.artifacts.format import ModelNotFound
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.tokenizers import WordTokenizer
 from lmbench.data.vocab import Vocabulary
 from lmbench.errors import ConfigError, DataError
-from lmbench.training import finetune
+from lmbench.artifacts import finetune
 from lmbench.training.run import run
 
 ANIMALS = ["cat", "dog", "fox", "hen", "cow", "pig", "rat", "owl"]

@@ -17,11 +17,11 @@ import pytest
 from mlflow import MlflowClient
 from test_training import TINY_LSTM, tiny_cfg
 
-from lmbench.bundle import load_bundle
+from lmbench.artifacts.bundle import load_bundle
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.tokenizers import WordTokenizer
 from lmbench.errors import ConfigError
-from lmbench.models.interpolated import em_weights, mixture_log_probs
+from lmbench.models.mixture import em_weights, mixture_log_probs
 from lmbench.training.run import run
 
 NGRAM = ("model=ngram", "model.order=3")
@@ -230,7 +230,7 @@ def test_generation_samples_the_mixture_and_repeats_with_a_seed(parts, tuned):
         model.generate(prompt, 5, temperature=0.0)
 
     # The next-token distribution is the weighted sum of the components' distributions.
-    ngram, lstm = (b.model for b in model.bundles)
+    ngram, lstm = model.parts
     w = model.mixture_weights
     stepper, history = model.stepper(prompt), prompt.astype(np.int64)
     for word in ("w1", "w2", "<eos>", "w4"):
@@ -258,10 +258,11 @@ def test_pyfunc_round_trip_gives_the_logged_test_perplexity(parts, tuned):
     for k, family in enumerate(("ngram", "lstm")):
         part = bundle.folder / "components" / str(k)
         assert (part / "lmbench_model.json").is_file() and (part / "vocab.json").is_file()
-        assert bundle.model.bundles[k].folder == part  # loaded from the copy, not from the component's run
-        assert bundle.model.bundles[k].meta["family"] == family
+        assert bundle.parts[k].folder == part  # loaded from the copy, not from the component's run
+        assert bundle.parts[k].meta["family"] == family
+        assert bundle.model.parts[k] is bundle.parts[k].model
     np.testing.assert_allclose(
         bundle.model.mixture_weights, [r.data.metrics["interp/weight_0"], r.data.metrics["interp/weight_1"]], rtol=1e-12
     )
-    assert bundle.model.run_ids == [parts["ngram"].info.run_id, parts["lstm"].info.run_id]
+    assert [o.run_id for o in bundle.model.origins] == [parts["ngram"].info.run_id, parts["lstm"].info.run_id]
     assert bundle.score_text(test_text).ppl == pytest.approx(row["ppl"], rel=1e-9)

@@ -9,7 +9,7 @@ import pytest
 from test_families import TINY, compose_tiny
 from test_training import only_run
 
-from lmbench.bundle import load_bundle
+from lmbench.artifacts.bundle import load_bundle
 from lmbench.training.run import run
 
 FAMILIES = {

@@ -7,7 +7,7 @@ import csv
 import pytest
 from mlflow import MlflowClient
 
-from lmbench import report
+from lmbench.cli import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -84,6 +84,15 @@ def test_sigkill_then_rerun_continues_the_same_run(tmp_path):
         got = [m.step for m in client.get_metric_history(r.info.run_id, key)]
         want = [m.step for m in ref_client.get_metric_history(ref.info.run_id, key)]
         assert sorted(got) == want, key  # no step lost, none twice
+    # The whole run's training rate is one value, logged once at the end; the per-window rate is
+    # its own curve. (It used to share the name: after a resume the whole-run figure came at step 0,
+    # below steps the store already had, and was dropped.)
+    [rate] = client.get_metric_history(r.info.run_id, "train/tokens_per_sec")
+    assert rate.value == r.data.metrics["train/tokens_per_sec"] > 0
+    bundle_metrics = json.loads((run_dir / "model" / "lmbench_model.json").read_text())["metrics"]
+    assert rate.value == pytest.approx(bundle_metrics["train/tokens_per_sec"], rel=1e-12)
+    windows = [m.step for m in client.get_metric_history(r.info.run_id, "train/window_tokens_per_sec")]
+    assert sorted(windows) == [m.step for m in ref_client.get_metric_history(ref.info.run_id, "train/loss")]
     print(f"killed at step {killed_at} of {total}; test ppl uninterrupted "
           f"{ref.data.metrics['test/ppl']:.4f}, resumed {r.data.metrics['test/ppl']:.4f}")
     assert r.data.metrics["test/ppl"] == pytest.approx(ref.data.metrics["test/ppl"], rel=0.01)

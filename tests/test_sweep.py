@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 from test_training import write_corpus
 
-from lmbench.sweep import Sweep, job_tags
+from lmbench.cli.sweep import Sweep, job_tags
 from lmbench.tracking import with_retry
 
 

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from lmbench.cli import CONF_DIR
+from lmbench.paths import CONF_DIR
 from lmbench.config import check_target, register_configs
 from lmbench.training.run import MODEL_SUPPLIED
 

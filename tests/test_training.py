@@ -10,12 +10,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-from lmbench.cli import CONF_DIR
+from lmbench.paths import CONF_DIR
 from lmbench.config import register_configs
-from lmbench.data import CorpusData, Split, Vocabulary
+from lmbench.data import Split
 from lmbench.errors import TrainingDiverged
 from lmbench.models.neural import pack_streams, stream_starts
-from lmbench.training.evaluation import evaluate
+from lmbench.scoring import evaluate
 from lmbench.training.run import run
 
 SENTENCES = [
@@ -96,7 +96,7 @@ def logged_bundle_files(uri: str, run_id: str, tmp_path: Path) -> set[str]:
 
     mlflow.set_tracking_uri(uri)
     local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=str(tmp_path / "dl")))
-    from lmbench.bundle import find_bundle_folder
+    from lmbench.artifacts.format import find_bundle_folder
 
     assert (local / "MLmodel").is_file()
     return {p.name for p in find_bundle_folder(local).iterdir()}

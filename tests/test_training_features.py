@@ -7,12 +7,11 @@ import math
 import keras
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 
 from lmbench.config import TrainerConfig
 from lmbench.models.recurrent import RecurrentLM
 from lmbench.training.run import run
-from lmbench.training.trainer import make_train_step, schedule_factor
+from lmbench.training.steps import make_train_step, schedule_factor
 from test_training import only_run, tiny_cfg
 
 
@@ -75,7 +74,7 @@ def test_mixed_bfloat16_trains_and_float32_is_restored(tmp_path):
 
 
 def test_bfloat16_training_reports_float32_figures_that_a_reloaded_bundle_reproduces(tmp_path):
-    from lmbench.bundle import load_bundle
+    from lmbench.artifacts.bundle import load_bundle
 
     cfg = tiny_cfg(tmp_path, "trainer.precision=mixed_bfloat16", "trainer.max_steps=20")
     summary = run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)

@@ -8,8 +8,8 @@ import pytest
 from test_families import TINY, compose_tiny
 from test_training import only_run
 
-from lmbench import evaluate as evaluate_cli
-from lmbench import generate as generate_cli
+from lmbench.cli import evaluate as evaluate_cli
+from lmbench.cli import generate as generate_cli
 from lmbench.training.run import run
 
 RUNS = {  # name -> (model, overrides)
@@ -133,7 +133,7 @@ def test_evaluate_files_reports_the_oov_rate(tmp_path, capsys, monkeypatch):
     text = tmp_path / "new.txt"
     text.write_text("the cat sat on the zebra\nquokka saw a dog\n", encoding="utf-8")
     # 6 + 1 eos + 4 + 1 eos = 12 tokens; zebra and quokka are unseen; max_size=6 also drops rarer words
-    from lmbench.bundle import load_bundle
+    from lmbench.artifacts.bundle import load_bundle
 
     bundle = load_bundle(folder / "out")
     unseen = [t for t in bundle.tokenizer.tokenize(text.read_text()) if t not in bundle.vocab.index]

@@ -25,19 +25,12 @@ from typing import Any
 
 from lmbench.data.types import SPLITS
 from lmbench.errors import ConfigError, DataError
+from lmbench.paths import DATA_DIR_ENV
 
 log = logging.getLogger(__name__)
 
-DATA_DIR_ENV = "LMBENCH_DATA_DIR"
-CACHE_DIR_ENV = "LMBENCH_CACHE_DIR"
 TIMEOUT_S = 60.0  # per connection attempt and per read, not for the whole file
 CHUNK = 1 << 20
-
-
-def default_cache_dir(cfg_cache_dir: str | Path | None) -> Path:
-    """The config's `cache_dir`, else `$LMBENCH_CACHE_DIR`, else `~/.cache/lmbench`."""
-    chosen = cfg_cache_dir or os.environ.get(CACHE_DIR_ENV) or "~/.cache/lmbench"
-    return Path(chosen).expanduser()
 
 
 def data_dir(dataset_cfg: Any) -> Path | None:

@@ -39,7 +39,6 @@ import numpy as np
 from lmbench.data.corpora import (
     CorpusFiles,
     check_sha256,
-    default_cache_dir,
     locate_corpus,
     split_line_counts,
 )
@@ -48,6 +47,7 @@ from lmbench.data.tokenizers import Tokenizer
 from lmbench.data.types import SPLITS, CorpusData, Split
 from lmbench.data.vocab import Vocabulary
 from lmbench.errors import DataError
+from lmbench.paths import default_cache_dir
 
 log = logging.getLogger(__name__)
 

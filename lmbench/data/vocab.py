@@ -130,3 +130,31 @@ class Vocabulary:
     def __repr__(self) -> str:
         has_unk = self.unk_id is not None
         return f"Vocabulary(size={len(self)}, eos={self.eos!r}, unk={self.unk!r}, has_unk={has_unk})"
+
+
+def describe_difference(theirs, ours) -> str:
+    """How the vocabulary `theirs` differs from `ours`, in a few words."""
+    extra = [t for t in theirs.tokens if t not in ours.index]
+    missing = [t for t in ours.tokens if t not in theirs.index]
+
+    def some(tokens: list[str]) -> str:
+        return ", ".join(repr(t) for t in tokens[:5]) + (", ..." if len(tokens) > 5 else "")
+
+    parts = [f"it has {len(theirs)} tokens, this run's has {len(ours)}"]
+    if extra:
+        parts.append(f"{len(extra)} of its tokens are not in this run's ({some(extra)})")
+    if missing:
+        parts.append(f"{len(missing)} of this run's are not in its ({some(missing)})")
+    if not extra and not missing:
+        if (theirs.eos, theirs.unk) != (ours.eos, ours.unk):
+            parts.append(
+                f"its end-of-sentence/unknown tokens are {theirs.eos!r}/{theirs.unk!r}, "
+                f"this run's {ours.eos!r}/{ours.unk!r}"
+            )
+        else:
+            first = next(i for i, (a, b) in enumerate(zip(theirs.tokens, ours.tokens)) if a != b)
+            parts.append(
+                f"the same tokens with other ids (id {first} is {theirs.tokens[first]!r} in it, "
+                f"{ours.tokens[first]!r} here)"
+            )
+    return "; ".join(parts)

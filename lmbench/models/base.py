@@ -7,12 +7,16 @@ Scoring convention (shared by every family and relied on by the evaluator):
   End-of-sentence tokens inside `ids` are predicted like any other token.
 
 Two ways to train:
-  * `CountingModel.fit(ids)`: estimated in one pass from the training ids (the n-gram family). A
-    counting model may also have `tune(valid_ids, batch_size=..., progress=...) -> stats`, which the
-    trainer calls right after `fit` with the validation ids (the interpolated family fits its
-    mixture weights there).
+  * `CountingModel.fit(ids)`: estimated in one pass from the training ids (the n-gram family).
   * Neural families are Keras models that the common trainer fits by gradient descent; they add
-    `initial_state`/`call(inputs, state, training)` (see `lmbench/models/recurrent.py`).
+    `initial_state`/`call(inputs, state, training)` (see `lmbench/models/neural.py`).
+
+Optional capabilities are declared on `ModelBase`, which every family subclasses, with the
+defaults of a model that lacks them; the trainer and the run read them, never probe with hasattr:
+`tunes_on_valid` + `tune(valid ids)` (called right after `fit`; the interpolated family fits its
+mixture weights there), `exports_arpa` + `to_arpa` (the n-gram family), `context` (the most tokens an
+attention model sees), `eval_method` (how scoring gives each token its context, when that is not
+plain), `lineage_tags()` (the runs a model is made of).
 
 Generation, one token at a time: `model.stepper(prompt)` returns a `Stepper`, the model's next-token
 distribution given everything read so far, and `sample_tokens` draws from one. Every family has
@@ -26,6 +30,8 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from lmbench.errors import ConfigError
 
 # Called as progress(n_tokens, nats) after each chunk: the number of tokens just processed and, when
 # scoring, the sum of their -log p (so the bar can show a running perplexity); nats may be None.
@@ -89,8 +95,6 @@ class CountingModel(LanguageModel, Protocol):
 
 def check_sampling(temperature: float, top_k: int | None) -> None:
     """Shared validation of generation arguments."""
-    from lmbench.errors import ConfigError
-
     if not temperature > 0:
         raise ConfigError(f"temperature must be > 0, got {temperature}")
     if top_k is not None and top_k < 1:
@@ -137,3 +141,31 @@ class SteppedGeneration:
         """`n_tokens` ids sampled after `prompt` (which may be empty)."""
         check_sampling(temperature, top_k)
         return sample_tokens(self.stepper(prompt), n_tokens, temperature=temperature, top_k=top_k, seed=seed)
+
+
+class ModelBase(SteppedGeneration):
+    """What every family inherits: one `generate` (`SteppedGeneration`), and the optional
+    capabilities with the values of a model that lacks them. A family that has one overrides it."""
+
+    family: str = "model"  # "ngram", "lstm", "transformer", ...: the run's tag and the report's column
+    context: int | None = None  # the most tokens of history the model reads; None: no limit
+    eval_method: str | None = None  # how scoring gives each token its context, when not plain
+    tunes_on_valid: bool = False  # `tune` is to run on the validation split after `fit`
+    exports_arpa: bool = False  # `to_arpa` writes the model as an ARPA file
+
+    def tune(self, ids: np.ndarray, *, batch_size: int, progress: Progress | None = None) -> dict[str, float]:
+        """Fit what is fitted on validation ids (after `fit`); statistics worth logging."""
+        raise NotImplementedError(f"a {self.family} model has nothing to tune")
+
+    def to_arpa(self, path: str | Path, tokens: list[str]) -> None:
+        """Write the model as an ARPA back-off file, `tokens` naming the ids."""
+        raise NotImplementedError(f"a {self.family} model has no ARPA form")
+
+    def lineage_tags(self) -> dict[str, str]:
+        """MLflow tags naming the runs this model is made of (the run adds them to its own)."""
+        return {}
+
+
+def family_of(model: object) -> str:
+    """The family name of a model (of a class that does not inherit ModelBase: its class name)."""
+    return getattr(model, "family", None) or type(model).__name__.lower()

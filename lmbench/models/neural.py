@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lmbench.models.base import Progress, SteppedGeneration
+from lmbench.models.base import ModelBase, Progress
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "model_config.json"
@@ -62,8 +62,7 @@ def token_nll(labels, logits):
     Same values as `tf.nn.sparse_softmax_cross_entropy_with_logits`, faster on CPU: compiled by
     XLA with a hand-written gradient (softmax − one-hot), so the float32 cast, log-sum-exp, pick and
     gradient each fuse into passes over the [positions, V] logits instead of several separate
-    kernels. At |V| = 33,278, per 20×35 batch, the loss and its gradient took 107 ms on one CPU core
-    with the fused TF kernel and 45 ms here (two threads: 57 and 32; `benchmarks/projection_kernels.py`).
+    kernels (`benchmarks/projection_kernels.py` compares the two).
     """
 
     @tf.custom_gradient
@@ -124,13 +123,12 @@ def over_positions(x, fn):
 
     A rank-3 x rank-2 `tf.matmul` runs as a broadcast batch matmul, and its weight gradient as one
     small product per batch row summed afterwards; one 2-D matmul over all positions is faster on
-    CPU (projection forward + backward at |V| = 33,278: median 1,182 against 1,496 ms over 12
-    interleaved pairs on a loaded machine)."""
+    CPU (`benchmarks/projection_kernels.py`)."""
     flat = fn(tf.reshape(x, [-1, x.shape[-1]]))
     return tf.reshape(flat, tf.concat([tf.shape(x)[:-1], tf.shape(flat)[-1:]], axis=0))
 
 
-class NeuralLM(SteppedGeneration, keras.Model):
+class NeuralLM(ModelBase, keras.Model):
     """Base class of the neural families: the lmbench model contract on top of a Keras model."""
 
     family = "neural"

@@ -17,9 +17,9 @@ CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers
 
 # Without a GPU, Keras runs a recurrent layer as a loop of small ops, one iteration per time step;
 # a window of at most this many steps (training windows; generation) is unrolled into
-# straight-line code instead. One training step of 2x200 layers, 20x35 tokens, |V| = 10,000, two
-# threads: LSTM 94-107 -> 88-97 ms, GRU 113 -> 91, RNN 79 -> 75. Scoring windows (256 steps) stay
-# loops, and so does everything on a GPU, where unrolling would switch cuDNN off.
+# straight-line code instead, which makes a CPU training step faster (`benchmarks/train_throughput.py`).
+# Scoring windows (256 steps) stay loops, and so does everything on a GPU, where unrolling would
+# switch cuDNN off.
 UNROLL_MAX_STEPS = 64
 
 

@@ -1,9 +1,16 @@
-"""One run, from a composed config to a finished MLflow run.
+"""One run, from a composed config to a finished MLflow run, in five stages:
 
-check the config -> tokenize (cached) -> build the model -> start tracking -> fit -> test with the
-best checkpoint -> log the model. Whatever was logged before a failure stays logged; the MLflow
-run ends FAILED (or KILLED on Ctrl-C) with the reason as a tag. With `trainer.init_from` the model,
-tokenizer and vocabulary are a logged model's, and training starts from its weights (finetune.py).
+    prepare   the config as it will run: a fine-tune's source adopted, `_target_` keys checked,
+              precision and seed set
+    build     tokenizer, token ids (cached), model, optimizer; impossible set-ups refused; the
+              checkpoint to resume from, or a fine-tune's starting weights
+    open_run  the MLflow run started (or resumed) with its tags and parameters
+    train     fit, test with the best checkpoint, the summary logged
+    save      the bundle written (and ARPA if asked) and logged as the run's MLflow model
+
+Nothing reaches MLflow before `open_run`, so a bad config or corpus leaves no run behind. Whatever
+was logged before a failure stays logged; the MLflow run ends FAILED (or KILLED on Ctrl-C) with the
+reason as a tag.
 """
 
 from __future__ import annotations
@@ -11,26 +18,144 @@ from __future__ import annotations
 import inspect
 import logging
 import platform
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import lmbench
-from lmbench.bundle import save_bundle
+from lmbench import names
+from lmbench.artifacts import finetune
+from lmbench.artifacts.bundle import BundleLoader
+from lmbench.artifacts.format import save_bundle
+from lmbench.artifacts.interpolation import component_folders
+from lmbench.artifacts.pyfunc import log_bundle
 from lmbench.config import check_target, to_yaml
-from lmbench.data.pipeline import default_cache_dir, load_corpus
+from lmbench.data.pipeline import load_corpus
+from lmbench.data.types import CorpusData
 from lmbench.errors import ConfigError, TrainingDiverged
-from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
+from lmbench.models.base import LanguageModel, family_of
 from lmbench.models.neural import NeuralLM
-from lmbench.training import checkpoints, finetune, precision
-from lmbench.training.trainer import Trainer
+from lmbench.paths import default_cache_dir
+from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
+from lmbench.training import checkpoints, precision
+from lmbench.training.steps import build_optimizer
+from lmbench.training.trainer import FitResult, Trainer
 
 log = logging.getLogger(__name__)
 
-# Passed by lmbench to every model builder; `vocab` (the Vocabulary itself) only to those that take it.
-MODEL_SUPPLIED = ("vocab_size", "eos_id", "vocab")
+# Passed by lmbench to every model builder; `vocab` (the Vocabulary) and `loader` (of other runs'
+# bundles) only to builders that take them.
+MODEL_SUPPLIED = ("vocab_size", "eos_id", "vocab", "loader")
+
+
+@dataclass
+class Plan:
+    """The config as it runs, and what was derived from it before any data is read."""
+
+    cfg: DictConfig
+    container: dict[str, Any]  # cfg resolved, as plain data: params, config.yaml, the bundle's nodes
+    digest: str  # checkpoints.config_digest: what must not change for a resume
+    policy: str  # the Keras dtype policy trainer.precision resolved to
+    uri: str  # the tracking URI
+    source: finetune.Source | None  # trainer.init_from's model
+
+
+@dataclass
+class Built:
+    tokenizer: Any
+    data: CorpusData
+    model: LanguageModel
+    optimizer: Any  # a Keras optimizer for a network, None for a counting model
+    trainer: Trainer
+    tracker: Tracker  # not started yet
+    resume: checkpoints.TrainState | None
+
+
+def run(
+    cfg: DictConfig, output_dir: Path, launch_dir: Path, parent_run_id: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """`parent_run_id` nests the MLflow run under a sweep's parent run; `extra_tags` (the sweep id,
+    the job's overrides, Hydra's group choices) are added to the run's tags. Returns the summary."""
+    output_dir = Path(output_dir)
+    plan = prepare(cfg, launch_dir)
+    built = build(plan, output_dir)
+    tracker = open_run(plan, built, output_dir, launch_dir, parent_run_id, extra_tags)
+    try:
+        fit, summary = train(plan, built, output_dir)
+        save(plan, built, output_dir, summary)
+    except TrainingDiverged as ex:
+        tracker.finish("FAILED", str(ex), step=ex.step)
+        raise
+    except KeyboardInterrupt:
+        tracker.finish("KILLED", "interrupted by the user")  # the CLI says how to continue
+        raise
+    except BaseException as ex:
+        tracker.finish("FAILED", f"{type(ex).__name__}: {ex}")
+        raise
+    tracker.finish("FINISHED")
+    print_outcome(plan, built.model, fit, summary, tracker)
+    return summary
+
+
+def prepare(cfg: DictConfig, launch_dir: Path) -> Plan:
+    uri = resolve_uri(cfg.tracking.uri, launch_dir)
+    source = None
+    if cfg.trainer.init_from:  # fine-tuning: the source's model, tokenizer and vocabulary
+        source = finetune.load_source(cfg.trainer.init_from, uri, default_cache_dir(cfg.cache_dir))
+        cfg = finetune.adopt_source_configs(cfg, source)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    check_target(cfg.tokenizer, "tokenizer")
+    check_target(cfg.model, "model", supplied=MODEL_SUPPLIED)
+    check_target(cfg.optimizer, "optimizer", supplied=("global_clipnorm",))
+    policy = precision.resolve(cfg.trainer.precision)
+    keras.mixed_precision.set_global_policy(policy)  # before any layer is built
+    keras.utils.set_random_seed(cfg.seed)
+    return Plan(cfg, container, checkpoints.config_digest(container), policy, uri, source)
+
+
+def build(plan: Plan, output_dir: Path) -> Built:
+    cfg, source = plan.cfg, plan.source
+    tokenizer = instantiate(cfg.tokenizer)
+    data = load_corpus(
+        cfg.dataset, tokenizer, cache_dir=default_cache_dir(cfg.cache_dir), progress=cfg.trainer.progress,
+        vocab=source.vocab if source is not None else None,
+    )
+    log_corpus(cfg, data, source)
+    model = build_model(cfg.model, data.vocab, BundleLoader(plan.uri, default_cache_dir(cfg.cache_dir)))
+    tracking = cfg.tracking
+    tracker = Tracker(tracking.enabled, plan.uri, tracking.experiment, tracking.log_every_n_steps)
+    trainer = Trainer(cfg.trainer, tracker, checkpoint_dir=output_dir / "checkpoints")
+    trainer.check(model, data)
+    # A network's optimizer is built now, so that a bad optimizer config fails before tracking.
+    optimizer = build_optimizer(cfg.optimizer, cfg.trainer.clip_norm) if isinstance(model, NeuralLM) else None
+    resume = saved_state(cfg, trainer, model, plan.digest)
+    if source is not None and resume is None:  # when resuming, the run's own checkpoint is restored instead
+        finetune.load_weights(model, source)
+    return Built(tokenizer, data, model, optimizer, trainer, tracker, resume)
+
+
+def build_model(model_cfg: DictConfig, vocab, loader: BundleLoader) -> LanguageModel:
+    supplied = {"vocab_size": len(vocab), "eos_id": vocab.eos_id}
+    wanted = inspect.signature(get_object(model_cfg._target_)).parameters
+    if "vocab" in wanted:
+        supplied["vocab"] = vocab  # e.g. interpolation checks its components' against it
+    if "loader" in wanted:
+        supplied["loader"] = loader  # e.g. interpolation loads its components from runs
+    try:
+        return instantiate(model_cfg, **supplied)
+    except ConfigError:
+        raise
+    except Exception as ex:
+        # Hydra wraps the builder's own error; its message names the target and the cause.
+        cause = ex.__cause__ if isinstance(ex.__cause__, ConfigError) else None
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"model config cannot be built: {ex}") from None
 
 
 def saved_state(cfg: DictConfig, trainer: Trainer, model, digest: str) -> checkpoints.TrainState | None:
@@ -54,156 +179,119 @@ def saved_state(cfg: DictConfig, trainer: Trainer, model, digest: str) -> checkp
     return state
 
 
-def build_model(model_cfg: DictConfig, vocab):
-    supplied = {"vocab_size": len(vocab), "eos_id": vocab.eos_id}
-    if "vocab" in inspect.signature(get_object(model_cfg._target_)).parameters:
-        supplied["vocab"] = vocab  # e.g. the interpolated family checks its components' against it
-    try:
-        return instantiate(model_cfg, **supplied)
-    except ConfigError:
-        raise
-    except Exception as ex:
-        # Hydra wraps the builder's own error; its message names the target and the cause.
-        cause = ex.__cause__ if isinstance(ex.__cause__, ConfigError) else None
-        if cause is not None:
-            raise cause from None
-        raise ConfigError(f"model config cannot be built: {ex}") from None
+def open_run(
+    plan: Plan, built: Built, output_dir: Path, launch_dir: Path, parent_run_id: str | None,
+    extra_tags: dict[str, str] | None,
+) -> Tracker:
+    """Start the run (or reopen the one a checkpoint names); log what it is made of."""
+    cfg, tracker, resume, data = plan.cfg, built.tracker, built.resume, built.data
+    if resume is not None and resume.run_id is not None:
+        tracker.resume(resume.run_id, resumed_at_step=resume.global_step)
+    else:
+        params = flatten(plan.container)
+        params.update({"data.vocab_size": len(data.vocab), **{f"data.{s}_tokens": len(data.splits[s]) for s in data.splits}})
+        tags = run_tags(plan, built, output_dir, launch_dir, extra_tags)
+        tracker.start(run_name_prefix(cfg, built.model), tags, params, parent_run_id=parent_run_id)
+    if resume is not None:
+        print(f"Resuming from {built.trainer.last_checkpoint} at step {resume.global_step}", flush=True)
+    if tracker.enabled:
+        print(f"MLflow run {tracker.run_id} in {tracker.uri} (experiment '{tracker.experiment}')", flush=True)
+    return tracker
 
 
-def run(
-    cfg: DictConfig, output_dir: Path, launch_dir: Path, parent_run_id: str | None = None,
-    extra_tags: dict[str, str] | None = None,
-) -> dict[str, float]:
-    """`parent_run_id` nests the MLflow run under a sweep's parent run; `extra_tags` (the sweep id,
-    the job's overrides, Hydra's group choices) are added to the run's tags."""
-    output_dir = Path(output_dir)
-    source = None
-    if cfg.trainer.init_from:  # fine-tuning: the source's model, tokenizer and vocabulary
-        source = finetune.load_source(
-            cfg.trainer.init_from, resolve_uri(cfg.tracking.uri, launch_dir), default_cache_dir(cfg.cache_dir)
-        )
-        cfg = finetune.adopt_source_configs(cfg, source)
-    container = OmegaConf.to_container(cfg, resolve=True)
-    digest = checkpoints.config_digest(container)
-    check_target(cfg.tokenizer, "tokenizer")
-    check_target(cfg.model, "model", supplied=MODEL_SUPPLIED)
-    check_target(cfg.optimizer, "optimizer", supplied=("global_clipnorm",))
-    policy = precision.resolve(cfg.trainer.precision)
-    keras.mixed_precision.set_global_policy(policy)  # before any layer is built
-    keras.utils.set_random_seed(cfg.seed)
+def run_tags(plan: Plan, built: Built, output_dir: Path, launch_dir: Path, extra: dict[str, str] | None) -> dict[str, str]:
+    cfg, model = plan.cfg, built.model
+    tokenizer = type(built.tokenizer).__name__.removesuffix("Tokenizer").lower()
+    tags = {
+        names.FAMILY: family_of(model),
+        names.DATASET: cfg.dataset.name,
+        names.TOKENIZER: tokenizer,
+        names.VERSION: lmbench.__version__,
+        names.OUTPUT_DIR: str(output_dir.resolve()),
+        names.PYTHON: platform.python_version(),
+        **(plan.source.tags if plan.source is not None else {}),
+        **(extra or {}),
+    }
+    if isinstance(model, NeuralLM):  # trainer.precision=auto resolved on this machine
+        tags[names.PRECISION] = plan.policy
+    if model.eval_method is not None:  # how an attention model gets its context when scoring
+        tags[names.EVAL_METHOD] = model.eval_method
+    tags.update(model.lineage_tags())  # a model made of other runs' models names them
+    commit = git_commit(launch_dir) or git_commit(Path(lmbench.__file__).parent)
+    if commit:
+        tags[names.GIT_COMMIT] = commit
+    return tags
 
-    tokenizer = instantiate(cfg.tokenizer)
-    data = load_corpus(
-        cfg.dataset, tokenizer, cache_dir=default_cache_dir(cfg.cache_dir), progress=cfg.trainer.progress,
-        vocab=source.vocab if source is not None else None,
-    )
-    vocab = data.vocab
+
+def run_name_prefix(cfg: DictConfig, model: LanguageModel) -> str:
+    return cfg.tracking.run_name or f"{family_of(model)}-{cfg.dataset.name}"
+
+
+def train(plan: Plan, built: Built, output_dir: Path) -> tuple[FitResult, dict[str, float]]:
+    """Fit, test with the best weights, log the summary; the run's files written on the way."""
+    data, model, tracker = built.data, built.model, built.tracker
     oov_rate = data.info.get("oov_rate")  # None from a token-id cache older than OOV counts
+    if oov_rate:  # tokens the vocabulary lacks (with init_from: the source's vocabulary)
+        tracker.log_metrics({names.oov_metric(s): r for s, r in oov_rate.items()})
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(to_yaml(plan.cfg))
+    data.vocab.save(output_dir / "vocab.json")
+    tracker.log_artifact(output_dir / "config.yaml")
+    tracker.log_artifact(output_dir / "vocab.json")
+
+    state = built.resume or checkpoints.TrainState(config_digest=plan.digest)
+    fit = built.trainer.fit(model, data, state, resumed=built.resume is not None, optimizer=built.optimizer)
+    test = built.trainer.test(model, data)
+    best = fit.best_valid
+    summary = {
+        **test.metrics(),
+        **best.metrics(names.BEST_VALID, with_speed=False),
+        names.TRAIN_TOKENS_PER_SEC: fit.tokens_per_sec,
+        names.TRAIN_SECONDS: fit.train_seconds,
+        names.PARAMS: model.num_params(),  # after fit: a Keras model has no weights until first called
+    }
+    tracker.log_metrics(summary)
+    return fit, summary
+
+
+def save(plan: Plan, built: Built, output_dir: Path, summary: dict[str, float]) -> None:
+    """The bundle (`<run folder>/model/`), its ARPA form if asked, and the MLflow model."""
+    cfg, container, source, tracker = plan.cfg, plan.container, plan.source, built.tracker
+    bundle = save_bundle(
+        output_dir / "model", built.model, vocab=built.data.vocab, model_cfg=container["model"],
+        tokenizer_cfg=container["tokenizer"], eval_batch_size=cfg.trainer.eval_batch_size,
+        info={
+            "dataset": cfg.dataset.name, "dataset_config": container["dataset"],
+            "run_id": tracker.run_id, "experiment": cfg.tracking.experiment, "metrics": summary,
+            **({"init_from": source.given, "source_run_id": source.run_id} if source is not None else {}),
+        },
+        components=component_folders(built.model),
+    )
+    if cfg.trainer.export_arpa:
+        built.model.to_arpa(bundle / "model.arpa", built.data.vocab.tokens)
+    if cfg.tracking.log_model:
+        log_bundle(tracker, bundle)
+
+
+def log_corpus(cfg: DictConfig, data: CorpusData, source: finetune.Source | None) -> None:
+    oov_rate = data.info.get("oov_rate")
     log.info(
         "%s: |V|=%d%s, tokens train/valid/test = %d/%d/%d%s%s",
-        cfg.dataset.name, len(vocab), " (the source model's)" if source is not None else "",
+        cfg.dataset.name, len(data.vocab), " (the source model's)" if source is not None else "",
         len(data.train), len(data.valid), len(data.test),
         ", OOV rate " + "/".join(f"{oov_rate[s]:.2%}" for s in data.splits) if oov_rate else "",
         " (from cache)" if data.info.get("from_cache") else "",
     )
-    model = build_model(cfg.model, vocab)
-    trainer = Trainer(cfg.trainer, cfg.optimizer, tracker=None, checkpoint_dir=output_dir / "checkpoints")
-    trainer.check(model, data)
-    resume = saved_state(cfg, trainer, model, digest)
-    if source is not None and resume is None:  # when resuming, the run's own checkpoint is restored instead
-        finetune.load_weights(model, source)
 
-    tracking = cfg.tracking
-    tracker = Tracker(tracking.enabled, resolve_uri(tracking.uri, launch_dir), tracking.experiment, tracking.log_every_n_steps)
-    trainer.tracker = tracker
-    family = getattr(model, "family", type(model).__name__.lower())
-    tokenizer_name = type(tokenizer).__name__.removesuffix("Tokenizer").lower()
-    tags = {
-        "lmbench.family": family,
-        "lmbench.dataset": cfg.dataset.name,
-        "lmbench.tokenizer": tokenizer_name,
-        "lmbench.version": lmbench.__version__,
-        "lmbench.output_dir": str(output_dir.resolve()),
-        "lmbench.python": platform.python_version(),
-        **(source.tags if source is not None else {}),
-        **(extra_tags or {}),
-    }
-    if isinstance(model, NeuralLM):  # trainer.precision=auto resolved on this machine
-        tags["lmbench.precision"] = policy
-    if hasattr(model, "eval_method"):  # how an attention model gets its context when scoring
-        tags["lmbench.eval_method"] = model.eval_method
-    if hasattr(model, "lineage_tags"):  # a model made of other runs' models names them
-        tags.update(model.lineage_tags())
-    commit = git_commit(launch_dir) or git_commit(Path(lmbench.__file__).parent)
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    params = flatten(container)
-    params.update({"data.vocab_size": len(vocab), **{f"data.{s}_tokens": len(data.splits[s]) for s in data.splits}})
-    prefix = tracking.run_name or f"{family}-{cfg.dataset.name}"
-    if resume is not None and resume.run_id is not None:
-        tracker.resume(resume.run_id, resumed_at_step=resume.global_step)
-    else:
-        tracker.start(prefix, tags, params, parent_run_id=parent_run_id)
-    if resume is not None:
-        print(f"Resuming from {trainer.last_checkpoint} at step {resume.global_step}", flush=True)
-    if tracker.enabled:
-        print(f"MLflow run {tracker.run_id} in {tracker.uri} (experiment '{tracker.experiment}')", flush=True)
 
-    try:
-        if oov_rate:  # tokens the vocabulary lacks (with init_from: the source's vocabulary)
-            tracker.log_metrics({f"data/{s}_oov_rate": r for s, r in oov_rate.items()})
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(to_yaml(cfg))
-        vocab.save(output_dir / "vocab.json")
-        tracker.log_artifact(output_dir / "config.yaml")
-        tracker.log_artifact(output_dir / "vocab.json")
-
-        state = resume or checkpoints.TrainState(config_digest=digest)
-        fit = trainer.fit(model, data, state, resumed=resume is not None)
-        test = trainer.test(model, data)
-        n_params = model.num_params()  # after fit: a Keras model has no weights until first called
-        best = fit.best_valid
-        summary = {
-            **test.metrics(),
-            "best_valid/loss": best.loss,
-            "best_valid/ppl": best.ppl,
-            "best_valid/bpc": best.bpc,
-            "train/tokens_per_sec": fit.tokens_per_sec,
-            "time/train_s": fit.train_seconds,
-            "model/params": n_params,
-        }
-        tracker.log_metrics(summary)
-        bundle = save_bundle(
-            output_dir / "model", model, vocab=vocab, model_cfg=container["model"],
-            tokenizer_cfg=container["tokenizer"], eval_batch_size=cfg.trainer.eval_batch_size,
-            info={
-                "dataset": cfg.dataset.name, "dataset_config": container["dataset"],
-                "run_id": tracker.run_id, "experiment": tracking.experiment, "metrics": summary,
-                **({"init_from": source.given, "source_run_id": source.run_id} if source is not None else {}),
-            },
-        )
-        if cfg.trainer.export_arpa:
-            model.to_arpa(bundle / "model.arpa", vocab.tokens)
-        if tracking.log_model:
-            tracker.log_model(bundle)
-    except TrainingDiverged as ex:
-        tracker.finish("FAILED", str(ex), step=ex.step)
-        raise
-    except KeyboardInterrupt:
-        tracker.finish("KILLED", "interrupted by the user")  # the CLI says how to continue
-        raise
-    except BaseException as ex:
-        tracker.finish("FAILED", f"{type(ex).__name__}: {ex}")
-        raise
-    tracker.finish("FINISHED")
-
+def print_outcome(plan: Plan, model: LanguageModel, fit: FitResult, summary: dict[str, float], tracker: Tracker) -> None:
     trained = f"{fit.epochs} epoch(s), {fit.steps} step(s)" if fit.steps else "counted"
     print(
-        f"{prefix}: {trained}, {fit.train_seconds:.1f} s train, "
-        f"{fit.tokens_per_sec:,.0f} tok/s | valid ppl {best.ppl:.2f} | "
-        f"test ppl {test.ppl:.2f}, bpc {test.bpc:.4f}",
+        f"{run_name_prefix(plan.cfg, model)}: {trained}, {fit.train_seconds:.1f} s train, "
+        f"{fit.tokens_per_sec:,.0f} tok/s | valid ppl {fit.best_valid.ppl:.2f} | "
+        f"test ppl {summary[names.split_metric(names.TEST, names.PPL)]:.2f}, "
+        f"bpc {summary[names.split_metric(names.TEST, names.BPC)]:.4f}",
         flush=True,
     )
     if tracker.enabled:
         print(f"Open the MLflow UI with: {tracker.ui_command}", flush=True)
-    return summary

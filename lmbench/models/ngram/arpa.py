@@ -16,20 +16,16 @@ shorter contexts), so it cannot be exported.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lmbench.errors import ConfigError
 
-if TYPE_CHECKING:
-    from lmbench.models.ngram.model import NGramLM
-
 NEVER = -99.0  # log10 probability ARPA tools use for <s>
 LOG10_E = 1.0 / np.log(10.0)
 
 
-def write_arpa(model: "NGramLM", path: str | Path, tokens: list[str]) -> None:
+def write_arpa(model, path: str | Path, tokens: list[str]) -> None:
     if model.smoothing == "addk":
         raise ConfigError("add-k smoothing has no back-off form, so it cannot be written as ARPA")
     if len(tokens) != model.vocab_size:

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from lmbench.errors import ConfigError, DataError
-from lmbench.models.base import Progress, SteppedGeneration
+from lmbench.models.base import ModelBase, Progress
+from lmbench.models.ngram.arpa import write_arpa
 from lmbench.models.ngram.counting import adjusted_counts, count_ngrams, window_rows
 from lmbench.models.ngram.smoothing import SMOOTHINGS, estimate
 
@@ -27,7 +28,7 @@ FORMAT_VERSION = 1
 SCORE_CHUNK = 1 << 20  # tokens scored at once: bounds the per-order row arrays on huge splits
 
 
-class NGramLM(SteppedGeneration):
+class NGramLM(ModelBase):
     """N-gram language model over the ids 0..vocab_size-1 (eos and unk are ordinary ids).
 
     order: n-gram length (contexts of order-1 ids). smoothing: one of mkn, kn, wb, absolute, addk,
@@ -37,6 +38,7 @@ class NGramLM(SteppedGeneration):
     """
 
     family = "ngram"
+    exports_arpa = True
 
     def __init__(
         self,
@@ -266,8 +268,6 @@ class NGramLM(SteppedGeneration):
 
     def to_arpa(self, path: str | Path, tokens: list[str]) -> None:
         """Write a back-off ARPA file (see `arpa.write_arpa`)."""
-        from lmbench.models.ngram.arpa import write_arpa
-
         self._check_fitted()
         write_arpa(self, path, tokens)
 

@@ -18,10 +18,19 @@ tokens,oov_rate}` per split or file (and `eval/all/...` when there are several).
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from lmbench import names, tracking
+from lmbench.config import DatasetConfig, register_configs
+from lmbench.data.pipeline import read_split_texts
+from lmbench.data.text import decode_text
 from lmbench.errors import DataError, LmbenchError, exit_with
+from lmbench.paths import CONF_DIR
+from lmbench.progress import progress_bar
+from lmbench.scoring import Totals
 
 PROG = "lmbench-evaluate"
 DEFAULT_EXPERIMENT = "lmbench-eval"
@@ -30,21 +39,12 @@ DEFAULT_EXPERIMENT = "lmbench-eval"
 def dataset_config(name: str | None, bundle, overrides: list[str]):
     """The DatasetConfig to read: conf/dataset/<name>.yaml (with `dataset.*` overrides), or the
     one the model was trained on."""
-    from omegaconf import OmegaConf
-
-    from lmbench.config import DatasetConfig
-
     if name is None:
         stored = bundle.meta.get("dataset_config")
         if stored is None:
             raise LmbenchError("the model does not record its dataset; name one with --dataset or use --files")
         node = OmegaConf.merge(OmegaConf.structured(DatasetConfig), stored)
         return OmegaConf.merge(node, OmegaConf.from_dotlist([o.removeprefix("dataset.") for o in overrides]))
-    from hydra import compose, initialize_config_dir
-
-    from lmbench.cli import CONF_DIR
-    from lmbench.config import register_configs
-
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=[f"dataset={name}", *overrides]).dataset
@@ -57,12 +57,8 @@ def targets(args, bundle) -> list[tuple[str, str]]:
         for path in map(Path, args.files):
             if not path.is_file():
                 raise DataError(f"{path}: no such file")
-            from lmbench.data.text import decode_text
-
             out.append((path.stem, decode_text(path.read_bytes(), path, errors=args.encoding_errors)))
         return out
-    from lmbench.data.pipeline import read_split_texts
-
     cfg = dataset_config(args.dataset, bundle, args.set)
     texts = read_split_texts(cfg)
     return [(split, texts[split]) for split in args.split]
@@ -70,47 +66,37 @@ def targets(args, bundle) -> list[tuple[str, str]]:
 
 def evaluate(bundle, named_texts: list[tuple[str, str]], *, show_progress: bool = True) -> dict[str, dict[str, float]]:
     """name -> {loss, ppl, bpc, tokens, oov_rate} for each text, and "all" when there are several."""
-    from lmbench.training.evaluation import perplexity
-    from lmbench.training.progress import progress_bar
-
-    results, totals = {}, {"nats": 0.0, "tokens": 0, "chars": 0, "oov": 0}
+    results, everything = {}, Totals()
     for name, text in named_texts:
         encoded = bundle.encode(text)
         with progress_bar(len(encoded[1]), f"eval {name}", "tok", show_progress) as bar:
             s = bundle.score_text(text, progress=lambda n, nats=None: bar.update(n), encoded=encoded)
         if s.n_tokens == 0:
             raise DataError(f"{name} has no tokens for this model's tokenizer")
-        results[name] = {"loss": s.loss, "ppl": s.ppl, "bpc": s.bpc, "tokens": s.n_tokens, "oov_rate": s.oov_rate}
-        for key, value in (("nats", s.nats), ("tokens", s.n_tokens), ("chars", s.n_chars), ("oov", s.n_oov)):
-            totals[key] += value
+        results[name] = s.totals().figures()
+        everything += s.totals()
     if len(named_texts) > 1:
-        loss = totals["nats"] / totals["tokens"]
-        results["all"] = {
-            "loss": loss, "ppl": perplexity(loss), "bpc": totals["nats"] / math.log(2) / totals["chars"],
-            "tokens": totals["tokens"], "oov_rate": totals["oov"] / totals["tokens"],
-        }
+        results["all"] = everything.figures()
     return results
 
 
 def log_evaluation(bundle, source: str, results, args) -> str | None:
-    from lmbench import tracking
-
     uri = tracking.resolve_uri(args.tracking_uri, Path.cwd())
     tracker = tracking.Tracker(True, uri, args.experiment)
     what = ",".join(Path(f).name for f in args.files) if args.files else f"{args.dataset or bundle.meta.get('dataset')}:{'+'.join(args.split)}"
     tags = {
-        "lmbench.kind": "evaluation",
-        "lmbench.family": bundle.family,
-        "lmbench.source": source,
-        "lmbench.evaluated_on": what,
-        "lmbench.dataset": str(bundle.meta.get("dataset")),
+        names.KIND: "evaluation",
+        names.FAMILY: bundle.family,
+        names.SOURCE: source,
+        names.EVALUATED_ON: what,
+        names.DATASET: str(bundle.meta.get("dataset")),
     }
     if bundle.source_run_id:
-        tags["lmbench.source_run_id"] = bundle.source_run_id
+        tags[names.SOURCE_RUN_ID] = bundle.source_run_id
     tracker.start(f"eval-{bundle.family}", tags, {"source": source, "evaluated_on": what, "eval_batch_size": bundle.eval_batch_size})
     run_id = tracker.run_id
     try:
-        tracker.log_metrics({f"eval/{name}/{k}": v for name, r in results.items() for k, v in r.items()})
+        tracker.log_metrics({names.eval_metric(name, k): v for name, r in results.items() for k, v in r.items()})
     except BaseException as ex:
         tracker.finish("FAILED", f"{type(ex).__name__}: {ex}")
         raise
@@ -131,10 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracking-uri", help="store (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     args = parser.parse_args(argv)
 
-    from lmbench.cli import quiet_tensorflow_import
+    from lmbench.cli.main import quiet_tensorflow_import
 
     quiet_tensorflow_import()
-    from lmbench.bundle import load_bundle
+    from lmbench.artifacts.bundle import load_bundle
 
     try:
         bundle = load_bundle(args.model, tracking_uri=args.tracking_uri)

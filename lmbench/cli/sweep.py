@@ -30,7 +30,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lmbench import tracking
+from lmbench import names, tracking
 
 SWEEP_FILE = "lmbench_sweep.json"  # in hydra.sweep.dir: the parent run the jobs nest under
 TAGGED_CHOICES = ("model", "experiment", "hparams_search")  # Hydra group choices recorded as tags
@@ -61,16 +61,16 @@ def job_tags(hydra_cfg: DictConfig) -> tuple[str | None, dict[str, str]]:
     parent run's id), its number and its own overrides -- the command line that repeats it alone.
     """
     choices = hydra_cfg.runtime.choices
-    tags = {f"lmbench.{group}": str(choices[group]) for group in TAGGED_CHOICES if choices.get(group)}
+    tags = {names.choice_tag(group): str(choices[group]) for group in TAGGED_CHOICES if choices.get(group)}
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None, tags
     sweep = Sweep.read(Path(hydra_cfg.sweep.dir))
     if sweep is None:  # tracking disabled for the sweep: no parent run
         return None, tags
     tags.update({
-        "lmbench.sweep_id": sweep.parent_run_id,
-        "lmbench.job_num": str(hydra_cfg.job.num),
-        "lmbench.overrides": " ".join(hydra_cfg.overrides.task),
+        names.SWEEP_ID: sweep.parent_run_id,
+        names.JOB_NUM: str(hydra_cfg.job.num),
+        names.OVERRIDES: " ".join(hydra_cfg.overrides.task),
     })
     return sweep.parent_run_id, tags
 
@@ -88,10 +88,10 @@ class SweepCallback(Callback):
         label = choices.get("experiment") or choices.get("hparams_search") or "sweep"
         overrides = " ".join(config.hydra.overrides.task)
         tags = {
-            "lmbench.role": "sweep",  # reports leave parent runs out of their tables
-            "lmbench.sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
-            "lmbench.overrides": overrides,
-            "lmbench.command": " ".join(["lmbench", *sys.argv[1:]]),
+            names.ROLE: "sweep",  # reports leave parent runs out of their tables
+            names.SWEEP_DIR: str(Path(config.hydra.sweep.dir).resolve()),
+            names.OVERRIDES: overrides,
+            names.COMMAND: " ".join(["lmbench", *sys.argv[1:]]),
         }
         previous = Sweep.read(Path(config.hydra.sweep.dir))
         if (
@@ -101,7 +101,7 @@ class SweepCallback(Callback):
             parent, verb = previous.parent_run_id, "continuing"
         else:
             parent, verb = tracking.start_parent_run(uri, config.tracking.experiment, label, tags), "created"
-        self._sweep = Sweep(parent, uri, config.tracking.experiment, tags["lmbench.sweep_dir"])
+        self._sweep = Sweep(parent, uri, config.tracking.experiment, tags[names.SWEEP_DIR])
         self._sweep.write()
         atexit.register(self._abandon)
         print(f"Sweep: MLflow parent run {parent} {verb} in {uri} (experiment '{self._sweep.experiment}')", flush=True)
@@ -117,7 +117,7 @@ class SweepCallback(Callback):
             # The Optuna sweeper writes its best parameters and value here.
             if (folder / "optimization_results.yaml").exists():
                 tracking.log_artifacts(sweep.uri, sweep.parent_run_id, folder / "optimization_results.yaml")
-            from lmbench.report import write_report
+            from lmbench.cli.report import write_report
 
             table = write_report(sweep.uri, folder / "report", parent_run_id=sweep.parent_run_id)
             print(f"\n{table}\nReport (Markdown, CSV, plots): {folder / 'report'}", flush=True)
@@ -134,5 +134,5 @@ class SweepCallback(Callback):
         if self._sweep is not None:
             tracking.end_run(
                 self._sweep.uri, self._sweep.parent_run_id, "FAILED",
-                {"lmbench.error": "the sweep stopped before all its jobs finished"},
+                {names.ERROR: "the sweep stopped before all its jobs finished"},
             )

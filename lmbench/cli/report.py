@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmbench import tracking
+from lmbench import names, tracking
 from lmbench.errors import exit_with
 
 COLUMNS = (  # (csv header, markdown header)
@@ -51,15 +51,15 @@ class Row:
     @classmethod
     def of(cls, r: tracking.RunRecord) -> Row:
         m, t = r.metrics, r.tags
-        family = t.get("lmbench.family", "?")
+        family = t.get(names.FAMILY, "?")
         return cls(
             run_id=r.run_id, run=r.name, family=family,
-            model=t.get("lmbench.model", family),  # the config-group choice, e.g. lstm_small
-            params=m.get("model/params"), tokenizer=t.get("lmbench.tokenizer", "?"),
-            dataset=t.get("lmbench.dataset", "?"), valid_ppl=m.get("best_valid/ppl"),
-            test_ppl=m.get("test/ppl"), test_bpc=m.get("test/bpc"), train_s=m.get("time/train_s"),
-            tokens_per_s=m.get("train/tokens_per_sec"),
-            overrides=dict(o.split("=", 1) for o in t.get("lmbench.overrides", "").split() if "=" in o),
+            model=t.get(names.MODEL, family),  # the config-group choice, e.g. lstm_small
+            params=m.get(names.PARAMS), tokenizer=t.get(names.TOKENIZER, "?"),
+            dataset=t.get(names.DATASET, "?"), valid_ppl=m.get(names.split_metric(names.BEST_VALID, names.PPL)),
+            test_ppl=m.get(names.split_metric(names.TEST, names.PPL)), test_bpc=m.get(names.split_metric(names.TEST, names.BPC)), train_s=m.get(names.TRAIN_SECONDS),
+            tokens_per_s=m.get(names.TRAIN_TOKENS_PER_SEC),
+            overrides=dict(o.split("=", 1) for o in t.get(names.OVERRIDES, "").split() if "=" in o),
         )
 
 
@@ -71,7 +71,7 @@ class Comparison:
 
 def compare(runs: list[tracking.RunRecord]) -> Comparison:
     """Finished runs sorted by test ppl (runs without one last), with notes on what not to compare."""
-    runs = [r for r in runs if r.tags.get("lmbench.role") != "sweep" and r.tags.get("lmbench.kind") != "evaluation"]
+    runs = [r for r in runs if r.tags.get(names.ROLE) != "sweep" and r.tags.get(names.KIND) != "evaluation"]
     finished = [r for r in runs if r.status == "FINISHED"]
     rows = sorted((Row.of(r) for r in finished), key=lambda row: (row.test_ppl is None, row.test_ppl or 0.0))
     varying = _varying_overrides(rows)
@@ -92,8 +92,8 @@ def compare(runs: list[tracking.RunRecord]) -> Comparison:
         notes.append(budget)
     left_out = [r for r in runs if r.status != "FINISHED"]
     if left_out:
-        names = ", ".join(f"{r.name} ({r.status})" for r in left_out)
-        notes.append(f"Not finished, left out: {names}.")
+        listed = ", ".join(f"{r.name} ({r.status})" for r in left_out)
+        notes.append(f"Not finished, left out: {listed}.")
     return Comparison(rows, notes)
 
 
@@ -108,7 +108,7 @@ def _budget_note(runs: list[tracking.RunRecord]) -> str | None:
             per_step = int(p["trainer.batch_size"]) * int(p["trainer.bptt"])
         except (KeyError, ValueError):
             continue  # no step limit (or an n-gram's "null"), or a run from before these params
-        if r.tags.get("lmbench.family") != "ngram" and steps * per_step < tokens:
+        if r.tags.get(names.FAMILY) != "ngram" and steps * per_step < tokens:
             short.append(steps * per_step / tokens)
     if not short:
         return None
@@ -208,7 +208,7 @@ def newest_per_job(runs: list[tracking.RunRecord]) -> list[tracking.RunRecord]:
     newest run (runs come newest first) stands for it."""
     seen, kept = set(), []
     for r in runs:
-        job = (r.tags.get("lmbench.sweep_id"), r.tags.get("lmbench.job_num"))
+        job = (r.tags.get(names.SWEEP_ID), r.tags.get(names.JOB_NUM))
         if job[0] is None or job[1] is None or job not in seen:
             kept.append(r)
             seen.add(job)
@@ -225,16 +225,16 @@ def write_report(
 
     matplotlib.use("Agg")  # files only, also on machines without a display
     runs = newest_per_job(tracking.find_runs(uri, experiment, parent_run_id, filter_string))
-    for r in runs:  # the trainer logs a running rate per step under this key, the overall one last
-        if "train/tokens_per_sec" in r.metrics:
-            r.metrics["train/tokens_per_sec"] = tracking.last_logged(uri, r.run_id, "train/tokens_per_sec")
+    for r in runs:  # runs logged before the per-window rate had its own name: the overall rate came last
+        if names.TRAIN_TOKENS_PER_SEC in r.metrics:
+            r.metrics[names.TRAIN_TOKENS_PER_SEC] = tracking.last_logged(uri, r.run_id, names.TRAIN_TOKENS_PER_SEC)
     c = compare(runs)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(c)
     (out / "comparison.md").write_text(table + "\n")
     write_csv(c, out / "comparison.csv")
-    plot_history(uri, c.rows, "valid/ppl", out / "valid_ppl.png", "epoch", "validation perplexity", log_y=True)
-    plot_history(uri, c.rows, "train/loss", out / "train_loss.png", "step", "training loss (nats/token)", log_y=False)
+    plot_history(uri, c.rows, names.split_metric(names.VALID, names.PPL), out / "valid_ppl.png", "epoch", "validation perplexity", log_y=True)
+    plot_history(uri, c.rows, names.TRAIN_LOSS, out / "train_loss.png", "step", "training loss (nats/token)", log_y=False)
     plot_bpc(c.rows, out / "test_bpc.png")
     if parent_run_id:
         tracking.log_artifacts(uri, parent_run_id, out, "report")

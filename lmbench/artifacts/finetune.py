@@ -1,6 +1,6 @@
 """Fine-tuning: `trainer.init_from=<model source>` starts a neural run from a logged model's weights.
 
-The source is anything `bundle.load_bundle` accepts (a run id, `runs:/<id>/model`,
+The source is anything `sources.resolve` accepts (a run id, `runs:/<id>/model`,
 `models:/<name>/<version>`, a run or bundle folder). Its weights are tied to its token ids, so the
 run takes from the source bundle:
 
@@ -25,11 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lmbench.bundle import META_FILE, VOCAB_FILE, read_meta, resolve
+from lmbench.artifacts.format import META_FILE, VOCAB_FILE, read_meta
+from lmbench.artifacts.sources import resolve
 from lmbench.data.vocab import Vocabulary
 from lmbench.errors import ConfigError
+from lmbench.models.neural import CONFIG_FILE, WEIGHTS_FILE, NeuralLM
+from lmbench import names
 
 NOTE_MAX_KEYS = 8
 _UNSET = object()
@@ -47,19 +51,15 @@ class Source:
 
     @property
     def tags(self) -> dict[str, str]:
-        tags = {"lmbench.init_from": self.given}
+        tags = {names.INIT_FROM: self.given}
         if self.run_id:
-            tags["lmbench.source_run_id"] = self.run_id
+            tags[names.SOURCE_RUN_ID] = self.run_id
         return tags
 
 
 def load_source(init_from: str, tracking_uri: str, cache_dir: Path) -> Source:
     """The source bundle's metadata and vocabulary; a `ConfigError` if it is not a neural model
-    (an unknown run id or a run without a logged model fails in `bundle.resolve`)."""
-    from hydra.utils import get_class
-
-    from lmbench.models.neural import WEIGHTS_FILE, NeuralLM
-
+    (an unknown run id or a run without a logged model fails in `sources.resolve`)."""
     folder, run_id = resolve(init_from, tracking_uri, cache_dir)
     meta = read_meta(folder)
     family = meta.get("family", "?")
@@ -119,8 +119,6 @@ def adopt_source_configs(cfg: DictConfig, source: Source) -> DictConfig:
 def load_weights(model, source: Source) -> None:
     """Build `model` and load the source's weights into it (any precision policy: variables stay
     float32 under mixed_bfloat16, as they were saved)."""
-    from lmbench.models.neural import CONFIG_FILE, WEIGHTS_FILE
-
     config_file = source.folder / CONFIG_FILE
     saved = json.loads(config_file.read_text()) if config_file.is_file() else {}
     if saved.get("vocab_size", model.vocab_size) != model.vocab_size:

@@ -9,7 +9,7 @@ on its own (as if after a sentence end), with the model's own tokenizer and voca
 way the run scored its splits: the test split's text gives the run's test perplexity.
 
 The logged model holds the native bundle (`artifacts/bundle/`: Keras weights or n-gram arrays,
-vocabulary, tokenizer and model configs, see `lmbench.bundle`) and the lmbench package itself
+vocabulary, tokenizer and model configs, see `lmbench.artifacts.format`) and the lmbench package itself
 (`code/`), so it loads where lmbench is not installed, given its requirements. It is written as
 MLflow "models from code" (this file's `set_model` line), not as a pickled object.
 """
@@ -23,7 +23,10 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from lmbench.bundle import PYFUNC_ARTIFACT, load_bundle
+import lmbench
+from lmbench.artifacts.bundle import load_bundle
+from lmbench.artifacts.format import PYFUNC_ARTIFACT
+from lmbench.tracking import Tracker
 
 REQUIREMENTS = ("tensorflow", "keras", "numpy", "pandas", "mlflow", "hydra-core", "omegaconf", "nltk")
 
@@ -72,10 +75,13 @@ def _requirements() -> list[str]:
     return out
 
 
-def log_pyfunc(bundle_folder: Path) -> None:
-    """Log `bundle_folder` as the active run's model "model"."""
-    import lmbench
+def log_bundle(tracker: Tracker, bundle_folder: Path) -> None:
+    """Log `bundle_folder` as the tracker's run's MLflow model "model" (nothing when the run is not
+    tracked)."""
+    tracker.call(_log_pyfunc, Path(bundle_folder))
 
+
+def _log_pyfunc(bundle_folder: Path) -> None:
     mlflow.pyfunc.log_model(
         name="model",
         python_model=str(Path(__file__)),
@@ -85,5 +91,5 @@ def log_pyfunc(bundle_folder: Path) -> None:
     )
 
 
-if __name__ != "lmbench.mlflow_model":  # executed by MLflow as the model's code file
+if __name__ != "lmbench.artifacts.pyfunc":  # executed by MLflow as the model's code file
     mlflow.models.set_model(LmbenchPyfunc())

@@ -18,11 +18,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lmbench.config import override_key_hints, register_configs
+from lmbench.cli.sweep import job_tags
+from lmbench.config import register_configs
+from lmbench.config.hints import override_key_hints
 from lmbench.errors import LmbenchError
-from lmbench.sweep import job_tags
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from lmbench.paths import CONF_DIR
+from lmbench import names
 
 
 @contextmanager
@@ -79,7 +80,7 @@ def _main(cfg: DictConfig) -> float | None:
               file=sys.stderr, flush=True)
         sys.exit(130)  # as a shell reports SIGINT; no traceback
     # A sweeper (e.g. Optuna) minimises the returned value.
-    return summary.get("best_valid/ppl")
+    return summary.get(names.split_metric(names.BEST_VALID, names.PPL))
 
 
 def main() -> None:

@@ -11,9 +11,9 @@ read as a line end; characters joined as they are). The same seed gives the same
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from lmbench.errors import LmbenchError, exit_with
+from lmbench.models.base import check_sampling
 
 PROG = "lmbench-generate"
 
@@ -21,8 +21,6 @@ PROG = "lmbench-generate"
 def generate_text(bundle, prompt: str | None, n_tokens: int, *, temperature: float = 1.0,
                   top_k: int | None = None, seed: int | None = None) -> str:
     """`prompt` and `n_tokens` sampled tokens after it, as text."""
-    from lmbench.models.base import check_sampling
-
     check_sampling(temperature, top_k)
     if n_tokens < 1:
         raise LmbenchError(f"the number of tokens to generate must be >= 1, got {n_tokens}")
@@ -43,10 +41,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracking-uri", help="store (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     args = parser.parse_args(argv)
 
-    from lmbench.cli import quiet_tensorflow_import
+    from lmbench.cli.main import quiet_tensorflow_import
 
     quiet_tensorflow_import()
-    from lmbench.bundle import load_bundle
+    from lmbench.artifacts.bundle import load_bundle
 
     try:
         bundle = load_bundle(args.model, tracking_uri=args.tracking_uri)

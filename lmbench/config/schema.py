@@ -1,26 +1,22 @@
-"""Config schema.
+"""The config schema: the fixed groups and the root as dataclasses.
 
 Fixed groups (`dataset`, `trainer`, `tracking`) and the root are dataclasses registered in Hydra's
 ConfigStore, so a misspelt key or a wrong type in a YAML file or on the command line fails at
 composition. The `_target_` groups (`tokenizer`, `model`, `optimizer`) differ per implementation, so
-their keys are checked against the target's signature by `check_target` before any work starts:
-adding a family needs no schema edit.
+their keys are checked against the target's signature (`targets.check_target`) before any work
+starts: adding a family needs no schema edit.
 
 This module knows neither MLflow nor TensorFlow.
 """
 
 from __future__ import annotations
 
-import difflib
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.utils import get_object
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING
 
-from lmbench.errors import ConfigError
 
 
 @dataclass
@@ -103,92 +99,3 @@ def register_configs() -> None:
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
-
-
-def check_target(node: DictConfig, where: str, *, supplied: tuple[str, ...] = ()) -> None:
-    """Fail early, with the valid keys, if `node`'s keys do not fit its `_target_`'s signature.
-
-    `supplied` names arguments the caller passes at instantiation (e.g. `vocab_size`).
-    Nested nodes with their own `_target_` are checked recursively.
-    """
-    target = node.get("_target_")
-    if target is None:
-        raise ConfigError(f"{where} has no _target_ naming the class or function to build")
-    try:
-        obj = get_object(target)
-    except Exception as ex:  # ImportError, AttributeError, ...
-        raise ConfigError(f"{where}._target_={target!r} cannot be imported: {ex}") from None
-    params = inspect.signature(obj).parameters
-    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    names = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    for key in node.keys():
-        key = str(key)
-        if key.startswith("_") and key.endswith("_"):
-            continue
-        if key in supplied:
-            raise ConfigError(f"{where}.{key} is set by lmbench itself; remove it from the config")
-        if key not in names and not takes_kwargs:
-            valid = [n for n in names if n not in supplied and n != "self"]
-            hint = difflib.get_close_matches(key, valid, n=1)
-            did_you_mean = f" Did you mean {where}.{hint[0]}?" if hint else ""
-            raise ConfigError(
-                f"{where}.{key} is not a parameter of {target}.{did_you_mean} "
-                f"Valid keys: {', '.join(sorted(valid))}."
-            )
-        child = node.get(key)
-        if isinstance(child, DictConfig) and "_target_" in child:
-            check_target(child, f"{where}.{key}")
-    required = [
-        n
-        for n, p in params.items()
-        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        and n not in supplied and n != "self"
-    ]
-    missing = [n for n in required if n not in node]
-    if missing:
-        raise ConfigError(f"{where} is missing required key(s) for {target}: {', '.join(missing)}")
-
-
-def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
-
-
-GROUPS = ("dataset", "tokenizer", "model", "optimizer", "trainer", "tracking", "experiment")
-
-
-def override_key_hints(args: list[str], config_dir: str) -> list[str]:
-    """For overrides that name a key the composed config lacks: the closest key and the valid ones.
-
-    Called only after Hydra refused the command line, to add what Hydra's message leaves out.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    candidates = [a for a in args if "=" in a and not a.startswith("-")]
-    try:
-        parsed = OverridesParser.create().parse_overrides(candidates)
-    except Exception:
-        return []
-    group_choices = [o.input_line for o in parsed if o.key_or_group in GROUPS and not o.is_delete()]
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-            cfg = compose("config", overrides=group_choices)
-    except Exception:
-        return []
-    hints = []
-    for o in parsed:
-        key = o.key_or_group
-        if o.is_add() or o.is_delete() or key in GROUPS or key.startswith("hydra"):
-            continue
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent) if parent else cfg
-        if not isinstance(node, DictConfig) or leaf in node:
-            continue
-        valid = [str(k) for k in node.keys()]
-        close = difflib.get_close_matches(leaf, valid, n=1)
-        where = f"{parent}." if parent else ""
-        guess = f" Did you mean {where}{close[0]}?" if close else ""
-        hints.append(f"{key} is not a config key.{guess} Valid keys under {parent or 'the root'}: {', '.join(valid)}.")
-    return hints

@@ -1,0 +1,89 @@
+"""The names lmbench logs under: metrics and MLflow tags, in one place so that writers and readers
+(the trainer, the sweep callback, the report, lmbench-evaluate) cannot drift apart.
+
+Metrics are `<split or part>/<figure>`. A split's figures (`split_metric`) are logged per epoch for
+valid and once for test; the run's summary (`best_valid/*`, `test/*`, `time/train_s`,
+`train/tokens_per_sec`, `model/params`) once at the end. A name means one thing: the training rate
+per logging window is `train/window_tokens_per_sec`, the whole run's `train/tokens_per_sec`.
+"""
+
+from __future__ import annotations
+
+# -- figures of a scored split: <split>/<figure> ----------------------------------------------------
+LOSS, PPL, BPC, TOKENS, TOKENS_PER_SEC, OOV_RATE = "loss", "ppl", "bpc", "tokens", "tokens_per_sec", "oov_rate"
+TRAIN, VALID, TEST, BEST_VALID = "train", "valid", "test", "best_valid"
+
+
+def split_metric(split: str, figure: str) -> str:
+    """`valid/ppl`, `test/bpc`, `best_valid/loss`, ..."""
+    return f"{split}/{figure}"
+
+
+# -- training curves (per logging window or per epoch) ---------------------------------------------
+TRAIN_LOSS = "train/loss"
+TRAIN_PPL = "train/ppl"
+TRAIN_WINDOW_TOKENS_PER_SEC = "train/window_tokens_per_sec"
+TRAIN_LR_STEP = "train/lr_step"  # the learning rate at each logged step
+TRAIN_LR = "train/lr"  # at each epoch's end
+TRAIN_EPOCH = "train/epoch"
+
+# -- the run's summary --------------------------------------------------------------------------
+TRAIN_TOKENS_PER_SEC = "train/tokens_per_sec"  # the whole run's training rate
+TRAIN_SECONDS = "time/train_s"
+PARAMS = "model/params"
+
+
+def oov_metric(split: str) -> str:
+    """Share of a split's tokens that the vocabulary lacks (`data/<split>_oov_rate`)."""
+    return f"data/{split}_oov_rate"
+
+
+def eval_metric(name: str, figure: str) -> str:
+    """lmbench-evaluate's figures of one text or split (`eval/<name>/<figure>`)."""
+    return f"eval/{name}/{figure}"
+
+
+# -- tags -----------------------------------------------------------------------------------------
+RUN_NAME = "mlflow.runName"
+PARENT_RUN_ID = "mlflow.parentRunId"
+GIT_COMMIT = "mlflow.source.git.commit"
+
+FAMILY = "lmbench.family"
+DATASET = "lmbench.dataset"
+TOKENIZER = "lmbench.tokenizer"
+VERSION = "lmbench.version"
+PYTHON = "lmbench.python"
+OUTPUT_DIR = "lmbench.output_dir"
+PRECISION = "lmbench.precision"  # what trainer.precision resolved to
+EVAL_METHOD = "lmbench.eval_method"
+COMPONENTS = "lmbench.components"  # a mixture's component runs
+COMPONENT_FAMILIES = "lmbench.component_families"
+INIT_FROM = "lmbench.init_from"
+SOURCE_RUN_ID = "lmbench.source_run_id"  # the run whose model a run fine-tunes or evaluates
+
+ERROR = "lmbench.error"
+FAILED_STEP = "lmbench.failed_step"
+RESUMED_AT_STEP = "lmbench.resumed_at_step"
+STOPPED_EARLY_AT_EPOCH = "lmbench.stopped_early_at_epoch"
+
+# sweeps
+ROLE = "lmbench.role"  # "sweep" on a sweep's parent run
+SWEEP_ID = "lmbench.sweep_id"
+SWEEP_DIR = "lmbench.sweep_dir"
+JOB_NUM = "lmbench.job_num"
+OVERRIDES = "lmbench.overrides"
+COMMAND = "lmbench.command"
+CONTINUED = "lmbench.continued"
+
+
+def choice_tag(group: str) -> str:
+    """A Hydra group choice (`lmbench.model=lstm_small`, `lmbench.experiment=quick`)."""
+    return f"lmbench.{group}"
+
+
+MODEL = choice_tag("model")
+
+# lmbench-evaluate
+KIND = "lmbench.kind"  # "evaluation" on lmbench-evaluate's runs
+SOURCE = "lmbench.source"
+EVALUATED_ON = "lmbench.evaluated_on"

@@ -1,0 +1,141 @@
+"""The MLflow store as a whole: where it is, its schema and experiments, runs other than one's own.
+
+What sweeps need before and after their jobs (a parent run, created before any job touches the
+store; ending it), and the retry every write goes through while sqlite answers "database is locked"
+(parallel jobs share one file).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import time
+from lmbench import names
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = "mlflow.db"
+# MLflow draws a progress bar for every artifact copy (each model logged or loaded): noise on a
+# local store. Set the variable to "true" to see them.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+T = TypeVar("T")
+
+
+def with_retry(call: Callable[..., T], *args: Any, attempts: int = 8, first_wait: float = 0.1, **kwargs: Any) -> T:
+    """`call(*args, **kwargs)`, retried with jittered exponential backoff while sqlite is locked.
+
+    MLflow already sets a 20 s busy timeout, but sqlite skips waiting (SQLITE_BUSY at once) when
+    waiting could deadlock: two connections that both read and then both want to write, which N
+    jobs logging to one file do. A locked write is rolled back, and MLflow accepts a param or tag
+    logged again with the same value, so a retry logs nothing twice. Other errors, and the lock
+    after `attempts` tries (about 25 s of waiting in all), are raised.
+    """
+    attempt = 1
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as ex:
+            if "database is locked" not in str(ex) or attempt >= attempts:
+                raise
+            wait = first_wait * 2 ** (attempt - 1) * (1 + random.random())
+            log.warning("MLflow store locked; retry %d of %d in %.2f s", attempt, attempts - 1, wait)
+            time.sleep(wait)
+            attempt += 1
+
+
+def resolve_uri(configured: str | None, launch_dir: Path) -> str:
+    """Config value, else $MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/mlflow.db (absolute, so
+    that every process of a sweep writes to the same store wherever it runs)."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(launch_dir / DEFAULT_DB).resolve()}"
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def ui_command(uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Create the store's schema and the experiment if needed; return the experiment id.
+
+    Done explicitly (not via mlflow.set_experiment) because parallel jobs racing on a fresh store or
+    on set_experiment lose runs (see ECOSYSTEM.md); a lost creation race is resolved by a re-read.
+    For a local sqlite store, artifacts go beside the database, not into the launch folder.
+    """
+    client = MlflowClient(tracking_uri=uri)
+    existing = with_retry(client.get_experiment_by_name, name)
+    if existing is not None:
+        return existing.experiment_id
+    location = None
+    db = _sqlite_path(uri)
+    if db is not None:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        location = (db.parent / "mlruns" / safe).resolve().as_uri()
+    try:
+        return with_retry(client.create_experiment, name, artifact_location=location)
+    except MlflowException:
+        existing = client.get_experiment_by_name(name)
+        if existing is None:
+            raise
+        return existing.experiment_id
+
+
+def start_parent_run(uri: str, experiment: str, run_name_prefix: str, tags: dict[str, str]) -> str:
+    """Create a sweep's parent run (left RUNNING for its children to nest under); return its id,
+    which is also the sweep's id (tag `lmbench.sweep_id`, on the parent and on every child).
+
+    Called before any job starts, so the store's schema and the experiment exist before parallel
+    jobs first touch the store (ECOSYSTEM.md: a fresh store or experiment raced on loses runs).
+    Uses the client, not the fluent API, so the launching process has no active run: sequential
+    sweeps run their jobs in this same process, and each job starts its own run.
+    """
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = ensure_experiment(uri, experiment)
+    run_id = with_retry(client.create_run, experiment_id, tags=tags).info.run_id
+    for key, value in ((names.RUN_NAME, f"{run_name_prefix}-{run_id[:8]}"), (names.SWEEP_ID, run_id)):
+        with_retry(client.set_tag, run_id, key, value)
+    return run_id
+
+
+def reopen_run(uri: str, run_id: str, experiment: str) -> bool:
+    """Set a run of `experiment` that ended (a sweep that stopped part-way) back to RUNNING, for a
+    re-launched sweep to continue under it; False when the store has no such run there."""
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return False
+    found = client.get_experiment_by_name(experiment)
+    if found is None or run.info.experiment_id != found.experiment_id or run.info.lifecycle_stage != "active":
+        return False
+    with_retry(client.update_run, run_id, status="RUNNING")
+    with_retry(client.set_tag, run_id, names.CONTINUED, str(int(run.data.tags.get(names.CONTINUED, "0")) + 1))
+    return True
+
+
+def end_run(uri: str, run_id: str, status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
+    client = MlflowClient(tracking_uri=uri)
+    for key, value in (tags or {}).items():
+        with_retry(client.set_tag, run_id, key, value)
+    with_retry(client.set_terminated, run_id, status=status)
+
+
+def log_artifacts(uri: str, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    """Log a file or a folder's contents to a run other than the active one (a sweep's parent)."""
+    client = MlflowClient(tracking_uri=uri)
+    if Path(path).is_dir():
+        client.log_artifacts(run_id, str(path), artifact_path=artifact_path)
+    else:
+        client.log_artifact(run_id, str(path), artifact_path=artifact_path)

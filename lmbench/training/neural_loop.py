@@ -1,0 +1,169 @@
+"""Training a network: truncated BPTT over `batch_size` parallel streams whose hidden state is
+carried from window to window, validation after each epoch, plateau decay, early stopping, and a
+resumable checkpoint (checkpoints.py) that records the exact data position, weights, optimizer and
+stream states, so that a run killed at any moment continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from lmbench import names
+from lmbench.config import TrainerConfig
+from lmbench.data.batching import as_streams, n_windows
+from lmbench.data.types import CorpusData
+from lmbench.errors import TrainingDiverged
+from lmbench.models.neural import WEIGHTS_FILE, NeuralLM
+from lmbench.progress import progress_bar
+from lmbench.scoring import EvalResult, perplexity
+from lmbench.tracking import Tracker
+from lmbench.training import checkpoints
+from lmbench.training.checkpoints import TrainState
+from lmbench.training.result import FitResult
+from lmbench.training.steps import bptt_dataset, make_train_step, schedule_factor
+
+
+class NeuralLoop:
+    """One network's training from a `TrainState`. `validate(model, data, epoch, result)` scores
+    and logs the valid split; `evaluate(model, split)` scores without logging."""
+
+    def __init__(
+        self, model: NeuralLM, data: CorpusData, optimizer, cfg: TrainerConfig, tracker: Tracker,
+        checkpoint_dir: Path, validate: Callable[..., EvalResult], evaluate: Callable[..., EvalResult],
+    ):
+        self.model, self.data, self.optimizer, self.cfg, self.tracker = model, data, optimizer, cfg, tracker
+        self.last, self.best = Path(checkpoint_dir) / "last", Path(checkpoint_dir) / "best"
+        self.validate, self.evaluate = validate, evaluate
+        self.streams = as_streams(data.train.ids, cfg.batch_size, cfg.bptt)
+        self.per_epoch = n_windows(self.streams.shape[1], cfg.bptt)
+        total = self.per_epoch * cfg.max_epochs
+        self.total = min(total, cfg.max_steps) if cfg.max_steps is not None else total
+        self.per_step_lr = cfg.warmup_steps > 0 or cfg.lr_schedule == "cosine"
+
+    def run(self, state: TrainState, resumed: bool) -> FitResult:
+        """Train from `state` (after restoring checkpoints/last into the model when `resumed`)
+        until max_epochs, max_steps or early stopping; the model ends with its best weights."""
+        model, optimizer, cfg = self.model, self.optimizer, self.cfg
+        model.build_for_inference()
+        optimizer.build(model.trainable_variables)
+        self.step_fn = make_train_step(model, optimizer, cfg.jit_compile, cfg.l1, cfg.l2)
+        self.dataset = bptt_dataset(self.streams, cfg.bptt)
+        stream_states = model.initial_state(cfg.batch_size)
+        if resumed:
+            stream_states = checkpoints.restore(self.last, model, optimizer, stream_states)
+            optimizer.learning_rate.assign(state.learning_rate)
+        else:
+            state.learning_rate = float(optimizer.learning_rate)
+        result = FitResult(steps=state.global_step, train_seconds=state.train_seconds, train_tokens=state.train_tokens)
+        if state.best_valid_loss is not None:
+            result.best_valid = self._best_so_far()
+        while state.epoch <= cfg.max_epochs and not state.finished_training:
+            if state.step_in_epoch == 0:
+                stream_states = model.initial_state(cfg.batch_size)
+            stream_states = self._epoch(state, stream_states)
+            self._end_epoch(state, stream_states, result)
+        result.steps, result.epochs = state.global_step, min(state.epoch - 1, cfg.max_epochs)
+        result.train_seconds, result.train_tokens = state.train_seconds, state.train_tokens
+        if not result.history or result.history[-1] is not result.best_valid:
+            model.load_weights(self.best / WEIGHTS_FILE)  # test with the best weights
+        return result
+
+    def _epoch(self, state: TrainState, stream_states):
+        """The rest of epoch `state.epoch` (from its `step_in_epoch`-th window), or up to max_steps."""
+        cfg = self.cfg
+        n = min(self.per_epoch, self.total - state.global_step + state.step_in_epoch)
+        window_start = time.perf_counter()
+        with progress_bar(n, f"epoch {state.epoch}", "step", cfg.progress) as bar:
+            bar.update(state.step_in_epoch)
+            for x, y in self.dataset.skip(state.step_in_epoch).take(n - state.step_in_epoch):
+                stream_states = self._step(state, x, y, stream_states)
+                step = state.global_step
+                if step % self.tracker.log_every_n_steps == 0 or step == self.total:
+                    self._log_window(state, bar, time.perf_counter() - window_start)
+                    window_start = time.perf_counter()
+                if cfg.checkpoint_every_n_steps and step % cfg.checkpoint_every_n_steps == 0:
+                    self._save(state, stream_states)
+                bar.update(1)
+        return stream_states
+
+    def _step(self, state: TrainState, x, y, stream_states):
+        """One optimizer step on window (x, y); a NaN/Inf loss raises `TrainingDiverged`."""
+        step = state.global_step + 1
+        if self.per_step_lr:
+            self.optimizer.learning_rate.assign(state.learning_rate * schedule_factor(self.cfg, step, self.total))
+        t0 = time.perf_counter()
+        loss, stream_states = self.step_fn(x, y, stream_states)
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"training loss became {loss} at step {step} (epoch {state.epoch}); "
+                "lower optimizer.learning_rate or set trainer.clip_norm",
+                step=step,
+            )
+        tokens = int(np.prod(y.shape))
+        state.train_seconds += time.perf_counter() - t0
+        state.train_tokens += tokens
+        state.global_step, state.step_in_epoch = step, state.step_in_epoch + 1
+        state.window_loss += loss * tokens
+        state.window_tokens += tokens
+        return stream_states
+
+    def _log_window(self, state: TrainState, bar, seconds: float) -> None:
+        mean = state.window_loss / state.window_tokens
+        speed = state.window_tokens / max(seconds, 1e-9)
+        self.tracker.log_metrics(
+            {names.TRAIN_LOSS: mean, names.TRAIN_PPL: perplexity(mean), names.TRAIN_WINDOW_TOKENS_PER_SEC: speed,
+             names.TRAIN_LR_STEP: float(self.optimizer.learning_rate)},
+            step=state.global_step,
+        )
+        bar.set_postfix(loss=f"{mean:.3f}", ppl=f"{perplexity(mean):.1f}", tok_s=f"{speed:.0f}")
+        state.window_loss, state.window_tokens = 0.0, 0
+
+    def _end_epoch(self, state: TrainState, stream_states, result: FitResult) -> None:
+        """Validation, the best checkpoint, decay or stop, and the resumable checkpoint."""
+        epoch = state.epoch
+        self.tracker.log_metrics({names.TRAIN_LR: float(self.optimizer.learning_rate), names.TRAIN_EPOCH: epoch}, step=epoch)
+        valid = self.validate(self.model, self.data, epoch, result)
+        stop = self._after_validation(valid, state, result)
+        state.epoch, state.step_in_epoch = epoch + 1, 0
+        state.finished_training = stop or state.global_step >= self.total
+        self._save(state, stream_states)
+
+    def _after_validation(self, valid: EvalResult, state: TrainState, result: FitResult) -> bool:
+        """Best checkpoint, plateau decay, early stopping. True when training should stop."""
+        cfg = self.cfg
+        state.valid_losses.append(valid.loss)
+        if state.best_valid_loss is None or valid.loss < state.best_valid_loss - cfg.min_delta:
+            state.best_valid_loss = valid.loss
+            result.best_valid = valid
+            self.model.save(self.best)
+            state.stale_epochs = state.early_stop_count = 0
+            return False
+        state.stale_epochs += 1
+        state.early_stop_count += 1
+        if cfg.lr_schedule == "plateau" and state.stale_epochs > cfg.lr_decay_patience:
+            state.learning_rate /= cfg.lr_decay_factor
+            self.optimizer.learning_rate.assign(state.learning_rate)
+            state.stale_epochs = 0
+        if cfg.early_stopping_patience is not None and state.early_stop_count >= cfg.early_stopping_patience:
+            result.stopped_early = True
+            self.tracker.set_tags({names.STOPPED_EARLY_AT_EPOCH: str(state.epoch)})
+            return True
+        return False
+
+    def _save(self, state: TrainState, stream_states) -> None:
+        state.run_id = self.tracker.run_id
+        checkpoints.save(self.last, state, self.model, self.optimizer, stream_states)
+
+    def _best_so_far(self) -> EvalResult:
+        """After a resume: the best checkpoint's validation result, recomputed (not re-logged)."""
+        current = self.model.get_weights()
+        self.model.load_weights(self.best / WEIGHTS_FILE)
+        best = self.evaluate(self.model, self.data.valid)
+        self.model.set_weights(current)
+        return best

@@ -1,0 +1,75 @@
+"""The pieces of a neural training step: the optimizer, the BPTT windows, the compiled step, the
+learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+from hydra.utils import instantiate
+
+from lmbench.config import TrainerConfig
+from lmbench.errors import ConfigError
+from lmbench.models.neural import NeuralLM, token_nll
+
+SCHEDULES = ("constant", "plateau", "cosine")
+
+
+def build_optimizer(optimizer_cfg, clip_norm: float | None):
+    """The Keras optimizer named by the `optimizer` group, clipping by global norm if asked."""
+    overrides = {}
+    if isinstance(optimizer_cfg.get("learning_rate"), int):  # `learning_rate=35` on the command line
+        overrides["learning_rate"] = float(optimizer_cfg.learning_rate)
+    try:
+        return instantiate(optimizer_cfg, global_clipnorm=clip_norm, **overrides)
+    except Exception as ex:  # Keras raises TypeError/ValueError for bad arguments
+        raise ConfigError(f"optimizer config cannot be built: {ex}") from None
+
+
+def bptt_dataset(streams: np.ndarray, bptt: int) -> tf.data.Dataset:
+    """(inputs, targets) windows over [batch, L] streams; the last window may be shorter."""
+    data = tf.constant(streams)
+    length = streams.shape[1]
+
+    def window(start):
+        size = tf.minimum(tf.constant(bptt, tf.int64), length - 1 - start)
+        return data[:, start : start + size], data[:, start + 1 : start + 1 + size]
+
+    starts = tf.data.Dataset.range(0, length - 1, bptt)
+    return starts.map(window, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def make_train_step(model: NeuralLM, optimizer, jit_compile: bool, l1: float = 0.0, l2: float = 0.0):
+    """One compiled optimizer step on a window; returns the data loss (mean nats/token) and the
+    stream states to carry into the next window. L1/L2 apply to weight matrices only."""
+    penalised = [v for v in model.trainable_variables if len(v.shape) >= 2] if (l1 or l2) else []
+
+    # One trace per window shape (the full window, and the epoch's shorter last one): static shapes
+    # let recurrent layers unroll their loop (models/recurrent.py).
+    @tf.function(jit_compile=jit_compile)
+    def step(x, y, states):
+        with tf.GradientTape() as tape:
+            logits, states = model(x, states=states, training=True)
+            loss = tf.reduce_mean(token_nll(y, logits))
+            total = loss + tf.add_n(model.losses) if model.losses else loss
+            for v in penalised:
+                w = tf.cast(v, tf.float32)
+                total += l1 * tf.reduce_sum(tf.abs(w)) + l2 * tf.reduce_sum(tf.square(w))
+        grads = tape.gradient(total, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, states
+
+    return step
+
+
+def schedule_factor(cfg: TrainerConfig, step: int, total: int) -> float:
+    """Multiplier of the learning rate at optimizer step `step` (1-based) of `total`."""
+    factor = 1.0
+    if cfg.warmup_steps and step <= cfg.warmup_steps:
+        factor = step / cfg.warmup_steps
+    elif cfg.lr_schedule == "cosine":
+        span = max(total - cfg.warmup_steps, 1)
+        progress = min((step - cfg.warmup_steps) / span, 1.0)
+        factor = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
