@@ -5,6 +5,8 @@ raises `LmbenchError`. The CLI prints its message as one paragraph and exits non
 traceback; every other exception is a bug and keeps its traceback.
 """
 
+import sys
+
 
 class LmbenchError(Exception):
     """An error whose message tells the user what to fix."""
@@ -28,7 +30,5 @@ class TrainingDiverged(LmbenchError):
 
 def exit_with(prog: str, ex: BaseException) -> None:
     """The command-line tools' way out on a user error: one line on stderr, exit status 2."""
-    import sys
-
     print(f"{prog}: error: {ex}", file=sys.stderr, flush=True)
     sys.exit(2)

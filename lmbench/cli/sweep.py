@@ -31,6 +31,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lmbench import names, tracking
+from lmbench.cli.report import write_report
 
 SWEEP_FILE = "lmbench_sweep.json"  # in hydra.sweep.dir: the parent run the jobs nest under
 TAGGED_CHOICES = ("model", "experiment", "hparams_search")  # Hydra group choices recorded as tags
@@ -117,8 +118,6 @@ class SweepCallback(Callback):
             # The Optuna sweeper writes its best parameters and value here.
             if (folder / "optimization_results.yaml").exists():
                 tracking.log_artifacts(sweep.uri, sweep.parent_run_id, folder / "optimization_results.yaml")
-            from lmbench.cli.report import write_report
-
             table = write_report(sweep.uri, folder / "report", parent_run_id=sweep.parent_run_id)
             print(f"\n{table}\nReport (Markdown, CSV, plots): {folder / 'report'}", flush=True)
         finally:  # every job has finished, whether or not the report could be written

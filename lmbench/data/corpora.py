@@ -26,6 +26,7 @@ from typing import Any
 from lmbench.data.types import SPLITS
 from lmbench.errors import ConfigError, DataError
 from lmbench.paths import DATA_DIR_ENV
+from lmbench.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -128,19 +129,13 @@ def download(url: str, dest: Path, sha256: str | None, *, progress: bool = False
     try:
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as r:
-            size, received, bar = r.length, 0, None
-            if progress:
-                from tqdm import tqdm
-
-                bar = tqdm(total=size, unit="B", unit_scale=True, desc=dest.name, leave=False)
-            while chunk := r.read(CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-                if bar is not None:
+            size, received = r.length, 0
+            with progress_bar(size, dest.name, "B", enabled=progress) as bar:
+                while chunk := r.read(CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
-            if bar is not None:
-                bar.close()
         # read(n) returns short data instead of raising when the server hangs up early.
         if size is not None and received != size:
             raise ConnectionError(f"the transfer stopped after {received} of {size} bytes")

@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from hydra.utils import get_class
 
 from lmbench.models.base import ModelBase, Progress
 
@@ -188,8 +189,6 @@ class NeuralLM(ModelBase, keras.Model):
 
     @staticmethod
     def load(folder: str | Path) -> "NeuralLM":
-        from hydra.utils import get_class
-
         folder = Path(folder)
         config = json.loads((folder / CONFIG_FILE).read_text())
         model = built_in_float32(get_class(config.pop("class")), config)  # however it was trained

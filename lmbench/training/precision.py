@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import tensorflow as tf
+
 from lmbench.errors import ConfigError
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
@@ -21,8 +23,6 @@ CPU_BF16_FLAGS = re.compile(r"\b(avx512_bf16|amx_bf16)\b")
 
 def native_bfloat16() -> bool:
     """Whether the devices TensorFlow will train on compute bfloat16 natively."""
-    import tensorflow as tf
-
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         details = [tf.config.experimental.get_device_details(g) for g in gpus]
