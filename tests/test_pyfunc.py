@@ -44,3 +44,18 @@ def test_pyfunc_round_trip_gives_the_logged_test_perplexity(tmp_path, model):
     bundle = load_bundle(r.info.run_id, tracking_uri=cfg.tracking.uri, cache_dir=tmp_path / "cache")
     assert bundle.family == r.data.tags["lmbench.family"]
     assert bundle.score_text(test_text).ppl == pytest.approx(row["ppl"], rel=1e-9)
+
+
+def test_the_model_file_defines_its_class_without_mlflow_warnings():
+    """MLflow executes the model's code file when it logs and loads a model (models from code); its
+    class used to make MLflow warn, with raw ANSI codes, once per logged model that `predict` has no
+    type hints."""
+    import runpy
+    import warnings
+
+    import lmbench.artifacts.pyfunc as pyfunc
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runpy.run_path(pyfunc.__file__, run_name="executed_by_mlflow")
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []
