@@ -47,6 +47,9 @@ def eval_metric(name: str, figure: str) -> str:
 RUN_NAME = "mlflow.runName"
 PARENT_RUN_ID = "mlflow.parentRunId"
 GIT_COMMIT = "mlflow.source.git.commit"
+DESCRIPTION = "mlflow.note.content"  # a run's description, Markdown
+EXPERIMENT_KIND = "mlflow.experimentKind"  # an experiment tag: which page the MLflow UI opens it on
+MODEL_TRAINING = "custom_model_development"  # (the other kinds: genai_development, no_inferred_type)
 
 FAMILY = "lmbench.family"
 DATASET = "lmbench.dataset"

@@ -104,3 +104,18 @@ def test_report_shows_what_each_search_trial_tried_and_leaves_out_evaluation_run
     ]  # what differs between trials; the search name and the tracking store do not
     assert evaluation not in {r.run_id for r in c.rows}
     assert "| optimizer.learning_rate=12.0 model.dropout=0.1 |" in report.markdown(c)
+
+
+def test_settings_leave_out_the_presets_family_choice_and_hydras_plus(tmp_path):
+    """`lmbench experiment=quick` varies `+experiment/family=...`, which the family and model
+    columns show already; an added key (`+trainer.x=1`) is shown as a user would type it back."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("quick", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp, tags={"lmbench.role": "sweep"}).info.run_id
+    for family, ppl, seed in (("ngram", 141.2, 1), ("lstm", 415.7, 2)):
+        run_id = log_run(client, exp, parent, f"{family}-ptb", family, "word", ppl, 1.4)
+        client.set_tag(run_id, "lmbench.overrides", f"+experiment/family={family} ++seed={seed}")
+    c = report.compare(report.tracking.find_runs(uri, parent_run_id=parent))
+    assert [r.settings for r in c.rows] == ["seed=1", "seed=2"]
+    assert "experiment/family" not in report.markdown(c) and "+" not in "".join(r.settings for r in c.rows)

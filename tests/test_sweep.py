@@ -84,9 +84,13 @@ def test_four_parallel_jobs_all_arrive_under_one_parent(tmp_path):
 
     # The sweep ends with the comparison table, logged to the parent, and the UI command.
     assert "| run | family | model |" in proc.stdout
-    assert f"mlflow ui --backend-store-uri {store}" in proc.stdout
+    assert proc.stdout.count(f"mlflow ui --backend-store-uri {store}") == 1  # once, not after every job
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/comparison.md", "report/comparison.csv", "report/valid_ppl.png"} <= report
+    assert {"report/comparison.md", "report/comparison.csv", "report/valid_ppl.png", "report/comparison.json"} <= report
+    # The parent's page in the MLflow UI opens on the table; the experiment opens on its runs.
+    parent = client.get_run(parent.info.run_id)
+    assert "| run | family | model |" in parent.data.tags["mlflow.note.content"]
+    assert client.get_experiment_by_name("sweep").tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_optuna_search_records_each_trial_as_a_child_run(tmp_path):

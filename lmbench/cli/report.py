@@ -59,7 +59,7 @@ class Row:
             dataset=t.get(names.DATASET, "?"), valid_ppl=m.get(names.split_metric(names.BEST_VALID, names.PPL)),
             test_ppl=m.get(names.split_metric(names.TEST, names.PPL)), test_bpc=m.get(names.split_metric(names.TEST, names.BPC)), train_s=m.get(names.TRAIN_SECONDS),
             tokens_per_s=m.get(names.TRAIN_TOKENS_PER_SEC),
-            overrides=dict(o.split("=", 1) for o in t.get(names.OVERRIDES, "").split() if "=" in o),
+            overrides=dict(o.lstrip("+~").split("=", 1) for o in t.get(names.OVERRIDES, "").split() if "=" in o),
         )
 
 
@@ -119,10 +119,15 @@ def _budget_note(runs: list[tracking.RunRecord]) -> str | None:
     )
 
 
+# Override keys a table leaves out: tracking says nothing about the model, and a preset's family
+# choice (`+experiment/family=lstm`) is the table's family and model columns already.
+SILENT_OVERRIDES = ("tracking.", "hydra", "experiment/family")
+
+
 def _varying_overrides(rows: list[Row]) -> list[str]:
     """Override keys whose values differ between rows (what a sweep or a search varied), in the
-    order they first appear; the tracking keys say nothing about the model and are left out."""
-    keys = list(dict.fromkeys(k for row in rows for k in row.overrides if not k.startswith(("tracking.", "hydra"))))
+    order they first appear, without the `+`/`++` Hydra needs to add a key."""
+    keys = list(dict.fromkeys(k for row in rows for k in row.overrides if not k.startswith(SILENT_OVERRIDES)))
     return [k for k in keys if len({row.overrides.get(k) for row in rows}) > 1]
 
 
@@ -155,6 +160,11 @@ def write_csv(c: Comparison, path: Path) -> None:
         writer.writerow(["run_id", *(name for name, _ in COLUMNS)])
         for r in c.rows:
             writer.writerow([r.run_id, *("" if getattr(r, name) is None else getattr(r, name) for name, _ in COLUMNS)])
+
+
+def table_columns(c: Comparison) -> dict[str, list]:
+    """The table as columns (MLflow's table artifact: the UI's artifact view shows it as a grid)."""
+    return {name: [getattr(r, name) for r in c.rows] for name, _ in COLUMNS}
 
 
 def _label(r: Row) -> str:
@@ -236,8 +246,10 @@ def write_report(
     plot_history(uri, c.rows, names.split_metric(names.VALID, names.PPL), out / "valid_ppl.png", "epoch", "validation perplexity", log_y=True)
     plot_history(uri, c.rows, names.TRAIN_LOSS, out / "train_loss.png", "step", "training loss (nats/token)", log_y=False)
     plot_bpc(c.rows, out / "test_bpc.png")
-    if parent_run_id:
+    if parent_run_id:  # the parent's page in the MLflow UI opens on the table (its description)
         tracking.log_artifacts(uri, parent_run_id, out, "report")
+        tracking.describe_run(uri, parent_run_id, f"### Comparison of this sweep's runs\n\n{table}")
+        tracking.log_table(uri, parent_run_id, table_columns(c), "report/comparison.json")
     return table
 
 

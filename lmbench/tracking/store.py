@@ -72,11 +72,15 @@ def ensure_experiment(uri: str, name: str) -> str:
 
     Done explicitly (not via mlflow.set_experiment) because parallel jobs racing on a fresh store or
     on set_experiment lose runs (see ECOSYSTEM.md); a lost creation race is resolved by a re-read.
-    For a local sqlite store, artifacts go beside the database, not into the launch folder.
+    For a local sqlite store, artifacts go beside the database, not into the launch folder. The
+    experiment is marked as model training, so that the MLflow UI opens it on its runs rather than
+    on its GenAI overview of traces.
     """
     client = MlflowClient(tracking_uri=uri)
     existing = with_retry(client.get_experiment_by_name, name)
     if existing is not None:
+        if existing.tags.get(names.EXPERIMENT_KIND) is None:  # made by an older lmbench, or by hand
+            with_retry(client.set_experiment_tag, existing.experiment_id, names.EXPERIMENT_KIND, names.MODEL_TRAINING)
         return existing.experiment_id
     location = None
     db = _sqlite_path(uri)
@@ -84,7 +88,9 @@ def ensure_experiment(uri: str, name: str) -> str:
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         location = (db.parent / "mlruns" / safe).resolve().as_uri()
     try:
-        return with_retry(client.create_experiment, name, artifact_location=location)
+        return with_retry(
+            client.create_experiment, name, artifact_location=location, tags={names.EXPERIMENT_KIND: names.MODEL_TRAINING}
+        )
     except MlflowException:
         existing = client.get_experiment_by_name(name)
         if existing is None:
@@ -139,3 +145,13 @@ def log_artifacts(uri: str, run_id: str, path: Path, artifact_path: str | None =
         client.log_artifacts(run_id, str(path), artifact_path=artifact_path)
     else:
         client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+
+def describe_run(uri: str, run_id: str, markdown: str) -> None:
+    """Set a run's description (Markdown, shown on its page in the MLflow UI)."""
+    with_retry(MlflowClient(tracking_uri=uri).set_tag, run_id, names.DESCRIPTION, markdown)
+
+
+def log_table(uri: str, run_id: str, columns: dict[str, list], artifact_file: str) -> None:
+    """Log `columns` (name -> values, all of one length) as an MLflow table artifact of a run."""
+    with_retry(MlflowClient(tracking_uri=uri).log_table, run_id, data=columns, artifact_file=artifact_file)

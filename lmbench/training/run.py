@@ -98,7 +98,7 @@ def run(
         tracker.finish("FAILED", f"{type(ex).__name__}: {ex}")
         raise
     tracker.finish("FINISHED")
-    print_outcome(plan, built.model, fit, summary, tracker)
+    print_outcome(plan, built.model, fit, summary, tracker, ui_hint=parent_run_id is None)
     return summary
 
 
@@ -284,7 +284,10 @@ def log_corpus(cfg: DictConfig, data: CorpusData, source: finetune.Source | None
     )
 
 
-def print_outcome(plan: Plan, model: LanguageModel, fit: FitResult, summary: dict[str, float], tracker: Tracker) -> None:
+def print_outcome(
+    plan: Plan, model: LanguageModel, fit: FitResult, summary: dict[str, float], tracker: Tracker, ui_hint: bool
+) -> None:
+    """One line of figures; and how to open the MLflow UI, unless a sweep says it once at its end."""
     trained = f"{fit.epochs} epoch(s), {fit.steps} step(s)" if fit.steps else "counted"
     print(
         f"{run_name_prefix(plan.cfg, model)}: {trained}, {fit.train_seconds:.1f} s train, "
@@ -293,5 +296,5 @@ def print_outcome(plan: Plan, model: LanguageModel, fit: FitResult, summary: dic
         f"bpc {summary[names.split_metric(names.TEST, names.BPC)]:.4f}",
         flush=True,
     )
-    if tracker.enabled:
+    if tracker.enabled and ui_hint:
         print(f"Open the MLflow UI with: {tracker.ui_command}", flush=True)
