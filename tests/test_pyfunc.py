@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import mlflow
+import pandas as pd
 import pytest
 from test_families import TINY, compose_tiny
 from test_training import only_run
@@ -39,11 +40,28 @@ def test_pyfunc_round_trip_gives_the_logged_test_perplexity(tmp_path, model):
     assert row["n_oov"] == 0 and len(row["log_probs"]) == row["n_tokens"]
     assert math.exp(-sum(row["log_probs"]) / row["n_tokens"]) == pytest.approx(row["ppl"], rel=1e-9)
     assert out.iloc[1]["tokens"] == ["the", "cat", "sat", "on", "the", "mat", "<eos>"]
+    # The model's signature says what it takes; a one-column DataFrame of texts works as well.
+    assert loaded.metadata.signature.inputs.to_dict() == [{"type": "string", "required": True}]
+    frame = loaded.predict(pd.DataFrame({"text": [test_text]}))
+    assert frame.iloc[0]["ppl"] == pytest.approx(row["ppl"], rel=1e-12)
 
     # The native bundle loads by run id too, with the run's tokenizer and vocabulary.
     bundle = load_bundle(r.info.run_id, tracking_uri=cfg.tracking.uri, cache_dir=tmp_path / "cache")
     assert bundle.family == r.data.tags["lmbench.family"]
     assert bundle.score_text(test_text).ppl == pytest.approx(row["ppl"], rel=1e-9)
+
+
+def test_logging_a_model_prints_no_mlflow_warning(tmp_path, caplog):
+    """Neither MLflow's 'Add type hints' UserWarning nor its 'Failed to infer model signature' log
+    line, which came with every logged model."""
+    import warnings
+
+    cfg = compose_tiny(tmp_path, "ngram", *FAMILIES["ngram"])
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING", logger="mlflow"):
+        warnings.simplefilter("always")
+        run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    assert not [str(w.message) for w in caught if "mlflow" in w.filename]
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("mlflow")]
 
 
 def test_the_model_file_defines_its_class_without_mlflow_warnings():

@@ -1,7 +1,7 @@
 """Every lmbench model as an MLflow `pyfunc` model.
 
     model = mlflow.pyfunc.load_model("runs:/<run id>/model")
-    model.predict(["some text", "more text"])       # or a DataFrame with a "text" column
+    model.predict(["some text", "more text"])       # or a one-column DataFrame of texts
 
 returns one row per text: `n_tokens`, `n_oov`, `oov_rate`, `nats`, `loss` (nats/token), `ppl`,
 `bpc`, and the per-token `tokens` and `log_probs` (natural log). Each text is scored as a document
@@ -34,10 +34,10 @@ class LmbenchPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.bundle = load_bundle(context.artifacts[PYFUNC_ARTIFACT])
 
-    # The DataFrame hint is one MLflow infers no schema from: it neither validates nor coerces the
-    # input, so the plain forms accepted here (a str, a list, a dict, a DataFrame) keep working, and
-    # MLflow does not warn, at every logged model, that `predict` has no type hints.
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    # The hint gives the logged model its signature (input: a list of strings); MLflow checks the
+    # input against it and turns a one-column DataFrame into that list. Without a hint MLflow warns
+    # at every logged model; a DataFrame hint instead makes it log that no signature can be inferred.
+    def predict(self, context, model_input: list[str], params=None) -> pd.DataFrame:
         rows = []
         for text in _texts(model_input):
             s = self.bundle.score_text(text)
