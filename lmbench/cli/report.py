@@ -141,16 +141,28 @@ def _params(n: float | None) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
 
 
-def markdown(c: Comparison) -> str:
-    lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * 7 + "---:|" * 5]
+# How each column is shown in Markdown; the numeric ones are right-aligned.
+CELLS = {
+    "params": _params, "valid_ppl": lambda v: _fmt(v, ".2f"), "test_ppl": lambda v: _fmt(v, ".2f"),
+    "test_bpc": lambda v: _fmt(v, ".4f"), "train_s": lambda v: _fmt(v, ".1f"), "tokens_per_s": lambda v: _fmt(v, ",.0f"),
+}
+NUMERIC = ("valid_ppl", "test_ppl", "test_bpc", "train_s", "tokens_per_s")
+# The parent run's description in the MLflow UI: the figures that rank runs, narrow enough to read.
+DESCRIPTION_COLUMNS = ("run", "family", "model", "settings", "valid_ppl", "test_ppl", "test_bpc", "train_s")
+
+
+def markdown(c: Comparison, columns: tuple[str, ...] = tuple(name for name, _ in COLUMNS)) -> str:
+    """The table (a column of settings only when a run has some), then the notes."""
+    headers = dict(COLUMNS)
+    shown = [k for k in columns if k != "settings" or any(r.settings for r in c.rows)]
+    lines = [
+        "| " + " | ".join(headers[k] for k in shown) + " |",
+        "|" + "".join("---:|" if k in NUMERIC else "---|" for k in shown),
+    ]
     for r in c.rows:
-        cells = [
-            r.run, r.family, r.model, r.settings, _params(r.params), r.tokenizer, r.dataset, _fmt(r.valid_ppl, ".2f"),
-            _fmt(r.test_ppl, ".2f"), _fmt(r.test_bpc, ".4f"), _fmt(r.train_s, ".1f"), _fmt(r.tokens_per_s, ",.0f"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(CELLS.get(k, str)(getattr(r, k)) for k in shown) + " |")
     if not c.rows:
-        lines.append("| (no finished runs) |" + " |" * (len(COLUMNS) - 1))
+        lines.append("| (no finished runs) |" + " |" * (len(shown) - 1))
     return "\n".join(lines + [""] + [f"> {note}" for note in c.notes])
 
 
@@ -248,7 +260,7 @@ def write_report(
     plot_bpc(c.rows, out / "test_bpc.png")
     if parent_run_id:  # the parent's page in the MLflow UI opens on the table (its description)
         tracking.log_artifacts(uri, parent_run_id, out, "report")
-        tracking.describe_run(uri, parent_run_id, f"### Comparison of this sweep's runs\n\n{table}")
+        tracking.describe_run(uri, parent_run_id, f"### This sweep's runs\n\n{markdown(c, DESCRIPTION_COLUMNS)}")
         tracking.log_table(uri, parent_run_id, table_columns(c), "report/comparison.json")
     return table
 

@@ -122,11 +122,9 @@ class SweepCallback(Callback):
             print(f"\n{table}\nReport (Markdown, CSV, plots): {folder / 'report'}", flush=True)
         finally:  # every job has finished, whether or not the report could be written
             tracking.end_run(sweep.uri, sweep.parent_run_id, "FINISHED")
-        print(
-            f"Sweep {sweep.parent_run_id} done. Compare its runs in the MLflow UI:\n"
-            f"  {tracking.ui_command(sweep.uri)}",
-            flush=True,
-        )
+        experiment_id = tracking.get_run(sweep.uri, sweep.parent_run_id).experiment_id
+        hint = tracking.ui_hint(sweep.uri, experiment_id, sweep.parent_run_id)
+        print(f"Sweep {sweep.parent_run_id} done. Compare its runs in the MLflow UI:\n  {hint}", flush=True)
 
     def _abandon(self) -> None:
         """At exit of a sweep that did not reach on_multirun_end: end the parent run FAILED."""

@@ -14,7 +14,7 @@ from typing import Any, Callable, TypeVar
 import mlflow
 from mlflow import MlflowClient
 
-from lmbench.tracking.store import ensure_experiment, ui_command, with_retry
+from lmbench.tracking.store import ensure_experiment, ui_hint, with_retry
 from lmbench import names
 
 T = TypeVar("T")
@@ -48,6 +48,8 @@ class Tracker:
         self.experiment = experiment
         self.log_every_n_steps = max(1, int(log_every_n_steps))
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        self.last_run_id: str | None = None  # the run this tracker logged to, also after finish
         self._logged_upto: dict[str, int] = {}  # after a resume: last step already in the store
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -58,9 +60,9 @@ class Tracker:
         if not self.enabled:
             return
         mlflow.set_tracking_uri(self.uri)
-        experiment_id = ensure_experiment(self.uri, self.experiment)
-        run = with_retry(mlflow.start_run, experiment_id=experiment_id, parent_run_id=parent_run_id)
-        self.run_id = run.info.run_id
+        self.experiment_id = ensure_experiment(self.uri, self.experiment)
+        run = with_retry(mlflow.start_run, experiment_id=self.experiment_id, parent_run_id=parent_run_id)
+        self.run_id = self.last_run_id = run.info.run_id
         with_retry(mlflow.set_tags, {**tags, names.RUN_NAME: f"{run_name_prefix}-{self.run_id[:8]}"})
         # MLflow takes at most 100 params per request; log_params batches, values are strings.
         with_retry(mlflow.log_params, {k: ("null" if v is None else v) for k, v in params.items()})
@@ -76,11 +78,12 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         client = MlflowClient(tracking_uri=self.uri)
         run = client.get_run(run_id)  # MlflowException if the store does not have it
+        self.experiment_id = run.info.experiment_id
         self._logged_upto = {
             key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics
         }
         with_retry(mlflow.start_run, run_id=run_id)
-        self.run_id = run_id
+        self.run_id = self.last_run_id = run_id
         with_retry(mlflow.set_tag, names.RESUMED_AT_STEP, str(resumed_at_step))
 
     def finish(self, status: str = "FINISHED", reason: str | None = None, step: int | None = None) -> None:
@@ -123,6 +126,6 @@ class Tracker:
         write; nothing when the run is not active. For what MLflow logs itself (a pyfunc model)."""
         return with_retry(log_call, *args, **kwargs) if self.active else None
 
-    @property
-    def ui_command(self) -> str:
-        return ui_command(self.uri)
+    def ui_hint(self) -> str:
+        """How to open this run (started, finished or not) in the MLflow UI."""
+        return ui_hint(self.uri, self.experiment_id, self.last_run_id)

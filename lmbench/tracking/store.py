@@ -67,6 +67,21 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
+def ui_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The page of a run (or an experiment) in the MLflow UI: at the tracking server itself for an
+    http(s) store, else where `mlflow ui` serves by default. `workflowType=machine_learning` opens
+    MLflow 3's model-training view (runs and metric charts) instead of its GenAI overview."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{base}/{page}?workflowType=machine_learning"
+
+
+def ui_hint(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """How to look at a run in the MLflow UI: the command that serves a local store, and the page."""
+    url = ui_url(uri, experiment_id, run_id)
+    return f"open {url}" if uri.startswith(("http://", "https://")) else f"{ui_command(uri)}\n  then open {url}"
+
+
 def ensure_experiment(uri: str, name: str) -> str:
     """Create the store's schema and the experiment if needed; return the experiment id.
 

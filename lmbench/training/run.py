@@ -297,4 +297,4 @@ def print_outcome(
         flush=True,
     )
     if tracker.enabled and ui_hint:
-        print(f"Open the MLflow UI with: {tracker.ui_command}", flush=True)
+        print(f"Open the MLflow UI with: {tracker.ui_hint()}", flush=True)
