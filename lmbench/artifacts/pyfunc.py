@@ -37,7 +37,9 @@ class LmbenchPyfunc(mlflow.pyfunc.PythonModel):
     # The hint gives the logged model its signature (input: a list of strings); MLflow checks the
     # input against it and turns a one-column DataFrame into that list. Without a hint MLflow warns
     # at every logged model; a DataFrame hint instead makes it log that no signature can be inferred.
-    def predict(self, context, model_input: list[str], params=None) -> pd.DataFrame:
+    # The output, a DataFrame with one row per text, is not hinted: for a DataFrame or Any hint
+    # MLflow says at every logged model that it infers no output schema.
+    def predict(self, context, model_input: list[str], params=None):
         rows = []
         for text in _texts(model_input):
             s = self.bundle.score_text(text)

@@ -20,6 +20,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 log = logging.getLogger(__name__)
+# "Creating initial MLflow database tables... / Updating database tables" at every fresh store, once
+# per job of a sweep: nothing a user must read.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 DEFAULT_DB = "mlflow.db"
 # MLflow draws a progress bar for every artifact copy (each model logged or loaded): noise on a

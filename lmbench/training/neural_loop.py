@@ -78,7 +78,9 @@ class NeuralLoop:
         cfg = self.cfg
         n = min(self.per_epoch, self.total - state.global_step + state.step_in_epoch)
         window_start = time.perf_counter()
-        with progress_bar(n, f"epoch {state.epoch}", "step", cfg.progress) as bar:
+        # A run that max_steps stops inside an epoch says how much of the epoch it trains.
+        what = f"epoch {state.epoch}" if n == self.per_epoch else f"{n / self.per_epoch:.0%} of epoch {state.epoch}"
+        with progress_bar(n, what, "step", cfg.progress) as bar:
             bar.update(state.step_in_epoch)
             for x, y in self.dataset.skip(state.step_in_epoch).take(n - state.step_in_epoch):
                 stream_states = self._step(state, x, y, stream_states)
