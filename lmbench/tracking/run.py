@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 
 from lmbench.tracking.store import ensure_experiment, ui_hint, with_retry
 from lmbench import names
+from lmbench.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -46,7 +47,9 @@ class Tracker:
         self.enabled = enabled
         self.uri = uri
         self.experiment = experiment
-        self.log_every_n_steps = max(1, int(log_every_n_steps))
+        if int(log_every_n_steps) < 1:
+            raise ConfigError(f"tracking.log_every_n_steps must be >= 1, got {log_every_n_steps}")
+        self.log_every_n_steps = int(log_every_n_steps)
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self.last_run_id: str | None = None  # the run this tracker logged to, also after finish

@@ -56,6 +56,13 @@ class Trainer:
             raise ConfigError("trainer.warmup_steps must be >= 0, min_lr_ratio in [0, 1], lr_decay_factor > 0")
         if cfg.l1 < 0 or cfg.l2 < 0:
             raise ConfigError("trainer.l1 and trainer.l2 must be >= 0")
+        if cfg.min_delta < 0 or cfg.lr_decay_patience < 0:
+            raise ConfigError(
+                f"trainer.min_delta and trainer.lr_decay_patience must be >= 0, got {cfg.min_delta} and "
+                f"{cfg.lr_decay_patience}"
+            )
+        if cfg.batch_size < 1 or cfg.bptt < 1:
+            raise ConfigError(f"trainer.batch_size and trainer.bptt must be >= 1, got {cfg.batch_size} and {cfg.bptt}")
         if isinstance(model, NeuralLM):
             as_streams(data.train.ids, cfg.batch_size, cfg.bptt)
             if model.context is not None and cfg.bptt > model.context:  # attention models

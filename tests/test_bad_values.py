@@ -1,0 +1,45 @@
+"""Every numeric config value is range-checked before any work: a bad one is a ConfigError naming
+the key and its range, and no MLflow run (nor experiment) is created."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+from test_training import tiny_cfg
+
+from lmbench.errors import ConfigError
+from lmbench.training.run import run
+
+CASES = [
+    # the optimizer: Keras itself trains with a negative learning rate and reports a figure
+    (("optimizer.learning_rate=-0.1",), r"optimizer.learning_rate must be a finite number in \(0.0, inf\)"),
+    (("optimizer.learning_rate=0",), r"optimizer.learning_rate must be"),
+    (("optimizer.learning_rate=nan",), r"optimizer.learning_rate must be"),
+    (("optimizer=sgd", "optimizer.momentum=1.5"), r"optimizer.momentum must be a finite number in \[0.0, 1.0\)"),
+    (("optimizer=adam", "optimizer.beta_2=1.0"), r"optimizer.beta_2 must be"),
+    (("optimizer=adam", "optimizer.epsilon=0"), r"optimizer.epsilon must be"),
+    (("optimizer=adamw", "optimizer.weight_decay=-0.01"), r"optimizer.weight_decay must be"),
+    # the trainer
+    (("trainer.clip_norm=0",), r"trainer.clip_norm must be > 0"),
+    (("trainer.clip_norm=-1",), r"trainer.clip_norm must be > 0"),
+    (("trainer.batch_size=0",), r"trainer.batch_size"),
+    (("trainer.bptt=-3",), r"trainer.bptt"),
+    (("trainer.min_delta=-0.5",), r"trainer.min_delta"),
+    (("trainer.lr_decay_patience=-1",), r"trainer.lr_decay_patience"),
+    (("trainer.max_epochs=0",), r"trainer.max_epochs must be >= 1"),
+    (("trainer.eval_batch_size=0",), r"trainer.eval_batch_size must be >= 1"),
+    (("trainer.warmup_steps=-1",), r"trainer.warmup_steps must be >= 0"),
+    (("trainer.min_lr_ratio=1.5",), r"min_lr_ratio in \[0, 1\]"),
+    # tracking, the model
+    (("tracking.log_every_n_steps=0",), r"tracking.log_every_n_steps must be >= 1"),
+    (("model.dropout=1.0",), r"model.dropout must be in \[0, 1\)"),
+    (("model.hidden_size=0",), r"must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", CASES, ids=[" ".join(o) for o, _ in CASES])
+def test_an_out_of_range_value_stops_the_run_before_mlflow_sees_it(tmp_path, overrides, message):
+    cfg = tiny_cfg(tmp_path, "tracking.experiment=refused", *overrides)
+    with pytest.raises(ConfigError, match=message):
+        run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    assert MlflowClient(tracking_uri=cfg.tracking.uri).get_experiment_by_name("refused") is None
