@@ -43,3 +43,28 @@ def test_an_out_of_range_value_stops_the_run_before_mlflow_sees_it(tmp_path, ove
     with pytest.raises(ConfigError, match=message):
         run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
     assert MlflowClient(tracking_uri=cfg.tracking.uri).get_experiment_by_name("refused") is None
+
+
+URIS = [
+    ("foo://bar", "unknown scheme 'foo'"),
+    ("sqllite:///mlflow.db", "unknown scheme 'sqllite'"),
+    ("sqlite://mlflow.db", "three slashes"),
+    ("sqlite:///no/such/folder/mlflow.db", "does not exist"),
+    ("http:///api", "names no host"),
+]
+
+
+@pytest.mark.parametrize("uri,message", URIS, ids=[u for u, _ in URIS])
+def test_a_tracking_uri_mlflow_cannot_use_is_refused_before_any_work(tmp_path, monkeypatch, uri, message):
+    monkeypatch.chdir(tmp_path)  # relative sqlite paths are relative to the launch folder
+    cfg = tiny_cfg(tmp_path, f"tracking.uri={uri}")
+    with pytest.raises(ConfigError, match=f"tracking.uri=.*{message}"):
+        run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("*.db"))
+
+
+def test_the_environments_tracking_uri_is_checked_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgress://localhost/db")
+    cfg = tiny_cfg(tmp_path, "tracking.uri=null")
+    with pytest.raises(ConfigError, match=r"\$MLFLOW_TRACKING_URI=.*unknown scheme 'postgress'"):
+        run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)

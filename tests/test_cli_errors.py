@@ -88,3 +88,12 @@ def test_batch_size_larger_than_the_streams_allow(tmp_path):
 
 def test_conf_dir_ships_with_the_package():
     assert (CONF_DIR / "config.yaml").is_file()
+
+
+def test_a_sweep_with_an_unusable_tracking_uri_stops_before_its_jobs(tmp_path):
+    """Hydra turns an exception in a callback into a warning and runs the jobs anyway; the sweep
+    callback stops the sweep with the one paragraph instead."""
+    proc = lmbench(tmp_path, "-m", "model=ngram", "tracking.uri=foo://x", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert proc.returncode == 2
+    assert_clean_error(proc, "lmbench: error: tracking.uri='foo://x' has the unknown scheme 'foo'")
+    assert "Launching" not in proc.stdout + proc.stderr and "UserWarning" not in proc.stderr

@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 
 from lmbench import names, tracking
 from lmbench.cli.report import write_report
+from lmbench.errors import LmbenchError, exit_with
 
 SWEEP_FILE = "lmbench_sweep.json"  # in hydra.sweep.dir: the parent run the jobs nest under
 TAGGED_CHOICES = ("model", "experiment", "hparams_search")  # Hydra group choices recorded as tags
@@ -84,7 +85,10 @@ class SweepCallback(Callback):
         if not config.tracking.enabled:
             return
         # The jobs resolve the store the same way (training/run.py): the launch folder is the cwd.
-        uri = tracking.resolve_uri(config.tracking.uri, Path.cwd())
+        try:
+            uri = tracking.resolve_uri(config.tracking.uri, Path.cwd())
+        except LmbenchError as ex:  # Hydra would turn an exception here into a warning and go on
+            exit_with("lmbench", ex)
         choices = config.hydra.runtime.choices
         label = choices.get("experiment") or choices.get("hparams_search") or "sweep"
         overrides = " ".join(config.hydra.overrides.task)

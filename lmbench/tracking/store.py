@@ -19,6 +19,8 @@ from typing import Any, Callable, TypeVar
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from lmbench.errors import ConfigError
+
 log = logging.getLogger(__name__)
 # "Creating initial MLflow database tables... / Updating database tables" at every fresh store, once
 # per job of a sweep: nothing a user must read.
@@ -58,8 +60,40 @@ def resolve_uri(configured: str | None, launch_dir: Path) -> str:
     that every process of a sweep writes to the same store wherever it runs)."""
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
+        check_uri(uri, "tracking.uri" if configured else "$MLFLOW_TRACKING_URI")
         return uri
     return f"sqlite:///{(launch_dir / DEFAULT_DB).resolve()}"
+
+
+# The store schemes MLflow's tracking client knows (SQLAlchemy databases take a +driver suffix).
+SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks", "databricks-uc")
+EXAMPLES = (
+    "sqlite:///mlflow.db (a file here), sqlite:////abs/path/mlflow.db, http://127.0.0.1:5000 (an mlflow "
+    "server), postgresql+psycopg2://user@host/db"
+)
+
+
+def check_uri(uri: str, where: str) -> None:
+    """Refuse, in one paragraph, a tracking URI MLflow would fail on later (often after minutes of
+    training, or with a traceback): an unknown scheme, a sqlite URI without its third slash, a
+    sqlite file in a folder that does not exist, an http(s) URI without a host."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:  # a plain path: MLflow's file store
+        return
+    base = scheme.split("+", 1)[0].lower()
+    if base not in SCHEMES:
+        raise ConfigError(f"{where}={uri!r} has the unknown scheme {scheme!r}; MLflow stores are e.g. {EXAMPLES}")
+    if base == "sqlite":
+        if not rest.startswith("/") or rest == "/":
+            raise ConfigError(
+                f"{where}={uri!r} names no sqlite file: a sqlite URI has three slashes before a relative path "
+                "(sqlite:///mlflow.db) and four before an absolute one (sqlite:////abs/path/mlflow.db)"
+            )
+        folder = Path(rest[1:]).expanduser().parent
+        if not folder.is_dir():
+            raise ConfigError(f"{where}={uri!r}: the folder {folder} does not exist; create it or name another file")
+    if base in ("http", "https") and not rest.split("/", 1)[0]:
+        raise ConfigError(f"{where}={uri!r} names no host; e.g. http://127.0.0.1:5000")
 
 
 def _sqlite_path(uri: str) -> Path | None:
