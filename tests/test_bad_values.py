@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 from test_training import tiny_cfg
 
-from lmbench.errors import ConfigError
+from lmbench.errors import ConfigError, DataError
 from lmbench.training.run import run
 
 CASES = [
@@ -68,3 +68,26 @@ def test_the_environments_tracking_uri_is_checked_too(tmp_path, monkeypatch):
     cfg = tiny_cfg(tmp_path, "tracking.uri=null")
     with pytest.raises(ConfigError, match=r"\$MLFLOW_TRACKING_URI=.*unknown scheme 'postgress'"):
         run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+
+
+def test_a_run_folder_that_fills_up_fails_the_run_in_one_paragraph_and_keeps_what_was_logged(tmp_path):
+    """A real full disk: a 1 MiB tmpfs with 64 KiB left holds the run folder, the store does not.
+    The first checkpoint cannot be written: DataError, the run FAILED, its first steps kept."""
+    import os
+    import subprocess
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)]).returncode:
+        pytest.skip("needs root, to mount a small tmpfs")
+    try:
+        (small / "filler").write_bytes(b"\0" * (1024 * 1024 - 64 * 1024))
+        cfg = tiny_cfg(tmp_path, "trainer.max_steps=10", "trainer.checkpoint_every_n_steps=5", "tracking.log_every_n_steps=1")
+        with pytest.raises(DataError, match=r"cannot write .*small.*\(No space left on device\)"):
+            run(cfg, output_dir=small / "out", launch_dir=tmp_path)
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    [r] = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert r.info.status == "FAILED" and "No space left on device" in r.data.tags["lmbench.error"]
+    assert [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")] == [1, 2, 3, 4, 5]

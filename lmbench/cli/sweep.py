@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from omegaconf import DictConfig
 
 from lmbench import names, tracking
 from lmbench.cli.report import write_report
-from lmbench.errors import LmbenchError, exit_with
+from lmbench.errors import DataError, LmbenchError, exit_with
 
 SWEEP_FILE = "lmbench_sweep.json"  # in hydra.sweep.dir: the parent run the jobs nest under
 TAGGED_CHOICES = ("model", "experiment", "hparams_search")  # Hydra group choices recorded as tags
@@ -77,11 +78,32 @@ def job_tags(hydra_cfg: DictConfig) -> tuple[str | None, dict[str, str]]:
     return sweep.parent_run_id, tags
 
 
+def check_folder(key: str, folder: str) -> None:
+    """Hydra creates the run (or sweep) folder and fails with a traceback if it cannot; this says it
+    in one paragraph first."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as ex:
+        exit_with("lmbench", DataError(
+            f"{key}={folder} cannot be created ({ex.strerror}: {ex.filename}); name a folder that can be"
+        ))
+    if not os.access(path, os.W_OK):
+        exit_with("lmbench", DataError(f"{key}={folder} is not writable; name a folder that is"))
+
+
 class SweepCallback(Callback):
+    """A sweep's parent run and report (above); and, for a single run too, a run folder that
+    cannot be created is one paragraph, not Hydra's traceback."""
+
     def __init__(self) -> None:
         self._sweep: Sweep | None = None
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_folder("hydra.run.dir", config.hydra.run.dir)
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_folder("hydra.sweep.dir", config.hydra.sweep.dir)
         if not config.tracking.enabled:
             return
         # The jobs resolve the store the same way (training/run.py): the launch folder is the cwd.

@@ -15,6 +15,7 @@ reason as a tag.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import platform
@@ -36,7 +37,7 @@ from lmbench.artifacts.pyfunc import log_bundle
 from lmbench.config import check_target, to_yaml
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.types import CorpusData
-from lmbench.errors import ConfigError, TrainingDiverged
+from lmbench.errors import ConfigError, DataError, TrainingDiverged
 from lmbench.models.base import LanguageModel, family_of
 from lmbench.models.neural import NeuralLM
 from lmbench.paths import default_cache_dir
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 # Passed by lmbench to every model builder; `vocab` (the Vocabulary) and `loader` (of other runs'
 # bundles) only to builders that take them.
 MODEL_SUPPLIED = ("vocab_size", "eos_id", "vocab", "loader")
+# A file of the run that cannot be written (a full disk, a read-only or vanished folder) is the
+# user's to fix, not a bug: one paragraph, the run FAILED with what it logged.
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.ENOTDIR, errno.ENOENT)
 
 
 @dataclass
@@ -94,6 +98,16 @@ def run(
     except KeyboardInterrupt:
         tracker.finish("KILLED", "interrupted by the user")  # the CLI says how to continue
         raise
+    except OSError as ex:
+        if ex.errno not in WRITE_ERRORS:
+            tracker.finish("FAILED", f"{type(ex).__name__}: {ex}")
+            raise
+        message = (
+            f"cannot write {ex.filename or f'into the run folder {output_dir}'} ({ex.strerror}); free space or choose another "
+            f"folder (hydra.run.dir). The MLflow run keeps what it logged before"
+        )
+        tracker.finish("FAILED", message)
+        raise DataError(message) from None
     except BaseException as ex:
         tracker.finish("FAILED", f"{type(ex).__name__}: {ex}")
         raise
