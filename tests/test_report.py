@@ -62,7 +62,7 @@ def test_report_of_a_sweep_ranks_its_runs_and_logs_to_the_parent(sweep, tmp_path
     assert float(rows[1]["tokens_per_s"]) == 2500.0  # the overall rate, not the last per-step one
     assert rows[0]["model"] == "transformer_small" and float(rows[0]["params"]) == 4_651_600
 
-    for png in ("valid_ppl.png", "train_loss.png", "test_bpc.png"):
+    for png in ("valid_ppl.png", "train_loss.png", "test_bpc.png", "bpc_vs_params.png", "bpc_vs_train_time.png"):
         assert (out / png).read_bytes()[:8] == PNG_MAGIC
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert {f"report/{name}" for name in ("comparison.md", "comparison.csv", "valid_ppl.png",
@@ -119,3 +119,13 @@ def test_settings_leave_out_the_presets_family_choice_and_hydras_plus(tmp_path):
     c = report.compare(report.tracking.find_runs(uri, parent_run_id=parent))
     assert [r.settings for r in c.rows] == ["seed=1", "seed=2"]
     assert "experiment/family" not in report.markdown(c) and "+" not in "".join(r.settings for r in c.rows)
+
+
+def test_every_plot_gives_a_run_the_same_colour():
+    from lmbench.cli import plots
+
+    rows = [report.Row(f"id{i}", f"run{i}", "lstm", "lstm", 1e6, "word", "ptb", 100.0, 90.0, 1.4, 10.0, 1e3, {})
+            for i in range(12)]
+    c = plots.colours(rows)
+    assert len(set(c.values())) == 12  # twelve runs, twelve colours
+    assert plots.colours(rows) == c

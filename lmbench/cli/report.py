@@ -179,51 +179,6 @@ def table_columns(c: Comparison) -> dict[str, list]:
     return {name: [getattr(r, name) for r in c.rows] for name, _ in COLUMNS}
 
 
-def _label(r: Row) -> str:
-    return f"{r.run} ({r.tokenizer})"
-
-
-def plot_history(uri: str, rows: list[Row], key: str, path: Path, xlabel: str, ylabel: str, log_y: bool) -> None:
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator, ScalarFormatter
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for r in rows:
-        history = tracking.metric_history(uri, r.run_id, key)
-        if history:
-            steps, values = zip(*history)
-            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, label=_label(r))
-    if log_y:
-        ax.set_yscale("log")
-        for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-            axis_formatter(ScalarFormatter())  # 150, not 1.5 x 10^2
-    ax.set_xlim(left=0)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are whole numbers
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{key} per {xlabel}")
-    ax.grid(True, alpha=0.3)
-    if ax.has_data():
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_bpc(rows: list[Row], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    scored = sorted((r for r in rows if r.test_bpc is not None), key=lambda r: r.test_bpc)
-    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.4 * max(1, len(scored))))
-    ax.barh([_label(r) for r in scored], [r.test_bpc for r in scored])
-    for i, r in enumerate(scored):
-        ax.annotate(f"{r.test_bpc:.3f}", (r.test_bpc, i), xytext=(3, 0), textcoords="offset points", va="center")
-    ax.invert_yaxis()  # best at the top
-    ax.margins(x=0.15)  # room for the value labels
-    ax.set(xlabel="test bits per character (lower is better)", title="test bits/char")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def newest_per_job(runs: list[tracking.RunRecord]) -> list[tracking.RunRecord]:
     """Each job of a sweep once: a sweep launched again into its folder re-runs the jobs that had
     not finished, and a job without a checkpoint to resume from (an n-gram) gets a new run; its
@@ -243,9 +198,8 @@ def write_report(
 ) -> str:
     """Write the table and plots into `out`; with a parent run, log them to it under `report/`.
     Returns the Markdown table."""
-    import matplotlib
+    from lmbench.cli import plots  # matplotlib loads only when a report is drawn, not with every lmbench
 
-    matplotlib.use("Agg")  # files only, also on machines without a display
     runs = newest_per_job(tracking.find_runs(uri, experiment, parent_run_id, filter_string))
     for r in runs:  # runs logged before the per-window rate had its own name: the overall rate came last
         if names.TRAIN_TOKENS_PER_SEC in r.metrics:
@@ -255,9 +209,7 @@ def write_report(
     table = markdown(c)
     (out / "comparison.md").write_text(table + "\n")
     write_csv(c, out / "comparison.csv")
-    plot_history(uri, c.rows, names.split_metric(names.VALID, names.PPL), out / "valid_ppl.png", "epoch", "validation perplexity", log_y=True)
-    plot_history(uri, c.rows, names.TRAIN_LOSS, out / "train_loss.png", "step", "training loss (nats/token)", log_y=False)
-    plot_bpc(c.rows, out / "test_bpc.png")
+    plots.write_plots(uri, c.rows, out)
     if parent_run_id:  # the parent's page in the MLflow UI opens on the table (its description)
         tracking.log_artifacts(uri, parent_run_id, out, "report")
         tracking.describe_run(uri, parent_run_id, f"### This sweep's runs\n\n{markdown(c, DESCRIPTION_COLUMNS)}")
