@@ -202,3 +202,25 @@ def test_writes_retry_while_the_store_is_locked():
     with pytest.raises(RuntimeError, match="no such table"):
         with_retry(flaky, 1, "no such table: runs", first_wait=0)
     assert len(calls) == 1  # other errors are not retried
+
+
+def test_sweep_interpolate_adds_the_ngram_mixed_with_the_networks_as_one_more_child(tmp_path):
+    """sweep.interpolate=true (the quick preset sets it): after the jobs, one more child run mixes
+    the sweep's n-gram with its networks by EM on valid; the table has its row."""
+    proc = lmbench(
+        tmp_path, "-m", "model=ngram,lstm", "seed=1,2", "trainer.max_steps=30",
+        "tracking.experiment=mix", "sweep.interpolate=true",
+    )
+    client, parent, children = sweep_runs(tmp_path, "mix")
+    assert parent.info.status == "FINISHED" and len(children) == 5  # 4 jobs and the mixture
+    [mixture] = [r for r in children if r.data.tags["lmbench.family"] == "interpolated"]
+    parts = {r.info.run_id: r for r in children if r is not mixture}
+    components = mixture.data.tags["lmbench.components"].split(",")
+    assert len(components) == 3 and all(c in parts for c in components)
+    assert [parts[c].data.tags["lmbench.family"] for c in components] == ["ngram", "lstm", "lstm"]
+    m = mixture.data.metrics
+    assert sum(m[f"interp/weight_{k}"] for k in range(3)) == pytest.approx(1.0)
+    best_part = min(parts[c].data.metrics["best_valid/ppl"] for c in components)
+    assert m["valid/ppl"] <= best_part * (1 + 1e-6)  # EM on valid never loses to a component there
+    assert mixture.data.tags["lmbench.sweep_id"] == parent.info.run_id
+    assert "| interpolated |" in proc.stdout  # a row of the printed table

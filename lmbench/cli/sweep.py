@@ -144,6 +144,11 @@ class SweepCallback(Callback):
             # The Optuna sweeper writes its best parameters and value here.
             if (folder / "optimization_results.yaml").exists():
                 tracking.log_artifacts(sweep.uri, sweep.parent_run_id, folder / "optimization_results.yaml")
+            if config.sweep.interpolate:
+                # The training layer (and TensorFlow) loads only here, not with every lmbench.
+                from lmbench.cli.sweep_mixture import interpolate_sweep
+
+                interpolate_sweep(config, sweep.uri, sweep.parent_run_id, folder)
             table = write_report(sweep.uri, folder / "report", parent_run_id=sweep.parent_run_id)
             print(f"\n{table}\nReport (Markdown, CSV, plots): {folder / 'report'}", flush=True)
         finally:  # every job has finished, whether or not the report could be written

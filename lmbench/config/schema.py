@@ -82,6 +82,13 @@ class TrackingConfig:
 
 
 @dataclass
+class SweepConfig:
+    # After the jobs: the sweep's n-gram interpolated with its networks (model=interpolated, weights
+    # by EM on valid), as one more child run, so the table says whether a network adds anything.
+    interpolate: bool = False
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = MISSING
     tokenizer: Any = MISSING
@@ -89,6 +96,7 @@ class Config:
     optimizer: Any = MISSING
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 1234
     cache_dir: Optional[str] = None  # default: $LMBENCH_CACHE_DIR, else ~/.cache/lmbench
 
