@@ -35,7 +35,8 @@ def bind_checkout_conf() -> None:
     init = _CHECKOUT_CONF / "__init__.py"
     if _SHIPPED_CONF.is_dir() or not init.is_file() or CONF_MODULE in sys.modules:
         return
-    spec = importlib.util.spec_from_file_location(CONF_MODULE, init, submodule_search_locations=[str(_CHECKOUT_CONF)])
+    spec = importlib.util.spec_from_file_location(
+        CONF_MODULE, init, submodule_search_locations=[str(_CHECKOUT_CONF)])
     module = importlib.util.module_from_spec(spec)
     sys.modules[CONF_MODULE] = module
     spec.loader.exec_module(module)

@@ -1,10 +1,11 @@
 """lmbench built as a wheel and installed NOT editable into a fresh venv runs from an unrelated folder.
 
 The venv sees the environment's packages after its own (as `--system-site-packages` would) so that
-TensorFlow, MLflow and Hydra are not installed again; lmbench itself is built from a clean copy of this tree (the files git
-would commit: no build folders, no run outputs) and installed with `--no-deps`. The test checks that
-the lmbench that runs is the venv's copy, not this checkout and not an editable install the
-environment may hold, and that its configs come from inside that copy (`lmbench/conf`).
+TensorFlow, MLflow and Hydra are not installed again; lmbench itself is built from a clean copy of
+this tree (the files git would commit: no build folders, no run outputs) and installed with
+`--no-deps`. The test checks that the lmbench that runs is the venv's copy, not this checkout and
+not an editable install the environment may hold, and that its configs come from inside that copy
+(`lmbench/conf`).
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def test_the_wheel_carries_every_module_and_every_config(installed):
     names = set(zipfile.ZipFile(installed.wheel).namelist())
     tree = installed.source
     modules = {p.relative_to(tree).as_posix() for p in (tree / "lmbench").rglob("*.py")}
-    configs = {"lmbench/" + p.relative_to(tree).as_posix() for p in (tree / "conf").rglob("*") if p.suffix in (".yaml", ".py")}
+    configs = {"lmbench/" + p.relative_to(tree).as_posix()
+               for p in (tree / "conf").rglob("*") if p.suffix in (".yaml", ".py")}
     assert len(modules) > 30 and len(configs) > 30
     assert modules - names == set()
     assert configs - names == set()
@@ -100,8 +102,8 @@ def test_the_wheel_carries_every_module_and_every_config(installed):
 def test_the_installed_copy_is_the_one_that_runs(installed):
     venv = installed.venv
     proc = run([str(venv / "bin" / "python"), "-c",
-                "import lmbench, lmbench.conf; from lmbench.paths import CONF_DIR; "
-                "print(lmbench.__file__); print(lmbench.conf.__file__); print(CONF_DIR); print(lmbench.__version__)"],
+                "import lmbench, lmbench.conf; from lmbench.paths import CONF_DIR; print(lmbench.__file__); "
+                "print(lmbench.conf.__file__); print(CONF_DIR); print(lmbench.__version__)"],
                installed.elsewhere, installed.env)
     package, conf, conf_dir, version = proc.stdout.split()
     inside = (venv / "lib").resolve()

@@ -2,9 +2,9 @@
 
 The fixed groups (`dataset`, `trainer`, `tracking`) are dataclasses typing the fields of the root,
 which is registered in Hydra's ConfigStore as `lmbench_schema`, so a misspelt key or a wrong type in
-a YAML file or on the command line fails at composition. The `_target_` groups (`tokenizer`, `model`, `optimizer`) differ per implementation, so
-their keys are checked against the target's signature (`targets.check_target`) before any work
-starts: adding a family needs no schema edit.
+a YAML file or on the command line fails at composition. The `_target_` groups (`tokenizer`,
+`model`, `optimizer`) differ per implementation, so their keys are checked against the target's
+signature (`targets.check_target`) before any work starts: adding a family needs no schema edit.
 
 This module knows neither MLflow nor TensorFlow.
 """
