@@ -99,3 +99,11 @@ def test_a_misspelt_key_in_a_users_yaml_or_after_its_option_fails_at_composition
     proc = lmbench_cli(tmp_path, "--config-dir", str(folder), "dataset=my_corpus", "dataset.fil=b.txt", "--cfg", "job")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "Did you mean dataset.file?" in proc.stderr  # the hint composes with the user's folder too
+
+
+def test_evaluate_reads_a_named_dataset_from_the_same_configs(tmp_path):
+    """`lmbench-evaluate --dataset NAME` composes conf/dataset/NAME through pkg://lmbench.conf too."""
+    from lmbench.cli.evaluate import dataset_config
+
+    cfg = dataset_config("wikitext2", None, [f"dataset.data_dir={tmp_path}"])
+    assert cfg.name == "wikitext2" and cfg.subdir == "wikitext-2" and cfg.data_dir == str(tmp_path)
