@@ -25,11 +25,10 @@ from hydra.utils import instantiate
 
 from lmbench.config import register_configs
 from lmbench.data.corpora import locate_corpus
-from lmbench.paths import default_cache_dir
+from lmbench.paths import CONF_DIR, default_cache_dir
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.text import read_text
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TARGETS_S = {"cold": 3.0, "warm": 0.5}
 
 

@@ -8,8 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from lmbench.config import register_configs
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from lmbench.paths import CONF_DIR
 
 
 @pytest.fixture

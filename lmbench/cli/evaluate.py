@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from lmbench import names, tracking
@@ -28,7 +28,7 @@ from lmbench.config import DatasetConfig, register_configs
 from lmbench.data.pipeline import read_split_texts
 from lmbench.data.text import decode_text
 from lmbench.errors import DataError, LmbenchError, exit_with
-from lmbench.paths import CONF_DIR
+from lmbench.paths import CONF_MODULE
 from lmbench.progress import progress_bar
 from lmbench.scoring import Totals
 
@@ -46,7 +46,7 @@ def dataset_config(name: str | None, bundle, overrides: list[str]):
         node = OmegaConf.merge(OmegaConf.structured(DatasetConfig), stored)
         return OmegaConf.merge(node, OmegaConf.from_dotlist([o.removeprefix("dataset.") for o in overrides]))
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
         return compose("config", overrides=[f"dataset={name}", *overrides]).dataset
 
 

@@ -22,7 +22,7 @@ from lmbench.cli.sweep import job_tags
 from lmbench.config import register_configs
 from lmbench.config.hints import override_key_hints
 from lmbench.errors import LmbenchError
-from lmbench.paths import CONF_DIR
+from lmbench.paths import CONF_MODULE, CONF_SEARCH_PATH
 from lmbench import names
 
 
@@ -54,7 +54,9 @@ def quiet_tensorflow_import() -> None:
         tf.config.list_physical_devices("GPU")
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+# The configs come from the package (`conf/` in the repository, lmbench.conf when installed);
+# `--config-dir` or `hydra.searchpath=[file://...]` add a user's own folder in front of them.
+@hydra.main(config_path=CONF_SEARCH_PATH, config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> float | None:
     with _native_stderr_silenced():  # TensorFlow is imported only once the config is valid
         import tensorflow as tf
@@ -90,7 +92,7 @@ def main() -> None:
         _main()
     except SystemExit as ex:
         if ex.code == 1:  # Hydra refused the command line; add what its message leaves out
-            for hint in override_key_hints(sys.argv[1:], str(CONF_DIR)):
+            for hint in override_key_hints(sys.argv[1:], CONF_MODULE):
                 print(f"lmbench: {hint}", file=sys.stderr)
         raise
 
