@@ -88,3 +88,10 @@ def test_batch_size_larger_than_the_streams_allow(tmp_path):
 
 def test_conf_dir_ships_with_the_package():
     assert (CONF_DIR / "config.yaml").is_file()
+
+
+def test_subword_vocab_size_below_the_byte_alphabet(tmp_path):
+    """The tokenizer's own ConfigError, not Hydra's wrapping of it (an instantiation error)."""
+    proc = lmbench(tmp_path, *text_files(tmp_path, b"a b c\n" * 50), "tokenizer=byte_bpe", "tokenizer.vocab_size=100")
+    assert_clean_error(proc, "lmbench: error: tokenizer.vocab_size must be an integer >= 257 for byte_bpe", "got 100")
+    assert proc.returncode == 2 and "Error in call to target" not in proc.stderr

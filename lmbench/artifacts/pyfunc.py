@@ -28,7 +28,7 @@ from lmbench.artifacts.bundle import load_bundle
 from lmbench.artifacts.format import PYFUNC_ARTIFACT
 from lmbench.tracking import Tracker
 
-REQUIREMENTS = ("tensorflow", "keras", "numpy", "pandas", "mlflow", "hydra-core", "omegaconf", "nltk")
+REQUIREMENTS = ("tensorflow", "keras", "numpy", "pandas", "mlflow", "hydra-core", "omegaconf", "nltk", "tokenizers")
 
 
 # MLflow warns at class creation that `predict` has no type hints; hints would make it coerce and

@@ -194,7 +194,8 @@ class LearnedTokenizer(Tokenizer):
         recipe with the train text's digest decides the trained model: the key covers both."""
         from tokenizers import __version__
 
-        settings = {**super().settings(), "vocab_size": self.vocab_size, "tokenizers": __version__}
+        settings = {k: v for k, v in super().settings().items() if k not in ("number_token", "max_size")}
+        settings.update(vocab_size=self.vocab_size, tokenizers=__version__)  # no number token, no cap
         if self._hf is not None:
             settings["model_sha256"] = hashlib.sha256(self._json.encode("utf-8")).hexdigest()
         return settings
