@@ -101,3 +101,10 @@ def test_a_sweep_with_an_unusable_tracking_uri_stops_before_its_jobs(tmp_path):
     assert proc.returncode == 2
     assert_clean_error(proc, "lmbench: error: tracking.uri='foo://x' has the unknown scheme 'foo'")
     assert "Launching" not in proc.stdout + proc.stderr and "UserWarning" not in proc.stderr
+
+
+def test_subword_vocab_size_below_the_byte_alphabet(tmp_path):
+    """The tokenizer's own ConfigError, not Hydra's wrapping of it (an instantiation error)."""
+    proc = lmbench(tmp_path, *text_files(tmp_path, b"a b c\n" * 50), "tokenizer=byte_bpe", "tokenizer.vocab_size=100")
+    assert_clean_error(proc, "lmbench: error: tokenizer.vocab_size must be an integer >= 257 for byte_bpe", "got 100")
+    assert proc.returncode == 2 and "Error in call to target" not in proc.stderr

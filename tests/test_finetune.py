@@ -303,3 +303,19 @@ def test_an_unknown_run_id_is_a_one_line_cli_error(source, tmp_path):
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("lmbench: error:")]
     assert errors == [f"lmbench: error: there is no run {missing} in the MLflow store {source['uri']}"], proc.stderr
+
+
+def test_a_bpe_source_brings_its_trained_tokenizer(tmp_path, monkeypatch):
+    """Fine-tuning a subword model cuts the new corpus with the source's trained pieces: training a
+    tokenizer on the new corpus would give other pieces, which the source's ids do not mean."""
+    from lmbench.data.learned import MODEL_FILE, LearnedTokenizer
+
+    bpe = ("tokenizer=bpe", "tokenizer.vocab_size=60", "trainer.max_steps=3", "tracking=none")
+    run(compose_run(tmp_path, corpus_a(tmp_path / "a"), *bpe), output_dir=tmp_path / "src", launch_dir=tmp_path)
+    monkeypatch.setattr(LearnedTokenizer, "fit", lambda *a: pytest.fail("the tokenizer was trained again"))
+    cfg = compose_run(tmp_path, corpus_b(tmp_path / "b"), f"trainer.init_from={tmp_path / 'src'}", *bpe[2:])
+    run(cfg, output_dir=tmp_path / "tuned", launch_dir=tmp_path)
+    for name in (MODEL_FILE, "vocab.json"):
+        assert (tmp_path / "tuned" / "model" / name).read_text() == (tmp_path / "src" / "model" / name).read_text()
+    tuned = load_bundle(tmp_path / "tuned")
+    assert tuned.score_text((tmp_path / "b" / "test.txt").read_text()).n_oov == 0

@@ -18,6 +18,7 @@ RUNS = {  # name -> (model, overrides)
     "transformer": ("transformer", TINY["lmbench.models.transformer.TransformerLM"]),
     "char": ("gru", (*TINY["lmbench.models.recurrent.RecurrentLM"], "tokenizer=char")),
     "unlogged": ("ngram", ("model.order=2", "tracking.log_model=false")),
+    "bpe": ("lstm", (*TINY["lmbench.models.recurrent.RecurrentLM"], "tokenizer=bpe", "tokenizer.vocab_size=30")),
 }
 
 
@@ -141,3 +142,41 @@ def test_evaluate_files_reports_the_oov_rate(tmp_path, capsys, monkeypatch):
     code, out, err = cli(evaluate_cli.main, capsys, str(folder / "out"), "--files", str(text), "--no-log")
     assert code == 0, err
     assert f"{len(unseen) / 12:.2%}" in out
+
+
+def test_generate_bpe_model_prints_detokenized_text(runs, capsys):
+    """The sampled pieces are joined by the tokenizer's decoder: "▁" is a space, <eos> a line end."""
+    from lmbench.artifacts.bundle import load_bundle
+
+    _, _, folder = runs["bpe"]
+    args = (str(folder / "out"), "--prompt", "the cat", "--tokens", "25", "--seed", "3")
+    code, out, err = cli(generate_cli.main, capsys, *args)
+    assert code == 0, err
+    assert out.startswith("the cat") and "▁" not in out and "<eos>" not in out
+    bundle = load_bundle(folder / "out")
+    prompt = bundle.prompt_ids("the cat")
+    assert bundle.vocab.decode(prompt) == ["the", "▁cat"]
+    pieces = bundle.vocab.decode(list(prompt) + list(bundle.model.generate(prompt, 25, seed=3)))
+    spelt = "".join("\n" if p == "<eos>" else p.replace("▁", " ") for p in pieces)
+    assert out.rstrip("\n") == spelt.rstrip("\n")
+    assert set(out) <= set("the cat sat on mat dog log a saw\n")
+
+
+def test_evaluate_bpe_model_cuts_new_text_with_its_own_tokenizer(runs, capsys, tmp_path, monkeypatch):
+    from lmbench.artifacts.bundle import load_bundle
+    from lmbench.data.learned import LearnedTokenizer
+
+    monkeypatch.setenv("LMBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(LearnedTokenizer, "fit", lambda *a: pytest.fail("the model's tokenizer was trained again"))
+    r, uri, folder = runs["bpe"]
+    code, out, err = cli(evaluate_cli.main, capsys, r.info.run_id, "--tracking-uri", uri, "--no-log")
+    assert code == 0, err
+    assert f"{r.data.metrics['test/ppl']:.2f}" in out and f"{int(r.data.metrics['test/tokens']):,}" in out
+    text = tmp_path / "new.txt"
+    text.write_text("a dog sat on the cat\nthe mat saw a log\n", encoding="utf-8")
+    pieces = load_bundle(folder / "out").tokenizer.tokenize(text.read_text(encoding="utf-8"))
+    assert len(pieces) > 12  # more pieces than the 10 words and 2 line ends
+    code, out, err = cli(evaluate_cli.main, capsys, str(folder / "out"), "--files", str(text), "--no-log")
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if line.startswith("new"))
+    assert row.split()[1] == str(len(pieces)) and row.split()[2] == "0.00%"

@@ -2,8 +2,10 @@
 
 `load_bundle(source)` accepts what `sources.resolve` does (a bundle folder, a Hydra run folder, an
 MLflow run id, `runs:/<id>[/model]`, `models:/<name>/<version>`, a downloaded MLflow model folder).
-The tokenizer is rebuilt from its config, so text is cut exactly as the training corpus was, and
-out-of-vocabulary tokens map to the vocabulary's unknown token (an error when it has none).
+The tokenizer is rebuilt from its config, with the trained model the bundle keeps when it is a
+learned one (`tokenizer.json`: BPE and the other subword kinds, never trained again), so text is cut
+exactly as the training corpus was, and out-of-vocabulary tokens map to the vocabulary's unknown
+token (an error when it has none).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Bundle:
         return tokens, self.vocab.encode(tokens).astype(np.int64), n_oov
 
     def decode(self, ids) -> str:
+        """The text of `ids`: words joined by spaces, characters as they are, subword pieces through
+        their tokenizer's decoder; each end-of-sentence token a line end."""
         return self.tokenizer.detokenize(self.vocab.decode(ids))
 
     def score_text(self, text: str, *, progress=None, encoded=None) -> TextScore:
@@ -90,8 +94,11 @@ def open_bundle(folder: Path, run_id: str | None = None) -> Bundle:
     """The bundle in a local `folder`, its component bundles (a mixture's) first."""
     meta = read_meta(folder)
     parts = [open_bundle(folder / relative) for relative in component_paths(folder, meta)]
-    tokenizer = instantiate(meta["tokenizer"])
     vocab = Vocabulary.load(folder / VOCAB_FILE)
+    tokenizer = instantiate(meta["tokenizer"])
+    if tokenizer.needs_fit:  # a learned tokenizer: the model it learned, checked against the vocabulary
+        tokenizer = tokenizer.load_model(folder)
+        tokenizer.check_vocab(vocab)
     model = load_model(folder, [p.model for p in parts])
     return Bundle(model, tokenizer, vocab, meta, folder, run_id or meta.get("run_id"), parts)
 

@@ -7,7 +7,8 @@ run takes from the source bundle:
 - the vocabulary: the new corpus is encoded with it (`load_corpus(vocab=...)`); tokens it lacks
   become its unknown token, and the OOV rate of every split is logged (`data/<split>_oov_rate`).
   A source vocabulary without an unknown token refuses a corpus with unseen tokens (`DataError`);
-- the tokenizer config, so the new text is cut as the source's was;
+- the tokenizer config, so the new text is cut as the source's was, and a learned tokenizer's
+  trained model (`tokenizer.json`: subword pieces are the source's, not learned again);
 - the model config (the architecture): the run's `cfg.model` and `cfg.tokenizer` are replaced by the
   source's before anything is checked, digested or logged, so `config.yaml`, the MLflow params and
   the checkpoint digest record what was really trained. What the command line composed for `model`
@@ -80,6 +81,16 @@ def load_source(init_from: str, tracking_uri: str, cache_dir: Path) -> Source:
         raise ConfigError(f"trainer.init_from={init_from!r}: {folder} has no {WEIGHTS_FILE}")
     vocab = Vocabulary.load(folder / VOCAB_FILE)
     return Source(str(init_from), folder, run_id or meta.get("run_id"), meta, vocab)
+
+
+def source_tokenizer(tokenizer, source: Source):
+    """`tokenizer` (built from the source's config) with the source's trained model when it is a
+    learned one: trained again on the new corpus, its pieces would not be the source's ids."""
+    if not tokenizer.needs_fit:
+        return tokenizer
+    trained = tokenizer.load_model(source.folder)
+    trained.check_vocab(source.vocab)
+    return trained
 
 
 def adopt_source_configs(cfg: DictConfig, source: Source) -> DictConfig:

@@ -6,6 +6,8 @@ MLflow model it logs):
     lmbench_model.json   format, the model's class, the Hydra configs of its model and tokenizer,
                          the evaluation batch size, the dataset and the run it came from
     vocab.json           the vocabulary (`Vocabulary.save`)
+    tokenizer.json       a learned tokenizer's trained model (BPE and the other subword kinds):
+                         the tokenizer config alone would have to be trained again
     ...                  the family's own files (`NeuralLM.save`: Keras weights + constructor
                          config; `NGramLM.save`: npz + json; `InterpolatedLM`: its components)
 
@@ -46,6 +48,7 @@ def save_bundle(
     model: LanguageModel,
     *,
     vocab,
+    tokenizer=None,
     model_cfg: dict[str, Any],
     tokenizer_cfg: dict[str, Any],
     eval_batch_size: int,
@@ -54,13 +57,17 @@ def save_bundle(
 ) -> Path:
     """Write `model` (any family with `save(folder)` and a `load(folder)` classmethod) as a bundle.
 
-    `model_cfg`/`tokenizer_cfg` are the resolved Hydra nodes (`_target_` included); `info` holds
+    `model_cfg`/`tokenizer_cfg` are the resolved Hydra nodes (`_target_` included); `tokenizer` is
+    the one that made the ids (`CorpusData.tokenizer`), whose learned model, if any, is written
+    beside the vocabulary (`Tokenizer.save_model`); `info` holds
     provenance worth keeping (dataset, run id, metrics). `components`: the bundle folders of the
     models this one is made of (a mixture's), copied into `components/<k>/` so that the bundle
     stands alone; `load_model` hands their models to the class's `load`."""
     folder = Path(folder)
     model.save(folder)
     vocab.save(folder / VOCAB_FILE)
+    if tokenizer is not None:
+        tokenizer.save_model(folder)  # nothing for a rule-based tokenizer
     parts = []
     for k, source in enumerate(components):
         target = folder / COMPONENTS_DIR / str(k)

@@ -27,7 +27,7 @@ from lmbench.artifacts.bundle import load_bundle
 from lmbench.artifacts.format import PYFUNC_ARTIFACT
 from lmbench.tracking import Tracker
 
-REQUIREMENTS = ("tensorflow", "keras", "numpy", "pandas", "mlflow", "hydra-core", "omegaconf", "nltk")
+REQUIREMENTS = ("tensorflow", "keras", "numpy", "pandas", "mlflow", "hydra-core", "omegaconf", "nltk", "tokenizers")
 
 
 class LmbenchPyfunc(mlflow.pyfunc.PythonModel):

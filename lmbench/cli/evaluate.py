@@ -4,8 +4,9 @@
     lmbench-evaluate <run id> --dataset wikitext2 --split valid test
     lmbench-evaluate runs:/<id>/model --files notes.txt book.txt
 
-Text is cut by the model's own tokenizer and mapped to its own vocabulary: a token it never saw
-becomes its unknown token (`<unk>`), and the share of such tokens is reported as the OOV rate —
+Text is cut by the model's own tokenizer (a subword model's trained pieces, from its bundle) and
+mapped to its own vocabulary: a token it never saw becomes its unknown token (`<unk>`), and the
+share of such tokens is reported as the OOV rate (none for `byte_bpe`) —
 a perplexity with many unknowns is flattering, since `<unk>` is an easy word. Each split or file is
 scored as one document, every token once, exactly as a run scores its splits: evaluating a run's
 own test split reproduces its logged test perplexity.

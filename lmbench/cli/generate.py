@@ -5,7 +5,8 @@
 
 The prompt is cut by the model's own tokenizer and continued on its line; the output is the prompt
 followed by the sampled tokens, detokenized (words joined by spaces and the end-of-sentence token
-read as a line end; characters joined as they are). The same seed gives the same text.
+read as a line end; characters joined as they are; subword pieces joined by their tokenizer's
+decoder, `▁the` read as " the"). The same seed gives the same text.
 """
 
 from __future__ import annotations

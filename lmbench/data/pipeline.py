@@ -6,6 +6,7 @@ NumPy id array. The result is cached under `<cache dir>/ids/<key>/`:
 
     train.npy valid.npy test.npy   token ids (vocab.dtype)
     vocab.json                     Vocabulary.save
+    tokenizer.json                 a learned tokenizer's trained model (subword kinds only)
     meta.json                      format version, n_chars and token counts per split, inputs
 
 The key hashes everything the ids depend on: the files' contents (not their paths or times, so a
@@ -13,6 +14,14 @@ moved corpus still hits and an edited one never does), the split fractions when 
 tokenizer's settings, the unknown token, the encoding-error policy and FORMAT_VERSION. The files are
 hashed on every run: reading and hashing WikiText-2 (13 MB) takes about 20 ms, which is cheaper than
 any doubt about a stale cache, and the same digest checks `dataset.sha256`.
+
+A learned tokenizer (`tokenizer.needs_fit`: BPE and the other subword kinds) is trained here, on the
+train split's text only, before anything is tokenized. What it learns is decided by its settings
+(vocabulary size, normalization, library version) and the train text, which the key already covers,
+so a cache hit loads the trained model from the entry instead of training again (its digest is
+checked against meta.json), and an edited corpus or other settings never meet a stale one. An
+already trained tokenizer (a fine-tune's source) puts its model's digest in the key instead. The
+tokenizer that made the ids is `CorpusData.tokenizer`.
 
 `vocab=` encodes the corpus with a given vocabulary instead of building one (fine-tuning a model on
 another corpus: its ids must be the model's). Tokens it lacks map to its unknown token; without
@@ -88,21 +97,17 @@ def load_corpus(
         "sha256": digests,
         "cache_path": str(folder),
     }
-    cached = _read_cache(folder)
+    if vocab is not None and tokenizer.needs_fit:
+        raise DataError(
+            f"a given vocabulary needs the tokenizer it was made with; {tokenizer!r} is not trained yet"
+        )
+    cached = _read_cache(folder, tokenizer)
     if cached is not None and (vocab is None or cached[0] == vocab):
-        cached_vocab, splits, oov = cached
-        return _corpus(cached_vocab, splits, key, {**info, "oov": oov}, from_cache=True)
+        cached_vocab, splits, oov, fitted = cached
+        return _corpus(cached_vocab, splits, key, {**info, "oov": oov}, fitted, from_cache=True)
 
     texts, sources = _split_texts(files, raw, errors)
-    tokens: dict[str, list[str]] = {}
-    for split in SPLITS:
-        log.info("tokenizing %s (%s)", split, sources[split])
-        tokens[split] = tokenizer.tokenize(texts[split])
-        if not tokens[split]:
-            raise DataError(
-                f"the {split} split ({sources[split]}) has no tokens after tokenization with "
-                f"{tokenizer!r}; give it some text, or change the normalization options"
-            )
+    tokenizer, tokens = _tokenize(tokenizer, texts, sources, dataset_cfg.unk_token)
     if vocab is None:
         vocab = tokenizer.build_vocab(
             Counter(tokens["train"]),
@@ -112,8 +117,27 @@ def load_corpus(
     oov = {s: count_oov(vocab, tokens[s], f"the {s} split ({sources[s]})") for s in SPLITS}
     splits = {s: Split(s, vocab.encode(tokens[s]), len(texts[s])) for s in SPLITS}
     inputs = {"tokenizer": tokenizer.settings(), "sha256": digests, "oov": oov}
-    _write_cache(folder, vocab, splits, inputs)
-    return _corpus(vocab, splits, key, {**info, "oov": oov}, from_cache=False)
+    _write_cache(folder, vocab, splits, inputs, tokenizer)
+    return _corpus(vocab, splits, key, {**info, "oov": oov}, tokenizer, from_cache=False)
+
+
+def _tokenize(
+    tokenizer: Tokenizer, texts: dict[str, str], sources: dict[str, str], unk_token: str
+) -> tuple[Tokenizer, dict[str, list[str]]]:
+    """The tokenizer that cuts the splits (a learned one trained on train first) and their tokens."""
+    if tokenizer.needs_fit:
+        log.info("training %r on the train split (%s)", tokenizer, sources["train"])
+        tokenizer = tokenizer.fit(texts["train"], unk_token)
+    tokens: dict[str, list[str]] = {}
+    for split in SPLITS:
+        log.info("tokenizing %s (%s)", split, sources[split])
+        tokens[split] = tokenizer.tokenize(texts[split])
+        if not tokens[split]:
+            raise DataError(
+                f"the {split} split ({sources[split]}) has no tokens after tokenization with "
+                f"{tokenizer!r}; give it some text, or change the normalization options"
+            )
+    return tokenizer, tokens
 
 
 def count_oov(vocab: Vocabulary, tokens: list[str], where: str) -> int:
@@ -160,7 +184,8 @@ def cache_key(
 
 
 def _corpus(
-    vocab: Vocabulary, splits: dict[str, Split], key: str, info: dict, *, from_cache: bool
+    vocab: Vocabulary, splits: dict[str, Split], key: str, info: dict, tokenizer: Tokenizer, *,
+    from_cache: bool,
 ) -> CorpusData:
     info = {
         **info,
@@ -171,7 +196,7 @@ def _corpus(
     }
     oov = info.get("oov")  # None for a cache written before OOV counts were kept
     info["oov_rate"] = None if oov is None else {s: oov[s] / max(len(splits[s]), 1) for s in splits}
-    return CorpusData(vocab=vocab, splits=splits, cache_key=key, info=info)
+    return CorpusData(vocab=vocab, splits=splits, cache_key=key, info=info, tokenizer=tokenizer)
 
 
 def _split_texts(
@@ -197,9 +222,12 @@ def _split_texts(
     return texts, sources
 
 
-def _read_cache(folder: Path) -> tuple[Vocabulary, dict[str, Split], dict[str, int] | None] | None:
-    """The cached vocabulary, splits and OOV counts (None in an older cache), or None when absent
-    or unreadable (then rebuilt)."""
+def _read_cache(
+    folder: Path, tokenizer: Tokenizer
+) -> tuple[Vocabulary, dict[str, Split], dict[str, int] | None, Tokenizer] | None:
+    """The cached vocabulary, splits, OOV counts (None in an older cache) and the tokenizer that
+    made them (`tokenizer`, trained from the entry's model if it learns), or None when absent or
+    unreadable (then rebuilt)."""
     if not (folder / "meta.json").is_file():
         return None
     try:
@@ -207,6 +235,11 @@ def _read_cache(folder: Path) -> tuple[Vocabulary, dict[str, Split], dict[str, i
         if meta["format"] != FORMAT_VERSION:
             return None
         vocab = Vocabulary.load(folder / "vocab.json")
+        if tokenizer.needs_fit:
+            tokenizer = tokenizer.load_model(folder)
+            if tokenizer.settings().get("model_sha256") != meta["tokenizer"].get("model_sha256"):
+                raise ValueError("tokenizer.json does not match meta.json")
+            tokenizer.check_vocab(vocab)
         splits = {}
         for s in SPLITS:
             ids = np.load(folder / f"{s}.npy", allow_pickle=False)
@@ -218,10 +251,12 @@ def _read_cache(folder: Path) -> tuple[Vocabulary, dict[str, Split], dict[str, i
         log.warning("ignoring the unreadable token-id cache %s (%s); rebuilding it", folder, ex)
         return None
     log.info("token ids loaded from %s", folder)
-    return vocab, splits, oov
+    return vocab, splits, oov, tokenizer
 
 
-def _write_cache(folder: Path, vocab: Vocabulary, splits: dict[str, Split], inputs: dict) -> None:
+def _write_cache(
+    folder: Path, vocab: Vocabulary, splits: dict[str, Split], inputs: dict, tokenizer: Tokenizer
+) -> None:
     """Write into a temporary folder, then rename: readers see a complete cache or none."""
     meta = {
         "format": FORMAT_VERSION,
@@ -236,6 +271,7 @@ def _write_cache(folder: Path, vocab: Vocabulary, splits: dict[str, Split], inpu
         for s, split in splits.items():
             np.save(tmp / f"{s}.npy", split.ids, allow_pickle=False)
         vocab.save(tmp / "vocab.json")
+        tokenizer.save_model(tmp)  # nothing for a rule-based tokenizer
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         shutil.rmtree(folder, ignore_errors=True)  # an unreadable earlier cache
         os.rename(tmp, folder)

@@ -17,6 +17,10 @@ normalized, in this fixed order, by whichever options are on:
 
 Then, when `add_eos`, `eos_token` follows the line's tokens. `eos_token` is in the vocabulary even
 when `add_eos` is false, because models use it as the boundary before the first token.
+
+The tokenizers here follow rules. Subword tokenizers (`subword.py`, on `learned.py`) are learned from
+the train split first; the members they override (`needs_fit`, `fit`, `save_model`, `load_model`,
+`check_vocab`) do nothing here, so the pipeline and the bundle treat both alike.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from lmbench.data.vocab import Vocabulary
@@ -97,8 +102,8 @@ class Tokenizer:
     def _line_splitter(self) -> Callable[[str], Iterable[str]]:
         raise NotImplementedError
 
-    def tokenize(self, text: str) -> list[str]:
-        """All tokens of `text`, line after line, each line followed by the end-of-sentence token."""
+    def _lines(self, text: str) -> list[str]:
+        """The lines of `text` to tokenize, normalized (steps 1, 2 and 4 of the module docstring)."""
         # Lowercasing and punctuation never cross a newline, so doing them on the whole text at once
         # gives the same lines as doing them per line, several times faster.
         if self.lowercase:
@@ -108,13 +113,17 @@ class Tokenizer:
         lines = text.split("\n")
         if text.endswith("\n"):
             lines.pop()
+        if self.drop_blank_lines:
+            lines = [line for line in lines if line and not line.isspace()]
+        return lines
+
+    def tokenize(self, text: str) -> list[str]:
+        """All tokens of `text`, line after line, each line followed by the end-of-sentence token."""
         split = self._line_splitter()
         number, eos = self.number_token, self.eos_token
         out: list[str] = []
         extend, append = out.extend, out.append
-        for line in lines:
-            if self.drop_blank_lines and (not line or line.isspace()):
-                continue
+        for line in self._lines(text):
             tokens = split(line)
             if number is not None:
                 tokens = [number if _is_number(t) else t for t in tokens]
@@ -151,6 +160,35 @@ class Tokenizer:
             # Case mappings and categories change between Unicode versions, i.e. Python versions.
             settings["unicode"] = unicodedata.unidata_version
         return settings
+
+    # Learned tokenizers (lmbench/data/subword.py) override the five members below: they are
+    # trained on the train split (`fit`) and keep what they learned in a file of their own.
+
+    @property
+    def label(self) -> str:
+        """The run's `lmbench.tokenizer` tag: word, char, nltk (and e.g. bpe-8000 for subwords)."""
+        return type(self).__name__.removesuffix("Tokenizer").lower()
+
+    @property
+    def needs_fit(self) -> bool:
+        """True for a learned tokenizer that has not been trained yet; rule-based ones never do."""
+        return False
+
+    def fit(self, train_text: str, unk_token: str) -> "Tokenizer":
+        """A tokenizer ready to cut text, learned from `train_text` when it learns: itself here."""
+        return self
+
+    def save_model(self, folder: str | Path) -> Path | None:
+        """Write what was learned into `folder` (a bundle, a cache entry, a run folder); the path
+        written, or None when there is nothing to keep (rule-based tokenizers)."""
+        return None
+
+    def load_model(self, folder: str | Path) -> "Tokenizer":
+        """This tokenizer with what `save_model` wrote into `folder`: itself here."""
+        return self
+
+    def check_vocab(self, vocab: Vocabulary) -> None:
+        """Raise `DataError` if `vocab` was not made by this tokenizer (learned ones can tell)."""
 
     def build_vocab(
         self, train_tokens: Iterable[str], *, unk_token: str = "<unk>", heldout: Iterable[str] = ()

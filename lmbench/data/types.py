@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,9 @@ class CorpusData:
     splits: dict[str, Split]
     cache_key: str = ""
     info: dict = field(default_factory=dict)
+    # The tokenizer that made the ids: the one given, or the trained copy of a learned one (subword
+    # kinds), which is what a bundle must keep to cut new text the same way.
+    tokenizer: Any = None
 
     @property
     def train(self) -> Split:

@@ -134,7 +134,9 @@ def prepare(cfg: DictConfig, launch_dir: Path) -> Plan:
 
 def build(plan: Plan, output_dir: Path) -> Built:
     cfg, source = plan.cfg, plan.source
-    tokenizer = instantiate(cfg.tokenizer)
+    tokenizer = build_tokenizer(cfg.tokenizer)
+    if source is not None:  # a learned tokenizer is the source's trained one, not trained again
+        tokenizer = finetune.source_tokenizer(tokenizer, source)
     data = load_corpus(
         cfg.dataset, tokenizer, cache_dir=default_cache_dir(cfg.cache_dir), progress=cfg.trainer.progress,
         vocab=source.vocab if source is not None else None,
@@ -150,7 +152,17 @@ def build(plan: Plan, output_dir: Path) -> Built:
     resume = saved_state(cfg, trainer, model, plan.digest)
     if source is not None and resume is None:  # when resuming, the run's own checkpoint is restored instead
         finetune.load_weights(model, source)
-    return Built(tokenizer, data, model, optimizer, trainer, tracker, resume)
+    return Built(data.tokenizer, data, model, optimizer, trainer, tracker, resume)
+
+
+def build_tokenizer(tokenizer_cfg: DictConfig):
+    """The tokenizer of the config; its constructor's `ConfigError` as it is (Hydra wraps it)."""
+    try:
+        return instantiate(tokenizer_cfg)
+    except Exception as ex:
+        if isinstance(ex.__cause__, ConfigError):
+            raise ex.__cause__ from None
+        raise
 
 
 def build_model(model_cfg: DictConfig, vocab, loader: BundleLoader) -> LanguageModel:
@@ -215,11 +227,10 @@ def open_run(
 
 def run_tags(plan: Plan, built: Built, output_dir: Path, launch_dir: Path, extra: dict[str, str] | None) -> dict[str, str]:
     cfg, model = plan.cfg, built.model
-    tokenizer = type(built.tokenizer).__name__.removesuffix("Tokenizer").lower()
     tags = {
         names.FAMILY: family_of(model),
         names.DATASET: cfg.dataset.name,
-        names.TOKENIZER: tokenizer,
+        names.TOKENIZER: built.tokenizer.label,  # word, char, nltk, bpe-8000, ...
         names.VERSION: lmbench.__version__,
         names.OUTPUT_DIR: str(output_dir.resolve()),
         names.PYTHON: platform.python_version(),
@@ -252,6 +263,9 @@ def train(plan: Plan, built: Built, output_dir: Path) -> tuple[FitResult, dict[s
     data.vocab.save(output_dir / "vocab.json")
     tracker.log_artifact(output_dir / "config.yaml")
     tracker.log_artifact(output_dir / "vocab.json")
+    learned = built.tokenizer.save_model(output_dir)  # a learned tokenizer's model (tokenizer.json)
+    if learned is not None:
+        tracker.log_artifact(learned)
 
     state = built.resume or checkpoints.TrainState(config_digest=plan.digest)
     fit = built.trainer.fit(model, data, state, resumed=built.resume is not None, optimizer=built.optimizer)
@@ -272,7 +286,7 @@ def save(plan: Plan, built: Built, output_dir: Path, summary: dict[str, float]) 
     """The bundle (`<run folder>/model/`), its ARPA form if asked, and the MLflow model."""
     cfg, container, source, tracker = plan.cfg, plan.container, plan.source, built.tracker
     bundle = save_bundle(
-        output_dir / "model", built.model, vocab=built.data.vocab, model_cfg=container["model"],
+        output_dir / "model", built.model, vocab=built.data.vocab, tokenizer=built.tokenizer, model_cfg=container["model"],
         tokenizer_cfg=container["tokenizer"], eval_batch_size=cfg.trainer.eval_batch_size,
         info={
             "dataset": cfg.dataset.name, "dataset_config": container["dataset"],
