@@ -25,9 +25,9 @@ from hydra.utils import instantiate
 
 from lmbench.config import register_configs
 from lmbench.data.corpora import locate_corpus
-from lmbench.paths import CONF_DIR, default_cache_dir
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.text import read_text
+from lmbench.paths import CONF_DIR, default_cache_dir
 
 TARGETS_S = {"cold": 3.0, "warm": 0.5}
 

@@ -59,8 +59,12 @@ def tensorflow_rows(vocab: int, repeats: int):
         # each wrapped in a compiled function returning a scalar, so the time is the kernel's
         gemms = {
             "gemm forward": tf.function(lambda: tf.reduce_sum(tf.cast((h @ w)[:, :1], tf.float32))),
-            "gemm input-grad": tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(g, w, transpose_b=True)[:, :1], tf.float32))),
-            "gemm weight-grad": tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(h, g, transpose_a=True)[:, :1], tf.float32))),
+            "gemm input-grad": tf.function(
+                lambda: tf.reduce_sum(tf.cast(tf.matmul(g, w, transpose_b=True)[:, :1], tf.float32))
+            ),
+            "gemm weight-grad": tf.function(
+                lambda: tf.reduce_sum(tf.cast(tf.matmul(h, g, transpose_a=True)[:, :1], tf.float32))
+            ),
         }
         for name, fn in gemms.items():
             rows.append((f"{name} {dtype.name}", median_ms(lambda: fn().numpy(), repeats), True))
@@ -79,7 +83,9 @@ def tensorflow_rows(vocab: int, repeats: int):
 
     fused = loss_and_grad(lambda: tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
     rows.append(("loss+grad fused TF op", median_ms(fused, repeats), False))
-    rows.append(("loss+grad lmbench token_nll", median_ms(loss_and_grad(lambda: token_nll(labels, logits)), repeats), False))
+    rows.append(
+        ("loss+grad lmbench token_nll", median_ms(loss_and_grad(lambda: token_nll(labels, logits)), repeats), False)
+    )
     return rows, f"TF {tf.__version__}"
 
 
@@ -124,14 +130,21 @@ def main() -> None:
         print(json.dumps({"rows": rows, "version": version}))
         return
 
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TF_NUM_INTRAOP_THREADS=str(args.threads),
-               TF_NUM_INTEROP_THREADS="1")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(args.threads),
+        TF_NUM_INTRAOP_THREADS=str(args.threads),
+        TF_NUM_INTEROP_THREADS="1",
+    )
     flops = 2 * POSITIONS * WIDTH * args.vocab
-    print(f"|V| = {args.vocab:,}, {POSITIONS} positions x width {WIDTH}, {args.threads} thread(s), "
-          f"median of {args.repeats}; GEMM = {flops / 1e9:.2f} GFLOP")
+    print(
+        f"|V| = {args.vocab:,}, {POSITIONS} positions x width {WIDTH}, {args.threads} thread(s), "
+        f"median of {args.repeats}; GEMM = {flops / 1e9:.2f} GFLOP"
+    )
     for framework in args.frameworks:
-        done = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--worker", framework],
-                              capture_output=True, text=True, env=env)
+        done = subprocess.run(
+            [sys.executable, __file__, *sys.argv[1:], "--worker", framework], capture_output=True, text=True, env=env
+        )
         if done.returncode != 0:
             tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
             print(f"\n{framework}: skipped ({tail[0]})")

@@ -200,7 +200,9 @@ def main() -> None:
     parser.add_argument("--jit", action="store_true", help="XLA-compile the Keras train step")
     parser.add_argument("--mixed-bf16", action="store_true", help="mixed_bfloat16 (Keras) / bf16 autocast (PyTorch)")
     parser.add_argument("--no-torch", action="store_true", help="Keras rows only")
-    parser.add_argument("--omp-passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE for PyTorch (busy machines)")
+    parser.add_argument(
+        "--omp-passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE for PyTorch (busy machines)"
+    )
     parser.add_argument("--worker", choices=("keras", "pytorch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.omp_passive:
@@ -217,7 +219,9 @@ def main() -> None:
         for framework in frameworks:
             out = subprocess.run(
                 [sys.executable, __file__, *passed, "--worker", framework],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             for line in out.splitlines():
                 if line.startswith("{"):
@@ -227,9 +231,11 @@ def main() -> None:
                     params[key], versions[framework] = r["params"], r["version"]
             print(f"repetition {rep + 1}/{args.repeats}: {framework} done", file=sys.stderr, flush=True)
 
-    print(f"\n{'; '.join(versions.values())}{'' if 'pytorch' in versions else '; PyTorch rows skipped'}; "
-          f"batch {BATCH} x {BPTT}; jit={args.jit}; mixed_bf16={args.mixed_bf16}; {os.cpu_count()} CPUs; "
-          f"one process per framework; median of {args.repeats} repetitions x {args.steps} steps")
+    print(
+        f"\n{'; '.join(versions.values())}{'' if 'pytorch' in versions else '; PyTorch rows skipped'}; "
+        f"batch {BATCH} x {BPTT}; jit={args.jit}; mixed_bf16={args.mixed_bf16}; {os.cpu_count()} CPUs; "
+        f"one process per framework; median of {args.repeats} repetitions x {args.steps} steps"
+    )
     header = ("family", "|V|", "framework", "params", "ms/batch", "(min-max)", "tokens/s", "vs pytorch")
     print("{:12s} {:>7s} {:9s} {:>11s} {:>9s} {:>13s} {:>9s} {:>10s}".format(*header))
     for vocab in args.vocab:
@@ -239,8 +245,10 @@ def main() -> None:
                 mid = statistics.median(ms)
                 ref = results.get((family, vocab, "pytorch"))
                 ratio = f"{mid / statistics.median(ref):.2f}x" if ref and framework != "pytorch" else ""
-                print(f"{family:12s} {vocab:7d} {framework:9s} {params[(family, vocab, framework)]:11,d} {mid:9.1f} "
-                      f"{f'({min(ms):.0f}-{max(ms):.0f})':>13s} {BATCH * BPTT / mid * 1000:9,.0f} {ratio:>10s}")
+                print(
+                    f"{family:12s} {vocab:7d} {framework:9s} {params[(family, vocab, framework)]:11,d} {mid:9.1f} "
+                    f"{f'({min(ms):.0f}-{max(ms):.0f})':>13s} {BATCH * BPTT / mid * 1000:9,.0f} {ratio:>10s}"
+                )
 
 
 if __name__ == "__main__":

@@ -65,7 +65,9 @@ class Totals(Figures):
         return self.nats, self.tokens, self.chars
 
     def __add__(self, other: Totals) -> Totals:
-        return Totals(self.nats + other.nats, self.tokens + other.tokens, self.chars + other.chars, self.oov + other.oov)
+        return Totals(
+            self.nats + other.nats, self.tokens + other.tokens, self.chars + other.chars, self.oov + other.oov
+        )
 
     @property
     def oov_rate(self) -> float:

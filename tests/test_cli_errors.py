@@ -95,8 +95,20 @@ def test_a_sweep_with_an_unusable_tracking_uri_stops_before_its_jobs(tmp_path):
     callback stops the sweep with the one paragraph instead."""
     env = {**os.environ, "LMBENCH_CACHE_DIR": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
-        [sys.executable, "-m", "lmbench", "-m", "model=ngram", "tracking.uri=foo://x", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "lmbench",
+            "-m",
+            "model=ngram",
+            "tracking.uri=foo://x",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 2
     assert_clean_error(proc, "lmbench: error: tracking.uri='foo://x' has the unknown scheme 'foo'")

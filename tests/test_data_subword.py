@@ -16,7 +16,12 @@ from lmbench.data.pipeline import count_oov, load_corpus
 from lmbench.data.subword import BpeTokenizer, ByteBpeTokenizer, UnigramTokenizer, WordPieceTokenizer
 from lmbench.errors import ConfigError, DataError
 
-KINDS = {"bpe": BpeTokenizer, "unigram": UnigramTokenizer, "wordpiece": WordPieceTokenizer, "byte_bpe": ByteBpeTokenizer}
+KINDS = {
+    "bpe": BpeTokenizer,
+    "unigram": UnigramTokenizer,
+    "wordpiece": WordPieceTokenizer,
+    "byte_bpe": ByteBpeTokenizer,
+}
 SIZES = {"bpe": 60, "unigram": 40, "wordpiece": 80, "byte_bpe": 300}  # all reachable on the corpus below
 LOSSLESS = ("bpe", "unigram", "byte_bpe")  # wordpiece normalizes whitespace
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "po", "de", "qu", "fe", "zo"]
@@ -77,7 +82,11 @@ def piece_text(tokenizer, piece: str) -> str:
 def foreign_pieces(tokenizer, train_text: str) -> list[str]:
     """Pieces of more than one character that spell something the train text does not contain."""
     specials = (tokenizer.eos_token, "<unk>")
-    return [p for p in tokenizer._pieces if p not in specials and len(t := piece_text(tokenizer, p)) > 1 and t not in train_text]
+    return [
+        p
+        for p in tokenizer._pieces
+        if p not in specials and len(t := piece_text(tokenizer, p)) > 1 and t not in train_text
+    ]
 
 
 def test_yaml_builds_each_kind_and_its_keys_are_checked(subword, compose_config):
@@ -121,7 +130,9 @@ def test_pieces_are_learned_from_train_only(corpus, tmp_path, cache_dir, subword
     # Other valid and test text: another cache entry, but the very same pieces.
     other = tmp_path / "other.txt"
     other.write_text(" ".join(["quokka"] * 50) + "\n", encoding="utf-8")
-    again = load_corpus(OmegaConf.merge(cfg, {"valid": str(other), "test": str(other)}), subword(kind), cache_dir=cache_dir)
+    again = load_corpus(
+        OmegaConf.merge(cfg, {"valid": str(other), "test": str(other)}), subword(kind), cache_dir=cache_dir
+    )
     assert again.cache_key != data.cache_key and not again.info["from_cache"]
     assert set(again.tokenizer._pieces) == set(tok._pieces) and again.vocab == data.vocab
 
@@ -223,7 +234,9 @@ def test_a_trained_tokenizer_with_a_given_vocabulary(corpus, cache_dir, subword)
     with pytest.raises(DataError, match="needs the tokenizer it was made with"):
         load_corpus(cfg, subword("bpe"), cache_dir=cache_dir, vocab=own.vocab)
     other = load_corpus(cfg, subword("bpe", "tokenizer.vocab_size=50"), cache_dir=cache_dir)
-    with pytest.raises(DataError, match=r"not made by this bpe tokenizer.s trained model \(50 pieces\): 10 of its tokens are no piece"):
+    with pytest.raises(
+        DataError, match=r"not made by this bpe tokenizer.s trained model \(50 pieces\): 10 of its tokens are no piece"
+    ):
         other.tokenizer.check_vocab(own.vocab)
 
 

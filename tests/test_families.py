@@ -80,9 +80,10 @@ def test_model_from_a_yaml_outside_lmbench_via_the_search_path(tmp_path, lstm_me
 
 
 def test_bptt_longer_than_the_transformer_context_is_refused_before_tracking(tmp_path):
+    from test_training import tiny_cfg
+
     from lmbench.errors import ConfigError
     from lmbench.training.run import run
-    from test_training import tiny_cfg
 
     cfg = tiny_cfg(
         tmp_path, "trainer.bptt=16",

@@ -28,13 +28,13 @@ import pytest
 from mlflow import MlflowClient
 from test_training import compose_on
 
+from lmbench.artifacts import finetune
 from lmbench.artifacts.bundle import load_bundle
 from lmbench.artifacts.format import ModelNotFound
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.tokenizers import WordTokenizer
 from lmbench.data.vocab import Vocabulary
 from lmbench.errors import ConfigError, DataError
-from lmbench.artifacts import finetune
 from lmbench.training.run import run
 
 ANIMALS = ["cat", "dog", "fox", "hen", "cow", "pig", "rat", "owl"]
@@ -118,7 +118,9 @@ def test_fine_tuned_beats_scratch_on_the_small_corpus(source, tmp_path):
             compose_run(tmp_path, paths, *common, f"trainer.init_from={source['folder']}"),
             output_dir=tmp_path / f"tuned{seed}", launch_dir=tmp_path,
         )
-        scratch = run(compose_run(tmp_path, paths, *common), output_dir=tmp_path / f"scratch{seed}", launch_dir=tmp_path)
+        scratch = run(
+            compose_run(tmp_path, paths, *common), output_dir=tmp_path / f"scratch{seed}", launch_dir=tmp_path
+        )
         print(
             f"seed {seed}, {steps} steps on B: valid ppl fine-tuned {tuned['best_valid/ppl']:.3f} vs "
             f"scratch {scratch['best_valid/ppl']:.3f}; bpc {tuned['best_valid/bpc']:.4f} vs "
@@ -142,18 +144,27 @@ def test_fine_tuned_beats_scratch_on_the_small_corpus(source, tmp_path):
 def corpus_c(folder: Path) -> dict[str, Path]:
     """A's words, plus "yak" (train) and "zebra" (valid), never seen in A's train, and "The",
     which only a lowercasing tokenizer would know."""
-    return write_split_files(folder, {
-        "train": ["the cat sat on the mat"] * 30 + ["the yak sat on The mat"] * 10,  # 280 tokens, 20 OOV
-        "valid": ["a dog hid under a box"] * 10 + ["a zebra hid under a box"] * 2,  # 84 tokens, 2 OOV
-        "test": ["a hen slept by the rug"] * 12,  # 84 tokens, none OOV
-    })
+    return write_split_files(
+        folder,
+        {
+            "train": ["the cat sat on the mat"] * 30 + ["the yak sat on The mat"] * 10,  # 280 tokens, 20 OOV
+            "valid": ["a dog hid under a box"] * 10 + ["a zebra hid under a box"] * 2,  # 84 tokens, 2 OOV
+            "test": ["a hen slept by the rug"] * 12,  # 84 tokens, none OOV
+        },
+    )
 
 
 def test_lineage_tags_params_and_the_source_architecture(source, tmp_path, capsys):
     paths = corpus_c(tmp_path / "c")
     cfg = compose_run(
-        tmp_path, paths, f"trainer.init_from={source['run_id']}", "trainer.max_steps=3",
-        "model.hidden_size=64", "model.embedding_dim=64", uri=source["uri"], experiment="lineage",
+        tmp_path,
+        paths,
+        f"trainer.init_from={source['run_id']}",
+        "trainer.max_steps=3",
+        "model.hidden_size=64",
+        "model.embedding_dim=64",
+        uri=source["uri"],
+        experiment="lineage",
     )
     run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
     out = capsys.readouterr().out
@@ -181,8 +192,13 @@ def test_vocabulary_and_tokenizer_are_the_sources(source, tmp_path):
 
     # The composed tokenizer lowercases, which would make "The" known; the source's does not.
     cfg = compose_run(
-        tmp_path, paths, f"trainer.init_from=runs:/{source['run_id']}/model", "trainer.max_steps=3",
-        "tokenizer.lowercase=true", uri=source["uri"], experiment="vocab",
+        tmp_path,
+        paths,
+        f"trainer.init_from=runs:/{source['run_id']}/model",
+        "trainer.max_steps=3",
+        "tokenizer.lowercase=true",
+        uri=source["uri"],
+        experiment="vocab",
     )
     run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
     _, r = the_run(source["uri"], "vocab")
@@ -209,8 +225,12 @@ def test_vocabulary_and_tokenizer_are_the_sources(source, tmp_path):
 def test_mixed_precision_fine_tune(source, tmp_path):
     paths = corpus_b(tmp_path / "b")
     cfg = compose_run(
-        tmp_path, paths, f"trainer.init_from={source['folder']}", "trainer.max_steps=2",
-        "trainer.precision=mixed_bfloat16", "tracking=none",
+        tmp_path,
+        paths,
+        f"trainer.init_from={source['folder']}",
+        "trainer.max_steps=2",
+        "trainer.precision=mixed_bfloat16",
+        "tracking=none",
     )
     summary = run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
     assert math.isfinite(summary["test/ppl"]) and summary["test/ppl"] < 6  # the source's knowledge
@@ -221,8 +241,13 @@ def test_a_killed_fine_tune_resumes_from_its_own_checkpoint(source, tmp_path, mo
 
     paths = corpus_b(tmp_path / "b")
     cfg = compose_run(
-        tmp_path, paths, f"trainer.init_from={source['run_id']}", "trainer.max_steps=6",
-        "trainer.checkpoint_every_n_steps=2", uri=source["uri"], experiment="resume",
+        tmp_path,
+        paths,
+        f"trainer.init_from={source['run_id']}",
+        "trainer.max_steps=6",
+        "trainer.checkpoint_every_n_steps=2",
+        uri=source["uri"],
+        experiment="resume",
     )
     loads = []
     real_load = finetune.load_weights
@@ -248,8 +273,13 @@ def test_a_killed_fine_tune_resumes_from_its_own_checkpoint(source, tmp_path, mo
 
     # Another source (even the same model named otherwise) is another run: refused, not mixed.
     other = compose_run(
-        tmp_path, paths, f"trainer.init_from={source['folder']}", "trainer.max_steps=6", "trainer.resume=true",
-        uri=source["uri"], experiment="resume",
+        tmp_path,
+        paths,
+        f"trainer.init_from={source['folder']}",
+        "trainer.max_steps=6",
+        "trainer.resume=true",
+        uri=source["uri"],
+        experiment="resume",
     )
     with pytest.raises(ConfigError, match="trainer.init_from"):
         run(other, output_dir=tmp_path / "out", launch_dir=tmp_path)
@@ -294,10 +324,23 @@ def test_an_unknown_run_id_is_a_one_line_cli_error(source, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "lmbench", f"hydra.run.dir={tmp_path / 'out'}", f"trainer.init_from={missing}",
-         "dataset=text_files", *(f"dataset.{s}={p}" for s, p in paths.items()), f"cache_dir={tmp_path / 'cache'}",
-         f"tracking.uri={source['uri']}", "trainer.progress=false"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "lmbench",
+            f"hydra.run.dir={tmp_path / 'out'}",
+            f"trainer.init_from={missing}",
+            "dataset=text_files",
+            *(f"dataset.{s}={p}" for s, p in paths.items()),
+            f"cache_dir={tmp_path / 'cache'}",
+            f"tracking.uri={source['uri']}",
+            "trainer.progress=false",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr

@@ -182,14 +182,17 @@ def other_corpus_ngram(parts, tmp_path_factory):
         pytest.param(("model.weights=[1.5,-0.5]",), "must be finite and >= 0", id="weights: negative"),
         pytest.param(("model.weights=[0.5,0.6]",), "must sum to 1", id="weights: sum"),
         pytest.param(
-            ("model.components=[{ngram},0123456789abcdef0123456789abcdef]",), "components\\[1\\].*no run",
+            ("model.components=[{ngram},0123456789abcdef0123456789abcdef]",),
+            "components\\[1\\].*no run",
             id="unknown run",
         ),
         pytest.param(
             ("model.components=[{ngram},{folder}]",), "components\\[1\\].*holds no lmbench model", id="not a model"
         ),
         pytest.param(
-            ("model.components=[{ngram},{other}]",), "another vocabulary than this run's: .*'cat'", id="other vocabulary"
+            ("model.components=[{ngram},{other}]",),
+            "another vocabulary than this run's: .*'cat'",
+            id="other vocabulary",
         ),
     ],
 )
@@ -200,7 +203,10 @@ def test_unusable_set_ups_are_refused_before_a_run_starts(parts, other_corpus_ng
     if not any(o.startswith("model.components=") for o in overrides):
         overrides.insert(0, components)
     cfg = tiny_cfg(
-        parts["folder"], "tracking.experiment=refused", *corpus_overrides(parts["folder"]), *overrides,
+        parts["folder"],
+        "tracking.experiment=refused",
+        *corpus_overrides(parts["folder"]),
+        *overrides,
         model=("model=interpolated",),
     )
     with pytest.raises(ConfigError, match=message):
@@ -210,7 +216,10 @@ def test_unusable_set_ups_are_refused_before_a_run_starts(parts, other_corpus_ng
 
 def test_missing_components_are_refused(parts):
     cfg = tiny_cfg(
-        parts["folder"], "tracking.experiment=refused", *corpus_overrides(parts["folder"]), model=("model=interpolated",)
+        parts["folder"],
+        "tracking.experiment=refused",
+        *corpus_overrides(parts["folder"]),
+        model=("model=interpolated",),
     )
     with pytest.raises(ConfigError, match="missing required key.*components"):
         run(cfg, output_dir=parts["folder"] / "out" / "refused", launch_dir=parts["folder"])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_ngram import EOS, HELD_OUT, V, fitted
 
 from lmbench.errors import ConfigError
-from test_ngram import EOS, HELD_OUT, V, fitted
 
 TOKENS = ["<eos>"] + [f"w{i}" for i in range(1, V - 1)] + ["<unk>"]
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from nltk.lm import Laplace, Lidstone, Vocabulary
 from nltk.lm.counter import NgramCounter
 from nltk.lm.models import AbsoluteDiscountingInterpolated, KneserNeyInterpolated, WittenBellInterpolated

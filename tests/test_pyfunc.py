@@ -62,7 +62,9 @@ def test_logging_a_model_prints_no_mlflow_warning(tmp_path, caplog):
         run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
     assert not [str(w.message) for w in caught if "mlflow" in w.filename and issubclass(w.category, UserWarning)]
     assert not [r.getMessage() for r in caplog.records if r.name.startswith("mlflow") and r.levelname != "INFO"]
-    assert not [r.getMessage() for r in caplog.records if "type hint" in r.getMessage() or "signature" in r.getMessage()]
+    assert not [
+        r.getMessage() for r in caplog.records if "type hint" in r.getMessage() or "signature" in r.getMessage()
+    ]
 
 
 def test_the_model_file_defines_its_class_without_mlflow_warnings():
@@ -83,8 +85,9 @@ def test_the_model_file_defines_its_class_without_mlflow_warnings():
 def test_pyfunc_of_a_bpe_run_brings_its_trained_tokenizer(tmp_path, monkeypatch):
     """A run with tokenizer=bpe: its MLflow model holds tokenizer.json, rebuilds that very tokenizer
     (never trained again) and scores the test text to the run's logged figures."""
-    from lmbench.data.learned import MODEL_FILE, LearnedTokenizer
     from test_training import logged_bundle_files
+
+    from lmbench.data.learned import MODEL_FILE, LearnedTokenizer
 
     cfg = compose_tiny(tmp_path, "lstm", *FAMILIES["lstm"], "tokenizer=bpe", "tokenizer.vocab_size=30")
     run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-
 from test_training import write_corpus
 
 

@@ -70,7 +70,9 @@ def test_four_parallel_jobs_all_arrive_under_one_parent(tmp_path):
         tags, run_id = r.data.tags, r.info.run_id
         assert r.info.status == "FINISHED"
         assert tags["lmbench.sweep_id"] == parent.info.run_id
-        overrides = dict(o.split("=", 1) for o in tags["lmbench.overrides"].split() if o.split("=")[0] in ("model", "seed"))
+        overrides = dict(
+            o.split("=", 1) for o in tags["lmbench.overrides"].split() if o.split("=")[0] in ("model", "seed")
+        )
         jobs.add((overrides["model"], overrides["seed"]))
         assert tags["lmbench.family"] == tags["lmbench.model"] == overrides["model"]
         assert r.data.params["seed"] == overrides["seed"]
@@ -95,8 +97,14 @@ def test_four_parallel_jobs_all_arrive_under_one_parent(tmp_path):
 
 def test_optuna_search_records_each_trial_as_a_child_run(tmp_path):
     lmbench(
-        tmp_path, "hparams_search=lstm_ptb", "hydra.sweeper.n_trials=3", "trainer.max_steps=6",
-        "model.hidden_size=16", "model.embedding_dim=16", "model.num_layers=1", "tracking.experiment=search",
+        tmp_path,
+        "hparams_search=lstm_ptb",
+        "hydra.sweeper.n_trials=3",
+        "trainer.max_steps=6",
+        "model.hidden_size=16",
+        "model.embedding_dim=16",
+        "model.num_layers=1",
+        "tracking.experiment=search",
     )
     client, parent, trials = sweep_runs(tmp_path, "search")
     assert parent.info.status == "FINISHED"
@@ -117,8 +125,15 @@ def test_optuna_search_records_each_trial_as_a_child_run(tmp_path):
 
 
 def test_a_sweep_that_stops_early_ends_its_parent_failed(tmp_path):
-    proc = lmbench(tmp_path, "-m", "optimizer=sgd", "optimizer.learning_rate=fast,1", "trainer.max_steps=2",
-                   "tracking.experiment=broken", ok=False)
+    proc = lmbench(
+        tmp_path,
+        "-m",
+        "optimizer=sgd",
+        "optimizer.learning_rate=fast,1",
+        "trainer.max_steps=2",
+        "tracking.experiment=broken",
+        ok=False,
+    )
     assert "optimizer" in proc.stderr  # the first job's config error stops the sweep
     _, parent, children = sweep_runs(tmp_path, "broken")
     assert parent.info.status == "FAILED"
@@ -132,8 +147,12 @@ def test_a_sweep_launched_again_into_its_folder_continues_under_its_parent(tmp_p
     # FINISHED; job 0 (an n-gram: no checkpoint) runs again, and the report counts it once.
     later = tmp_path / "later_valid.txt"
     command = (
-        "-m", "model=ngram", "model.order=2", f"dataset.valid={tmp_path / 'valid.txt'},{later}",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}", "tracking.experiment=again",
+        "-m",
+        "model=ngram",
+        "model.order=2",
+        f"dataset.valid={tmp_path / 'valid.txt'},{later}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "tracking.experiment=again",
     )
     first = lmbench(tmp_path, *command, ok=False, splits=("train", "test"))
     assert "later_valid.txt" in first.stderr
@@ -155,13 +174,15 @@ def test_a_sweep_launched_again_into_its_folder_continues_under_its_parent(tmp_p
 
 
 def hydra_job(mode: str, sweep_dir: Path):
-    return OmegaConf.create({
-        "mode": RunMode[mode],
-        "runtime": {"choices": {"model": "lstm_small", "experiment": None, "dataset": "ptb"}},
-        "sweep": {"dir": str(sweep_dir)},
-        "job": {"num": 3},
-        "overrides": {"task": ["model=lstm_small", "seed=7"]},
-    })
+    return OmegaConf.create(
+        {
+            "mode": RunMode[mode],
+            "runtime": {"choices": {"model": "lstm_small", "experiment": None, "dataset": "ptb"}},
+            "sweep": {"dir": str(sweep_dir)},
+            "job": {"num": 3},
+            "overrides": {"task": ["model=lstm_small", "seed=7"]},
+        }
+    )
 
 
 def test_single_runs_have_no_parent_and_sweep_jobs_find_theirs(tmp_path):
@@ -208,8 +229,13 @@ def test_sweep_interpolate_adds_the_ngram_mixed_with_the_networks_as_one_more_ch
     """sweep.interpolate=true (the quick preset sets it): after the jobs, one more child run mixes
     the sweep's n-gram with its networks by EM on valid; the table has its row."""
     proc = lmbench(
-        tmp_path, "-m", "model=ngram,lstm", "seed=1,2", "trainer.max_steps=30",
-        "tracking.experiment=mix", "sweep.interpolate=true",
+        tmp_path,
+        "-m",
+        "model=ngram,lstm",
+        "seed=1,2",
+        "trainer.max_steps=30",
+        "tracking.experiment=mix",
+        "sweep.interpolate=true",
     )
     client, parent, children = sweep_runs(tmp_path, "mix")
     assert parent.info.status == "FINISHED" and len(children) == 5  # 4 jobs and the mixture

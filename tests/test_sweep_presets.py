@@ -9,8 +9,8 @@ from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from lmbench.paths import CONF_DIR
 from lmbench.config import check_target, register_configs
+from lmbench.paths import CONF_DIR
 from lmbench.training.run import MODEL_SUPPLIED
 
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))

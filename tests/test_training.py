@@ -10,11 +10,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-from lmbench.paths import CONF_DIR
 from lmbench.config import register_configs
 from lmbench.data import Split
 from lmbench.errors import TrainingDiverged
 from lmbench.models.neural import pack_streams, stream_starts
+from lmbench.paths import CONF_DIR
 from lmbench.scoring import evaluate
 from lmbench.training.run import run
 

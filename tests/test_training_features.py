@@ -7,12 +7,12 @@ import math
 import keras
 import numpy as np
 import pytest
+from test_training import only_run, tiny_cfg
 
 from lmbench.config import TrainerConfig
 from lmbench.models.recurrent import RecurrentLM
 from lmbench.training.run import run
 from lmbench.training.steps import make_train_step, schedule_factor
-from test_training import only_run, tiny_cfg
 
 
 def test_cosine_with_warmup_shape():

@@ -62,7 +62,9 @@ def test_generate_is_seeded_and_continues_the_prompt(runs, capsys, monkeypatch, 
 
 def test_generate_char_model_joins_characters(runs, capsys, monkeypatch, tmp_path):
     r, uri, folder = runs["char"]
-    code, out, err = cli(generate_cli.main, capsys, str(folder / "out"), "--prompt", "the ", "--tokens", "30", "--seed", "1")
+    code, out, err = cli(
+        generate_cli.main, capsys, str(folder / "out"), "--prompt", "the ", "--tokens", "30", "--seed", "1"
+    )
     assert code == 0, err
     assert out.startswith("the ") and len(out.rstrip("\n")) >= 4 + 30 - out.count("\n")
     assert set(out) <= set("the cat sat on mat dog log a saw\n")

@@ -29,12 +29,12 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from lmbench import names
 from lmbench.artifacts.format import META_FILE, VOCAB_FILE, read_meta
 from lmbench.artifacts.sources import resolve
 from lmbench.data.vocab import Vocabulary
 from lmbench.errors import ConfigError
 from lmbench.models.neural import CONFIG_FILE, WEIGHTS_FILE, NeuralLM
-from lmbench import names
 
 NOTE_MAX_KEYS = 8
 _UNSET = object()

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 from hydra.utils import get_class
@@ -98,7 +99,9 @@ def load_model(folder: str | Path, components: Sequence[LanguageModel] = ()) -> 
     try:
         cls = get_class(meta["class"])
     except Exception as ex:
-        raise ModelNotFound(f"{folder / META_FILE} names the model class {meta['class']!r}, which cannot be imported: {ex}") from None
+        raise ModelNotFound(
+            f"{folder / META_FILE} names the model class {meta['class']!r}, which cannot be imported: {ex}"
+        ) from None
     return cls.load(folder, components=components) if components else cls.load(folder)
 
 

@@ -38,13 +38,19 @@ def interpolate(
         check_weights(weights, len(sources))
     bundles = [_load(k, source, loader) for k, source in enumerate(sources)]
     origins = [
-        Origin(source, b.source_run_id, b.family, b.meta.get("dataset"), str(b.folder)) for source, b in zip(sources, bundles)
+        Origin(source, b.source_run_id, b.family, b.meta.get("dataset"), str(b.folder))
+        for source, b in zip(sources, bundles)
     ]
     for k, bundle in enumerate(bundles):
         _check_vocabulary(f"model.components[{k}] ({origins[k].describe()})", bundle, vocab)
     return InterpolatedLM(
-        vocab_size, eos_id, [b.model for b in bundles], weights=weights, em_tolerance=em_tolerance,
-        em_max_iterations=em_max_iterations, origins=origins,
+        vocab_size,
+        eos_id,
+        [b.model for b in bundles],
+        weights=weights,
+        em_tolerance=em_tolerance,
+        em_max_iterations=em_max_iterations,
+        origins=origins,
     )
 
 
@@ -56,10 +62,14 @@ def component_folders(model: LanguageModel) -> list[Path]:
 def _check_sources(components) -> list[str]:
     example = "e.g. model.components=[<n-gram run id>,<LSTM run id>]"
     if components is None or isinstance(components, (str, bytes)) or not hasattr(components, "__iter__"):
-        raise ConfigError(f"model.components must be a list of at least two model sources, {example}; got {components!r}")
+        raise ConfigError(
+            f"model.components must be a list of at least two model sources, {example}; got {components!r}"
+        )
     sources = [str(c) for c in components]
     if len(sources) < 2:
-        raise ConfigError(f"model.components has {len(sources)} model(s); an interpolation needs at least two, {example}")
+        raise ConfigError(
+            f"model.components has {len(sources)} model(s); an interpolation needs at least two, {example}"
+        )
     return sources
 
 

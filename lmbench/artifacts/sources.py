@@ -21,7 +21,9 @@ from lmbench.paths import default_cache_dir
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def resolve(source: str | Path, tracking_uri: str | None = None, cache_dir: str | Path | None = None) -> tuple[Path, str | None]:
+def resolve(
+    source: str | Path, tracking_uri: str | None = None, cache_dir: str | Path | None = None
+) -> tuple[Path, str | None]:
     """(bundle folder on local disk, MLflow run id if the source named one)."""
     text = str(source)
     path = Path(text).expanduser()

@@ -84,7 +84,11 @@ def evaluate(bundle, named_texts: list[tuple[str, str]], *, show_progress: bool 
 def log_evaluation(bundle, source: str, results, args) -> str | None:
     uri = tracking.resolve_uri(args.tracking_uri, Path.cwd())
     tracker = tracking.Tracker(True, uri, args.experiment)
-    what = ",".join(Path(f).name for f in args.files) if args.files else f"{args.dataset or bundle.meta.get('dataset')}:{'+'.join(args.split)}"
+    what = (
+        ",".join(Path(f).name for f in args.files)
+        if args.files
+        else f"{args.dataset or bundle.meta.get('dataset')}:{'+'.join(args.split)}"
+    )
     tags = {
         names.KIND: "evaluation",
         names.FAMILY: bundle.family,
@@ -94,7 +98,11 @@ def log_evaluation(bundle, source: str, results, args) -> str | None:
     }
     if bundle.source_run_id:
         tags[names.SOURCE_RUN_ID] = bundle.source_run_id
-    tracker.start(f"eval-{bundle.family}", tags, {"source": source, "evaluated_on": what, "eval_batch_size": bundle.eval_batch_size})
+    tracker.start(
+        f"eval-{bundle.family}",
+        tags,
+        {"source": source, "evaluated_on": what, "eval_batch_size": bundle.eval_batch_size},
+    )
     run_id = tracker.run_id
     try:
         tracker.log_metrics({names.eval_metric(name, k): v for name, r in results.items() for k, v in r.items()})
@@ -107,13 +115,19 @@ def log_evaluation(bundle, source: str, results, args) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help="run id, runs:/<id>/model, models:/<name>/<version>, a run folder or a model folder")
+    parser.add_argument(
+        "model", help="run id, runs:/<id>/model, models:/<name>/<version>, a run folder or a model folder"
+    )
     parser.add_argument("--dataset", help="a conf/dataset name (default: the dataset the model was trained on)")
-    parser.add_argument("--split", nargs="+", default=["test"], choices=["train", "valid", "test"], help="default: test")
+    parser.add_argument(
+        "--split", nargs="+", default=["test"], choices=["train", "valid", "test"], help="default: test"
+    )
     parser.add_argument("--set", nargs="*", default=[], metavar="dataset.KEY=VALUE", help="dataset config overrides")
     parser.add_argument("--files", nargs="+", help="score these text files instead (each as one document)")
     parser.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"], help="for --files")
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment (default {DEFAULT_EXPERIMENT})")
+    parser.add_argument(
+        "--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment (default {DEFAULT_EXPERIMENT})"
+    )
     parser.add_argument("--no-log", action="store_true", help="print only; log no MLflow run")
     parser.add_argument("--tracking-uri", help="store (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     args = parser.parse_args(argv)

@@ -32,7 +32,9 @@ def generate_text(bundle, prompt: str | None, n_tokens: int, *, temperature: flo
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help="run id, runs:/<id>/model, models:/<name>/<version>, a run folder or a model folder")
+    parser.add_argument(
+        "model", help="run id, runs:/<id>/model, models:/<name>/<version>, a run folder or a model folder"
+    )
     parser.add_argument("--prompt", default=None, help="text to continue (default: start a new line)")
     parser.add_argument("-n", "--tokens", type=int, default=50, help="tokens to sample (default 50)")
     parser.add_argument("--temperature", type=float, default=1.0, help="> 0; below 1 sharper, above 1 flatter")
@@ -51,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
         bundle = load_bundle(args.model, tracking_uri=args.tracking_uri)
         for i in range(max(1, args.samples)):
             seed = None if args.seed is None else args.seed + i
-            text = generate_text(bundle, args.prompt, args.tokens, temperature=args.temperature, top_k=args.top_k, seed=seed)
+            text = generate_text(
+                bundle, args.prompt, args.tokens, temperature=args.temperature, top_k=args.top_k, seed=seed
+            )
             if args.samples > 1:
                 print(f"--- sample {i + 1}" + ("" if seed is None else f" (seed {seed})"))
             print(text.rstrip("\n"))

@@ -18,12 +18,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from lmbench import names
 from lmbench.cli.sweep import job_tags
 from lmbench.config import register_configs
 from lmbench.config.hints import override_key_hints
 from lmbench.errors import LmbenchError
 from lmbench.paths import CONF_MODULE, CONF_SEARCH_PATH
-from lmbench import names
 
 
 @contextmanager

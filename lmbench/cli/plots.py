@@ -33,7 +33,16 @@ def write_plots(uri: str, rows: list, out: Path) -> None:
     c = colours(rows)
     valid_ppl = names.split_metric(names.VALID, names.PPL)
     plot_history(uri, rows, valid_ppl, out / "valid_ppl.png", "epoch", "validation perplexity", log_y=True, colours=c)
-    plot_history(uri, rows, names.TRAIN_LOSS, out / "train_loss.png", "step", "training loss (nats/token)", log_y=False, colours=c)
+    plot_history(
+        uri,
+        rows,
+        names.TRAIN_LOSS,
+        out / "train_loss.png",
+        "step",
+        "training loss (nats/token)",
+        log_y=False,
+        colours=c,
+    )
     plot_bpc(rows, out / "test_bpc.png", c)
     plot_tradeoff(rows, "params", "parameters", out / "bpc_vs_params.png", c)
     plot_tradeoff(rows, "train_s", "training time (s)", out / "bpc_vs_train_time.png", c)
@@ -56,8 +65,11 @@ def plot_tradeoff(rows: list, attribute: str, xlabel: str, path: Path, colours: 
     ax.xaxis.set_minor_formatter(NullFormatter())
     if points:
         ax.legend(fontsize="small")
-    ax.set(xlabel=xlabel + (" (log scale)" if log_x else ""), ylabel="test bits per character (lower is better)",
-           title=f"test bits/char against {xlabel}")
+    ax.set(
+        xlabel=xlabel + (" (log scale)" if log_x else ""),
+        ylabel="test bits per character (lower is better)",
+        title=f"test bits/char against {xlabel}",
+    )
     ax.grid(True, alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -53,11 +53,17 @@ class Row:
         m, t = r.metrics, r.tags
         family = t.get(names.FAMILY, "?")
         return cls(
-            run_id=r.run_id, run=r.name, family=family,
+            run_id=r.run_id,
+            run=r.name,
+            family=family,
             model=t.get(names.MODEL, family),  # the config-group choice, e.g. lstm_small
-            params=m.get(names.PARAMS), tokenizer=t.get(names.TOKENIZER, "?"),
-            dataset=t.get(names.DATASET, "?"), valid_ppl=m.get(names.split_metric(names.BEST_VALID, names.PPL)),
-            test_ppl=m.get(names.split_metric(names.TEST, names.PPL)), test_bpc=m.get(names.split_metric(names.TEST, names.BPC)), train_s=m.get(names.TRAIN_SECONDS),
+            params=m.get(names.PARAMS),
+            tokenizer=t.get(names.TOKENIZER, "?"),
+            dataset=t.get(names.DATASET, "?"),
+            valid_ppl=m.get(names.split_metric(names.BEST_VALID, names.PPL)),
+            test_ppl=m.get(names.split_metric(names.TEST, names.PPL)),
+            test_bpc=m.get(names.split_metric(names.TEST, names.BPC)),
+            train_s=m.get(names.TRAIN_SECONDS),
             tokens_per_s=m.get(names.TRAIN_TOKENS_PER_SEC),
             overrides=dict(o.lstrip("+~").split("=", 1) for o in t.get(names.OVERRIDES, "").split() if "=" in o),
         )
@@ -113,7 +119,8 @@ def _budget_note(runs: list[tracking.RunRecord]) -> str | None:
     if not short:
         return None
     return (
-        f"Networks trained on {min(short):.0%}" + (f"-{max(short):.0%}" if max(short) > min(short) else "")
+        f"Networks trained on {min(short):.0%}"
+        + (f"-{max(short):.0%}" if max(short) > min(short) else "")
         + " of one epoch (trainer.max_steps): this ranks what each family learns on a small budget, "
         "not trained models; a fully estimated n-gram leads such budgets."
     )
@@ -143,8 +150,12 @@ def _params(n: float | None) -> str:
 
 # How each column is shown in Markdown; the numeric ones are right-aligned.
 CELLS = {
-    "params": _params, "valid_ppl": lambda v: _fmt(v, ".2f"), "test_ppl": lambda v: _fmt(v, ".2f"),
-    "test_bpc": lambda v: _fmt(v, ".4f"), "train_s": lambda v: _fmt(v, ".1f"), "tokens_per_s": lambda v: _fmt(v, ",.0f"),
+    "params": _params,
+    "valid_ppl": lambda v: _fmt(v, ".2f"),
+    "test_ppl": lambda v: _fmt(v, ".2f"),
+    "test_bpc": lambda v: _fmt(v, ".4f"),
+    "train_s": lambda v: _fmt(v, ".1f"),
+    "tokens_per_s": lambda v: _fmt(v, ",.0f"),
 }
 NUMERIC = ("valid_ppl", "test_ppl", "test_bpc", "train_s", "tokens_per_s")
 # The parent run's description in the MLflow UI: the figures that rank runs, narrow enough to read.
@@ -193,7 +204,11 @@ def newest_per_job(runs: list[tracking.RunRecord]) -> list[tracking.RunRecord]:
 
 
 def write_report(
-    uri: str, out: Path, *, experiment: str | None = None, parent_run_id: str | None = None,
+    uri: str,
+    out: Path,
+    *,
+    experiment: str | None = None,
+    parent_run_id: str | None = None,
     filter_string: str | None = None,
 ) -> str:
     """Write the table and plots into `out`; with a parent run, log them to it under `report/`.
@@ -223,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
         "--experiment", help="MLflow experiment name (default: lmbench; the parent's with --parent; all with --filter)"
     )
     parser.add_argument("--parent", metavar="RUN_ID", help="a sweep's parent run: report its child runs")
-    parser.add_argument("--filter", metavar="FILTER", help="MLflow search filter, e.g. \"tags.lmbench.dataset = 'ptb'\"")
+    parser.add_argument(
+        "--filter", metavar="FILTER", help="MLflow search filter, e.g. \"tags.lmbench.dataset = 'ptb'\""
+    )
     parser.add_argument("--tracking-uri", help="store (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     parser.add_argument("--out", type=Path, help="output folder (default: reports/<parent run, experiment or 'runs'>)")
     args = parser.parse_args(argv)

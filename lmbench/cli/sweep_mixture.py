@@ -37,15 +37,25 @@ def interpolate_sweep(config: DictConfig, uri: str, parent_run_id: str, folder: 
     components = [ngrams[0].run_id, *(r.run_id for r in networks)]
     parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
     # What the jobs shared: not the swept values (model=ngram,lstm; seed=1,2), not the model's keys.
-    overrides = [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith(("model", "hydra"))]
+    overrides = [
+        o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith(("model", "hydra"))
+    ]
     mixture = ["model=interpolated", f"model.components=[{','.join(components)}]"]
     cfg = compose(config_name="config", overrides=[*overrides, *mixture])
-    tags = {names.SWEEP_ID: parent_run_id, names.JOB_NUM: JOB, names.OVERRIDES: " ".join(mixture),
-            names.MODEL: "interpolated"}
-    print(f"\nInterpolating the sweep's n-gram with its {len(networks)} network(s) (sweep.interpolate=true)", flush=True)
+    tags = {
+        names.SWEEP_ID: parent_run_id,
+        names.JOB_NUM: JOB,
+        names.OVERRIDES: " ".join(mixture),
+        names.MODEL: "interpolated",
+    }
+    print(
+        f"\nInterpolating the sweep's n-gram with its {len(networks)} network(s) (sweep.interpolate=true)", flush=True
+    )
     try:
         run(cfg, output_dir=folder / JOB, launch_dir=Path.cwd(), parent_run_id=parent_run_id, extra_tags=tags)
     except LmbenchError as ex:  # e.g. networks of another tokenizer: the sweep itself succeeded
         print(f"sweep.interpolate: the mixture could not be built: {ex}", flush=True)
         return None
-    return tracking.find_runs(uri, parent_run_id=parent_run_id, filter_string=f"tags.{names.JOB_NUM} = '{JOB}'")[0].run_id
+    return tracking.find_runs(uri, parent_run_id=parent_run_id, filter_string=f"tags.{names.JOB_NUM} = '{JOB}'")[
+        0
+    ].run_id

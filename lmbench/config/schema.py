@@ -18,7 +18,6 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
-
 @dataclass
 class DatasetConfig:
     """Where a corpus's text comes from.

@@ -174,7 +174,7 @@ class Tokenizer:
         """True for a learned tokenizer that has not been trained yet; rule-based ones never do."""
         return False
 
-    def fit(self, train_text: str, unk_token: str) -> "Tokenizer":
+    def fit(self, train_text: str, unk_token: str) -> Tokenizer:
         """A tokenizer ready to cut text, learned from `train_text` when it learns: itself here."""
         return self
 
@@ -183,7 +183,7 @@ class Tokenizer:
         written, or None when there is nothing to keep (rule-based tokenizers)."""
         return None
 
-    def load_model(self, folder: str | Path) -> "Tokenizer":
+    def load_model(self, folder: str | Path) -> Tokenizer:
         """This tokenizer with what `save_model` wrote into `folder`: itself here."""
         return self
 

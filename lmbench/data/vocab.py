@@ -45,7 +45,7 @@ class Vocabulary:
         max_size: int | None = None,
         min_freq: int = 1,
         heldout: Iterable[str] = (),
-    ) -> "Vocabulary":
+    ) -> Vocabulary:
         """Build from token counts of the training split.
 
         `max_size` caps the whole vocabulary (special tokens included); `min_freq` drops rarer
@@ -116,7 +116,7 @@ class Vocabulary:
         Path(path).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocabulary":
+    def load(cls, path: str | Path) -> Vocabulary:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         return cls(data["tokens"], eos=data["eos"], unk=data["unk"])
 

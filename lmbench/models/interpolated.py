@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -100,7 +100,9 @@ class InterpolatedLM(ModelBase):
                 f"model.components has {len(self.parts)} model(s); an interpolation needs at least two, "
                 "e.g. model.components=[<n-gram run id>,<LSTM run id>]"
             )
-        self.origins = list(origins) if origins is not None else [Origin(f"component {k}") for k in range(len(self.parts))]
+        self.origins = (
+            list(origins) if origins is not None else [Origin(f"component {k}") for k in range(len(self.parts))]
+        )
         self.fixed = weights is not None
         self.weights = check_weights(weights, len(self.parts)) if self.fixed else None
         if not em_tolerance > 0 or int(em_max_iterations) < 1:
@@ -157,9 +159,7 @@ class InterpolatedLM(ModelBase):
             return np.full(len(self.parts), 1.0 / len(self.parts))
         return self.weights
 
-    def score(
-        self, ids: np.ndarray, *, batch_size: int | None = None, progress: Progress | None = None
-    ) -> np.ndarray:
+    def score(self, ids: np.ndarray, *, batch_size: int | None = None, progress: Progress | None = None) -> np.ndarray:
         """log sum_k weight_k p_k(token), every token once; zero-weight components are not run."""
         ids = np.asarray(ids)
         weights = self.mixture_weights
@@ -187,9 +187,9 @@ class InterpolatedLM(ModelBase):
     def stepper(self, prompt: np.ndarray) -> MixtureStepper:
         """The mixture after reading a lone eos and `prompt` (see `base.Stepper`)."""
         weights = self.mixture_weights
-        return MixtureStepper([
-            (math.log(weights[k]), self.parts[k].stepper(prompt)) for k in np.flatnonzero(weights > 0)
-        ])
+        return MixtureStepper(
+            [(math.log(weights[k]), self.parts[k].stepper(prompt)) for k in np.flatnonzero(weights > 0)]
+        )
 
     def num_params(self) -> int:
         """The components' parameters (the weights themselves are not counted)."""
@@ -208,9 +208,13 @@ class InterpolatedLM(ModelBase):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {
-            "format_version": FORMAT_VERSION, "vocab_size": self.vocab_size, "eos_id": self.eos_id,
-            "weights": self.mixture_weights.tolist(), "fixed": self.fixed,
-            "em_tolerance": self.em_tolerance, "em_max_iterations": self.em_max_iterations,
+            "format_version": FORMAT_VERSION,
+            "vocab_size": self.vocab_size,
+            "eos_id": self.eos_id,
+            "weights": self.mixture_weights.tolist(),
+            "fixed": self.fixed,
+            "em_tolerance": self.em_tolerance,
+            "em_max_iterations": self.em_max_iterations,
             "components": [{k: v for k, v in asdict(o).items() if k != "folder"} for o in self.origins],
             "stats": self.stats,
         }
@@ -230,8 +234,13 @@ class InterpolatedLM(ModelBase):
         if len(components) != len(origins):
             raise DataError(f"{path} names {len(origins)} components; {len(components)} were given")
         model = cls(
-            meta["vocab_size"], meta["eos_id"], components, weights=meta["weights"],
-            em_tolerance=meta["em_tolerance"], em_max_iterations=meta["em_max_iterations"], origins=origins,
+            meta["vocab_size"],
+            meta["eos_id"],
+            components,
+            weights=meta["weights"],
+            em_tolerance=meta["em_tolerance"],
+            em_max_iterations=meta["em_max_iterations"],
+            origins=origins,
         )
         model.fixed, model.stats = bool(meta["fixed"]), dict(meta["stats"])
         return model

@@ -92,7 +92,7 @@ def float32_policy():
         keras.mixed_precision.set_global_policy(previous)
 
 
-def built_in_float32(cls: type["NeuralLM"], config: dict) -> "NeuralLM":
+def built_in_float32(cls: type[NeuralLM], config: dict) -> NeuralLM:
     """`cls(**config)` with its weights created, computing in float32 whatever the global policy."""
     with float32_policy():
         model = cls(**config)
@@ -103,7 +103,7 @@ def built_in_float32(cls: type["NeuralLM"], config: dict) -> "NeuralLM":
 class StateStepper:
     """Next-token logits of a network that carries its history in a state (see `base.Stepper`)."""
 
-    def __init__(self, model: "NeuralLM", prompt: np.ndarray):
+    def __init__(self, model: NeuralLM, prompt: np.ndarray):
         self.model = model
         self.states = model.initial_state(1)
         self._read(np.concatenate([[model.eos_id], np.asarray(prompt, dtype=np.int64)]))
@@ -188,14 +188,14 @@ class NeuralLM(ModelBase, keras.Model):
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
 
     @staticmethod
-    def load(folder: str | Path) -> "NeuralLM":
+    def load(folder: str | Path) -> NeuralLM:
         folder = Path(folder)
         config = json.loads((folder / CONFIG_FILE).read_text())
         model = built_in_float32(get_class(config.pop("class")), config)  # however it was trained
         model.load_weights(folder / WEIGHTS_FILE)
         return model
 
-    def float32_copy(self) -> "NeuralLM":
+    def float32_copy(self) -> NeuralLM:
         """A float32 model of the same architecture (weights not copied): the evaluator scores a
         model trained under mixed_bfloat16 through it, so every reported figure is float32."""
         return built_in_float32(type(self), self.get_config())

@@ -262,7 +262,7 @@ class TransformerLM(NeuralLM):
             self._score_fn = step
         return self._score_fn
 
-    def stepper(self, prompt: np.ndarray) -> "WindowStepper":
+    def stepper(self, prompt: np.ndarray) -> WindowStepper:
         """As NeuralLM's, but each step re-reads the last `context` tokens: there is no state to
         carry the history (`generate` uses it too)."""
         return WindowStepper(self, prompt)

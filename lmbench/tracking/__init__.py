@@ -5,15 +5,51 @@ experiments, a sweep's parent run, the write retry). `queries`: runs read back a
 """
 
 from lmbench.tracking.queries import (
-    RunRecord, download, find_runs, get_run, last_logged, metric_history, run_status,
+    RunRecord,
+    download,
+    find_runs,
+    get_run,
+    last_logged,
+    metric_history,
+    run_status,
 )
 from lmbench.tracking.run import Tracker, flatten, git_commit
 from lmbench.tracking.store import (
-    describe_run, end_run, log_table, ensure_experiment, log_artifacts, reopen_run, resolve_uri, start_parent_run, ui_command, ui_hint, ui_url, with_retry,
+    describe_run,
+    end_run,
+    ensure_experiment,
+    log_artifacts,
+    log_table,
+    reopen_run,
+    resolve_uri,
+    start_parent_run,
+    ui_command,
+    ui_hint,
+    ui_url,
+    with_retry,
 )
 
 __all__ = [
-    "RunRecord", "Tracker", "describe_run", "download", "log_table", "end_run", "ensure_experiment", "find_runs", "flatten", "get_run",
-    "git_commit", "last_logged", "log_artifacts", "metric_history", "reopen_run", "resolve_uri", "run_status",
-    "start_parent_run", "ui_command", "ui_hint", "ui_url", "with_retry",
+    "RunRecord",
+    "Tracker",
+    "describe_run",
+    "download",
+    "log_table",
+    "end_run",
+    "ensure_experiment",
+    "find_runs",
+    "flatten",
+    "get_run",
+    "git_commit",
+    "last_logged",
+    "log_artifacts",
+    "metric_history",
+    "reopen_run",
+    "resolve_uri",
+    "run_status",
+    "start_parent_run",
+    "ui_command",
+    "ui_hint",
+    "ui_url",
+    "with_retry",
 ]

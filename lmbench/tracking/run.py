@@ -8,15 +8,16 @@ fails: `finish("FAILED", reason)` ends the run with that status and the reason a
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import mlflow
 from mlflow import MlflowClient
 
-from lmbench.tracking.store import ensure_experiment, ui_hint, with_retry
 from lmbench import names
 from lmbench.errors import ConfigError
+from lmbench.tracking.store import ensure_experiment, ui_hint, with_retry
 
 T = TypeVar("T")
 

@@ -12,13 +12,14 @@ import os
 import random
 import re
 import time
-from lmbench import names
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from lmbench import names
 from lmbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,10 @@ def ensure_experiment(uri: str, name: str) -> str:
         location = (db.parent / "mlruns" / safe).resolve().as_uri()
     try:
         return with_retry(
-            client.create_experiment, name, artifact_location=location, tags={names.EXPERIMENT_KIND: names.MODEL_TRAINING}
+            client.create_experiment,
+            name,
+            artifact_location=location,
+            tags={names.EXPERIMENT_KIND: names.MODEL_TRAINING},
         )
     except MlflowException:
         existing = client.get_experiment_by_name(name)

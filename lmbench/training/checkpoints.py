@@ -60,7 +60,9 @@ def save(folder: Path, state: TrainState, model, optimizer, streams_state) -> No
     model.save_weights(tmp / MODEL_FILE)
     arrays = {f"opt_{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)}
     # stream states are bfloat16 under mixed_bfloat16, which .npz cannot hold; float32 holds them exactly
-    arrays.update({f"stream_{i}": np.asarray(tf.cast(t, tf.float32)) for i, t in enumerate(tf.nest.flatten(streams_state))})
+    arrays.update(
+        {f"stream_{i}": np.asarray(tf.cast(t, tf.float32)) for i, t in enumerate(tf.nest.flatten(streams_state))}
+    )
     np.savez(tmp / ARRAYS_FILE, **arrays)
     (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
     old = folder.with_name(folder.name + ".old")
@@ -90,5 +92,8 @@ def restore(folder: Path, model, optimizer, streams_template):
     with np.load(folder / ARRAYS_FILE) as arrays:
         for i, var in enumerate(optimizer.variables):
             var.assign(arrays[f"opt_{i}"])
-        flat = [tf.cast(tf.constant(arrays[f"stream_{i}"]), t.dtype) for i, t in enumerate(tf.nest.flatten(streams_template))]
+        flat = [
+            tf.cast(tf.constant(arrays[f"stream_{i}"]), t.dtype)
+            for i, t in enumerate(tf.nest.flatten(streams_template))
+        ]
     return tf.nest.pack_sequence_as(streams_template, flat)

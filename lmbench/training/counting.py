@@ -4,7 +4,7 @@ valid where the model declares it (`ModelBase.tunes_on_valid`), then validation.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from lmbench.config import TrainerConfig
 from lmbench.data.types import CorpusData

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -129,7 +129,8 @@ class NeuralLoop:
     def _end_epoch(self, state: TrainState, stream_states, result: FitResult) -> None:
         """Validation, the best checkpoint, decay or stop, and the resumable checkpoint."""
         epoch = state.epoch
-        self.tracker.log_metrics({names.TRAIN_LR: float(self.optimizer.learning_rate), names.TRAIN_EPOCH: epoch}, step=epoch)
+        lr = float(self.optimizer.learning_rate)
+        self.tracker.log_metrics({names.TRAIN_LR: lr, names.TRAIN_EPOCH: epoch}, step=epoch)
         valid = self.validate(self.model, self.data, epoch, result)
         stop = self._after_validation(valid, state, result)
         state.epoch, state.step_in_epoch = epoch + 1, 0

@@ -103,8 +103,8 @@ def run(
             tracker.finish("FAILED", f"{type(ex).__name__}: {ex}")
             raise
         message = (
-            f"cannot write {ex.filename or f'into the run folder {output_dir}'} ({ex.strerror}); free space or choose another "
-            f"folder (hydra.run.dir). The MLflow run keeps what it logged before"
+            f"cannot write {ex.filename or f'into the run folder {output_dir}'} ({ex.strerror}); free space "
+            "or choose another folder (hydra.run.dir). The MLflow run keeps what it logged before"
         )
         tracker.finish("FAILED", message)
         raise DataError(message) from None
@@ -138,7 +138,10 @@ def build(plan: Plan, output_dir: Path) -> Built:
     if source is not None:  # a learned tokenizer is the source's trained one, not trained again
         tokenizer = finetune.source_tokenizer(tokenizer, source)
     data = load_corpus(
-        cfg.dataset, tokenizer, cache_dir=default_cache_dir(cfg.cache_dir), progress=cfg.trainer.progress,
+        cfg.dataset,
+        tokenizer,
+        cache_dir=default_cache_dir(cfg.cache_dir),
+        progress=cfg.trainer.progress,
         vocab=source.vocab if source is not None else None,
     )
     log_corpus(cfg, data, source)
@@ -206,7 +209,11 @@ def saved_state(cfg: DictConfig, trainer: Trainer, model, digest: str) -> checkp
 
 
 def open_run(
-    plan: Plan, built: Built, output_dir: Path, launch_dir: Path, parent_run_id: str | None,
+    plan: Plan,
+    built: Built,
+    output_dir: Path,
+    launch_dir: Path,
+    parent_run_id: str | None,
     extra_tags: dict[str, str] | None,
 ) -> Tracker:
     """Start the run (or reopen the one a checkpoint names); log what it is made of."""
@@ -215,7 +222,9 @@ def open_run(
         tracker.resume(resume.run_id, resumed_at_step=resume.global_step)
     else:
         params = flatten(plan.container)
-        params.update({"data.vocab_size": len(data.vocab), **{f"data.{s}_tokens": len(data.splits[s]) for s in data.splits}})
+        params.update(
+            {"data.vocab_size": len(data.vocab), **{f"data.{s}_tokens": len(data.splits[s]) for s in data.splits}}
+        )
         tags = run_tags(plan, built, output_dir, launch_dir, extra_tags)
         tracker.start(run_name_prefix(cfg, built.model), tags, params, parent_run_id=parent_run_id)
     if resume is not None:
@@ -225,7 +234,9 @@ def open_run(
     return tracker
 
 
-def run_tags(plan: Plan, built: Built, output_dir: Path, launch_dir: Path, extra: dict[str, str] | None) -> dict[str, str]:
+def run_tags(
+    plan: Plan, built: Built, output_dir: Path, launch_dir: Path, extra: dict[str, str] | None
+) -> dict[str, str]:
     cfg, model = plan.cfg, built.model
     tags = {
         names.FAMILY: family_of(model),
@@ -286,11 +297,19 @@ def save(plan: Plan, built: Built, output_dir: Path, summary: dict[str, float]) 
     """The bundle (`<run folder>/model/`), its ARPA form if asked, and the MLflow model."""
     cfg, container, source, tracker = plan.cfg, plan.container, plan.source, built.tracker
     bundle = save_bundle(
-        output_dir / "model", built.model, vocab=built.data.vocab, tokenizer=built.tokenizer, model_cfg=container["model"],
-        tokenizer_cfg=container["tokenizer"], eval_batch_size=cfg.trainer.eval_batch_size,
+        output_dir / "model",
+        built.model,
+        vocab=built.data.vocab,
+        tokenizer=built.tokenizer,
+        model_cfg=container["model"],
+        tokenizer_cfg=container["tokenizer"],
+        eval_batch_size=cfg.trainer.eval_batch_size,
         info={
-            "dataset": cfg.dataset.name, "dataset_config": container["dataset"],
-            "run_id": tracker.run_id, "experiment": cfg.tracking.experiment, "metrics": summary,
+            "dataset": cfg.dataset.name,
+            "dataset_config": container["dataset"],
+            "run_id": tracker.run_id,
+            "experiment": cfg.tracking.experiment,
+            "metrics": summary,
             **({"init_from": source.given, "source_run_id": source.run_id} if source is not None else {}),
         },
         components=component_folders(built.model),
@@ -305,8 +324,12 @@ def log_corpus(cfg: DictConfig, data: CorpusData, source: finetune.Source | None
     oov_rate = data.info.get("oov_rate")
     log.info(
         "%s: |V|=%d%s, tokens train/valid/test = %d/%d/%d%s%s",
-        cfg.dataset.name, len(data.vocab), " (the source model's)" if source is not None else "",
-        len(data.train), len(data.valid), len(data.test),
+        cfg.dataset.name,
+        len(data.vocab),
+        " (the source model's)" if source is not None else "",
+        len(data.train),
+        len(data.valid),
+        len(data.test),
         ", OOV rate " + "/".join(f"{oov_rate[s]:.2%}" for s in data.splits) if oov_rate else "",
         " (from cache)" if data.info.get("from_cache") else "",
     )

@@ -82,8 +82,9 @@ class Trainer:
         optimizer=None,
     ) -> FitResult:
         """Train `model` from `state`; with `resumed`, first restore checkpoints/last into it. A
-        network needs its `optimizer` (`steps.build_optimizer`), a counting model none. Checks the set-up first unless `check` already passed for this model (run() checks before
-        it starts tracking)."""
+        network needs its `optimizer` (`steps.build_optimizer`), a counting model none. Checks the
+        set-up first unless `check` already passed for this model (run() checks before it starts
+        tracking)."""
         if self._checked is not model:
             self.check(model, data)
         if not isinstance(model, NeuralLM):
@@ -105,7 +106,9 @@ class Trainer:
         return self._evaluate(model, data.test)
 
     def _evaluate(self, model: LanguageModel, split: Split) -> EvalResult:
-        return evaluate(self._scorer(model), split, batch_size=self.cfg.eval_batch_size, show_progress=self.cfg.progress)
+        return evaluate(
+            self._scorer(model), split, batch_size=self.cfg.eval_batch_size, show_progress=self.cfg.progress
+        )
 
     def _scorer(self, model):
         """`model` itself, or for a network computing in bfloat16 (trainer.precision), a float32

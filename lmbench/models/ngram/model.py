@@ -224,7 +224,7 @@ class NGramLM(ModelBase):
 
     # ---- generation -------------------------------------------------------------------------
 
-    def stepper(self, prompt: np.ndarray) -> "NGramStepper":
+    def stepper(self, prompt: np.ndarray) -> NGramStepper:
         """The model after reading a lone eos and `prompt` (see `base.Stepper`)."""
         self._check_fitted()
         return NGramStepper(self, self._check_ids(prompt))
@@ -247,7 +247,7 @@ class NGramLM(ModelBase):
         (folder / "ngram.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     @classmethod
-    def load(cls, folder: str | Path) -> "NGramLM":
+    def load(cls, folder: str | Path) -> NGramLM:
         folder = Path(folder)
         meta_path, arrays_path = folder / "ngram.json", folder / "ngram.npz"
         for path in (meta_path, arrays_path):
