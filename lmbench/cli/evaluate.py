@@ -58,7 +58,12 @@ def targets(args, bundle) -> list[tuple[str, str]]:
         for path in map(Path, args.files):
             if not path.is_file():
                 raise DataError(f"{path}: no such file")
-            out.append((path.stem, decode_text(path.read_bytes(), path, errors=args.encoding_errors)))
+            out.append(
+                (
+                    path.stem,
+                    decode_text(path.read_bytes(), path, errors=args.encoding_errors, allow_binary=args.allow_binary),
+                )
+            )
         return out
     cfg = dataset_config(args.dataset, bundle, args.set)
     texts = read_split_texts(cfg)
@@ -125,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="dataset.KEY=VALUE", help="dataset config overrides")
     parser.add_argument("--files", nargs="+", help="score these text files instead (each as one document)")
     parser.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"], help="for --files")
+    parser.add_argument("--allow-binary", action="store_true", help="for --files: read control bytes as text")
     parser.add_argument(
         "--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment (default {DEFAULT_EXPERIMENT})"
     )

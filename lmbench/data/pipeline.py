@@ -106,7 +106,7 @@ def load_corpus(
         cached_vocab, splits, oov, fitted = cached
         return _corpus(cached_vocab, splits, key, {**info, "oov": oov}, fitted, from_cache=True)
 
-    texts, sources = _split_texts(files, raw, errors)
+    texts, sources = _split_texts(files, raw, errors, dataset_cfg.allow_binary)
     tokenizer, tokens = _tokenize(tokenizer, texts, sources, dataset_cfg.unk_token)
     if vocab is None:
         vocab = tokenizer.build_vocab(
@@ -200,14 +200,14 @@ def _corpus(
 
 
 def _split_texts(
-    files: CorpusFiles, raw: dict[str, bytes], errors: str
+    files: CorpusFiles, raw: dict[str, bytes], errors: str, allow_binary: bool = False
 ) -> tuple[dict[str, str], dict[str, str]]:
     """split -> text, and split -> where it came from (for error messages)."""
     if files.split_fractions is None:
-        texts = {s: decode_text(raw[s], files.paths[s], errors=errors) for s in SPLITS}
+        texts = {s: decode_text(raw[s], files.paths[s], errors=errors, allow_binary=allow_binary) for s in SPLITS}
         return texts, {s: str(files.paths[s]) for s in SPLITS}
     path = files.paths["file"]
-    text = decode_text(raw["file"], path, errors=errors)
+    text = decode_text(raw["file"], path, errors=errors, allow_binary=allow_binary)
     lines = text.split("\n")
     ends_with_newline = text.endswith("\n")
     if ends_with_newline:
@@ -295,5 +295,5 @@ def read_split_texts(dataset_cfg: Any, *, cache_dir: str | Path | None = None) -
     for role, path in files.paths.items():
         raw[role] = path.read_bytes()
         check_sha256(dataset_cfg, files.names[role], path, hashlib.sha256(raw[role]).hexdigest())
-    texts, _ = _split_texts(files, raw, errors)
+    texts, _ = _split_texts(files, raw, errors, dataset_cfg.allow_binary)
     return texts

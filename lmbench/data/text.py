@@ -3,16 +3,20 @@
 A leading byte-order mark is dropped and CRLF line ends become LF, so the same corpus saved on
 Windows or Unix gives the same tokens. Invalid UTF-8 is refused by default (silently replacing
 bytes would change the text being benchmarked); `dataset.encoding_errors=replace` opts in to U+FFFD.
+A file with NUL or other control bytes (all of C0 but tab, newline, vertical tab, form feed and
+carriage return) is binary data, not text, and refused too, unless `dataset.allow_binary=true`.
 """
 
 from __future__ import annotations
 
 import codecs
+import re
 from pathlib import Path
 
 from lmbench.errors import ConfigError, DataError
 
 ENCODING_ERRORS = ("strict", "replace")
+BINARY = re.compile("[\x00-\x08\x0e-\x1f]")  # control characters no text file holds
 
 
 def check_encoding_errors(errors: str) -> None:
@@ -22,7 +26,7 @@ def check_encoding_errors(errors: str) -> None:
         )
 
 
-def decode_text(data: bytes, path: str | Path, *, errors: str = "strict") -> str:
+def decode_text(data: bytes, path: str | Path, *, errors: str = "strict", allow_binary: bool = False) -> str:
     """Decode the bytes of the file `path` (named in errors only) as `read_text` does."""
     check_encoding_errors(errors)
     offset = 0
@@ -39,6 +43,14 @@ def decode_text(data: bytes, path: str | Path, *, errors: str = "strict") -> str
             f"({ex.reason}). Convert the file to UTF-8, or set dataset.encoding_errors=replace "
             f"to accept invalid bytes as U+FFFD."
         ) from None
+    if not allow_binary and (found := BINARY.search(text)):
+        at = found.start()
+        line = text.count("\n", 0, at) + 1
+        raise DataError(
+            f"{path} is binary data, not text: character {at} (line {line}) is the control byte "
+            f"{ord(found.group()):#04x}. Name a text file, or set dataset.allow_binary=true to read such "
+            "bytes as ordinary characters."
+        )
     if "\r" in text:
         text = text.replace("\r\n", "\n")
     if not text or text.isspace():
@@ -46,7 +58,8 @@ def decode_text(data: bytes, path: str | Path, *, errors: str = "strict") -> str
     return text
 
 
-def read_text(path: str | Path, *, errors: str = "strict") -> str:
-    """The text of a UTF-8 file (BOM stripped, CRLF read as LF); DataError if invalid or empty."""
+def read_text(path: str | Path, *, errors: str = "strict", allow_binary: bool = False) -> str:
+    """The text of a UTF-8 file (BOM stripped, CRLF read as LF); DataError if invalid, binary or
+    empty."""
     check_encoding_errors(errors)
-    return decode_text(Path(path).read_bytes(), path, errors=errors)
+    return decode_text(Path(path).read_bytes(), path, errors=errors, allow_binary=allow_binary)
