@@ -120,3 +120,12 @@ def test_subword_vocab_size_below_the_byte_alphabet(tmp_path):
     proc = lmbench(tmp_path, *text_files(tmp_path, b"a b c\n" * 50), "tokenizer=byte_bpe", "tokenizer.vocab_size=100")
     assert_clean_error(proc, "lmbench: error: tokenizer.vocab_size must be an integer >= 257 for byte_bpe", "got 100")
     assert proc.returncode == 2 and "Error in call to target" not in proc.stderr
+
+
+def test_a_run_folder_that_cannot_be_created_is_one_paragraph(tmp_path):
+    """Hydra creates the run folder and printed a traceback when it could not."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n")
+    proc = lmbench(tmp_path, "model=ngram", "tracking=none", f"hydra.run.dir={blocker / 'run'}")
+    assert proc.returncode == 2
+    assert_clean_error(proc, f"lmbench: error: hydra.run.dir={blocker / 'run'} cannot be created (Not a directory")
