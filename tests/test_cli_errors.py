@@ -41,7 +41,20 @@ def text_files(tmp_path: Path, train: bytes, other: bytes = b"a b\n") -> list[st
 
 def test_unknown_group_option_lists_the_choices(tmp_path):
     proc = lmbench(tmp_path, "model=lstmm")
-    assert_clean_error(proc, "Could not find 'model/lstmm'", "Available options in 'model'", "lstm")
+    assert_clean_error(
+        proc, "lmbench: error: model=lstmm is not an option of the model group. Did you mean model=lstm?",
+        "Options: gru, interpolated, lstm,",
+    )
+    assert proc.returncode == 2 and "Config search path" not in proc.stderr  # not Hydra's internals
+    proc = lmbench(tmp_path, "-m", "model=ngram,LSTM")  # each value of a sweep, before any job
+    assert_clean_error(proc, "model=LSTM is not an option of the model group. Did you mean model=lstm?")
+
+
+def test_a_misspelt_key_gets_lmbenchs_hint_only(tmp_path):
+    """Not Hydra's advice to write +optimizer.lr, which would fail later, at the optimizer."""
+    proc = lmbench(tmp_path, "optimizer.lr=0.1")
+    assert_clean_error(proc, "lmbench: error: optimizer.lr is not a config key. Valid keys under optimizer:")
+    assert proc.returncode == 2 and "+optimizer.lr" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
 
 
 def test_misspelt_key_names_the_key_and_the_valid_ones(tmp_path):

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from lmbench import names
 from lmbench.cli.sweep import job_tags
 from lmbench.config import register_configs
-from lmbench.config.hints import override_key_hints
+from lmbench.config.hints import command_line_problems, override_key_hints
 from lmbench.errors import LmbenchError
 from lmbench.paths import CONF_MODULE, CONF_SEARCH_PATH
 
@@ -88,6 +88,11 @@ def _main(cfg: DictConfig) -> float | None:
 def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     register_configs()
+    problems = command_line_problems(sys.argv[1:], CONF_MODULE)
+    if problems:  # one paragraph each, instead of Hydra's message (search path, "use +key")
+        for problem in problems:
+            print(f"lmbench: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     try:
         _main()
     except SystemExit as ex:

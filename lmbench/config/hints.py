@@ -62,3 +62,75 @@ def override_key_hints(args: list[str], config_module: str) -> list[str]:
         guess = f" Did you mean {where}{close[0]}?" if close else ""
         hints.append(f"{key} is not a config key.{guess} Valid keys under {parent or 'the root'}: {', '.join(valid)}.")
     return hints
+
+
+def command_line_problems(args: list[str], config_module: str) -> list[str]:
+    """What is wrong with the command line's overrides, found before Hydra runs, so that a user
+    reads lmbench's paragraph and not Hydra's search path or its advice to add a `+`.
+
+    An unknown option of a config group (`model=LSTM`: did you mean, and the options) and a key the
+    composed config lacks (`optimizer.lr`: did you mean, and the keys). Empty when nothing is found
+    to be wrong; whatever else Hydra refuses, Hydra reports.
+    """
+    candidates = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(candidates)
+    except Exception:
+        return []  # Hydra's own message says what it cannot parse
+    search = [o.input_line for o in parsed if o.key_or_group == "hydra.searchpath"]
+    extra = [f"file://{os.path.abspath(d)}" for d in _user_config_dirs(args)]
+    if extra and not search:
+        search = [f"hydra.searchpath=[{','.join(extra)}]"]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=config_module, version_base="1.3"):
+            loader = GlobalHydra.instance().config_loader()
+            problems = _unknown_options(parsed, loader, search)
+            if problems:
+                return problems
+            singles = [_first_value(o) for o in parsed if not o.key_or_group.startswith("hydra")]
+            try:
+                compose("config", overrides=[s for s in singles if s] + search)
+            except Exception as ex:
+                if "Could not override" in str(ex) or "not in struct" in str(ex):
+                    return override_key_hints(args, config_module)
+    except Exception:
+        return []
+    finally:
+        GlobalHydra.instance().clear()
+    return []
+
+
+def _unknown_options(parsed: list, loader, search: list[str]) -> list[str]:
+    """`group=value` overrides whose value is no option of the group (in lmbench's configs and the
+    user's folders on `search`)."""
+    problems = []
+    groups = loader.list_groups("")
+    for o in parsed:
+        group = o.key_or_group.lstrip("+~")
+        if o.is_delete() or group.startswith("hydra") or (group not in groups and "/" not in group):
+            continue
+        options = loader.get_group_options(group, config_name="config", overrides=search)
+        if not options:
+            continue
+        values = o.value() if o.is_sweep_override() and not o.is_interval_sweep() else [o.value()]
+        for value in getattr(values, "list", values):
+            if isinstance(value, str) and value not in options:
+                close = difflib.get_close_matches(value, options, n=1) or difflib.get_close_matches(
+                    value.lower(), options, n=1
+                )
+                guess = f" Did you mean {group}={close[0]}?" if close else ""
+                listed = ", ".join(options)
+                problems.append(f"{group}={value} is not an option of the {group} group.{guess} Options: {listed}.")
+    return problems
+
+
+def _first_value(o) -> str | None:
+    """The override as one value (a choice sweep's first), to compose one job's config."""
+    if not o.is_sweep_override():
+        return o.input_line
+    values = getattr(o.value(), "list", None)
+    if not values:
+        return None  # a range or interval sweep: its keys are checked by the jobs
+    prefix = o.input_line.split("=", 1)[0]
+    return f"{prefix}={values[0]}"
