@@ -14,6 +14,9 @@ LOSS, PPL, BPC, TOKENS, TOKENS_PER_SEC, OOV_RATE = "loss", "ppl", "bpc", "tokens
 TRAIN, VALID, TEST, BEST_VALID = "train", "valid", "test", "best_valid"
 
 
+VALID_STEP = "valid_step"  # valid/* again, at the global step (trainer.validate_every_n_steps)
+
+
 def split_metric(split: str, figure: str) -> str:
     """`valid/ppl`, `test/bpc`, `best_valid/loss`, ..."""
     return f"{split}/{figure}"

@@ -24,3 +24,22 @@ def test_a_run_stopped_inside_an_epoch_names_the_share_it_trains(tmp_path, capsy
     err = capsys.readouterr().err
     assert re.search(r"\b\d+% of epoch 1: 100%\S* *\| *3/3 ", err), err[-2000:]
     assert "epoch 1:" not in err.replace("of epoch 1:", "")
+
+
+def test_validate_every_n_steps_draws_a_validation_curve_per_step(tmp_path):
+    """valid_step/* at steps 4, 8 and the epoch's end (the last step), valid/* per epoch as before;
+    the report draws the per-step curve."""
+    from test_training import only_run
+
+    from lmbench.cli import report
+
+    cfg = tiny_cfg(tmp_path, "trainer.validate_every_n_steps=4", "trainer.max_steps=10")
+    run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    client, r = only_run(cfg.tracking.uri)
+    steps = [m.step for m in client.get_metric_history(r.info.run_id, "valid_step/ppl")]
+    assert sorted(steps) == [4, 8, 10]
+    assert [m.step for m in client.get_metric_history(r.info.run_id, "valid/ppl")] == [1]
+    last = max(client.get_metric_history(r.info.run_id, "valid_step/ppl"), key=lambda m: m.step)
+    assert last.value == r.data.metrics["valid/ppl"]  # the epoch's end is the curve's last point
+    report.write_report(cfg.tracking.uri, tmp_path / "report", experiment="tiny")
+    assert (tmp_path / "report" / "valid_ppl_steps.png").read_bytes()[:4] == b"\x89PNG"

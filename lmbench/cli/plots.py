@@ -1,6 +1,9 @@
 """The report's plots: every run in one colour across all of them.
 
     valid_ppl.png           validation perplexity per epoch        (log scale)
+    valid_ppl_steps.png     validation perplexity per training step, for runs that validated
+                            inside epochs (trainer.validate_every_n_steps); a run without steps
+                            (the n-gram) is its level, a dashed line
     train_loss.png          training loss per logged step
     test_bpc.png            test bits/char, best first              (comparable across tokenizers)
     bpc_vs_params.png       test bits/char against parameters       the trade-offs families are
@@ -33,6 +36,7 @@ def write_plots(uri: str, rows: list, out: Path) -> None:
     c = colours(rows)
     valid_ppl = names.split_metric(names.VALID, names.PPL)
     plot_history(uri, rows, valid_ppl, out / "valid_ppl.png", "epoch", "validation perplexity", log_y=True, colours=c)
+    plot_valid_per_step(uri, rows, out / "valid_ppl_steps.png", c)
     plot_history(
         uri,
         rows,
@@ -46,6 +50,30 @@ def write_plots(uri: str, rows: list, out: Path) -> None:
     plot_bpc(rows, out / "test_bpc.png", c)
     plot_tradeoff(rows, "params", "parameters", out / "bpc_vs_params.png", c)
     plot_tradeoff(rows, "train_s", "training time (s)", out / "bpc_vs_train_time.png", c)
+
+
+def plot_valid_per_step(uri: str, rows: list, path: Path, colours: dict[str, Any]) -> None:
+    """Validation perplexity against training steps; written only when some run has such points."""
+    key = names.split_metric(names.VALID_STEP, names.PPL)
+    curves = {r.run_id: tracking.metric_history(uri, r.run_id, key) for r in rows}
+    if not any(curves.values()):
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in rows:
+        if curves[r.run_id]:
+            steps, values = zip(*curves[r.run_id])
+            ax.plot(steps, values, marker="o", label=_label(r), color=colours[r.run_id])
+        elif r.valid_ppl is not None:  # counted, not trained in steps: its level
+            ax.axhline(r.valid_ppl, linestyle="--", label=f"{_label(r)}, no steps", color=colours[r.run_id])
+    ax.set_yscale("log")
+    for set_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        set_formatter(ScalarFormatter())
+    ax.set(xlabel="training step", ylabel="validation perplexity", title="validation perplexity per training step")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_tradeoff(rows: list, attribute: str, xlabel: str, path: Path, colours: dict[str, Any]) -> None:

@@ -61,6 +61,9 @@ class TrainerConfig:
     l1: float = 0.0  # L1 penalty on weight matrices (not biases or norms), added to the loss
     l2: float = 0.0  # L2 penalty likewise; for decoupled weight decay use optimizer=adamw
     checkpoint_every_n_steps: Optional[int] = 500  # plus one at every epoch end; null: epochs only
+    # Also validate every this many steps inside an epoch (valid_step/* at the global step, for
+    # curves per step); null: at epoch ends only. Decay, early stopping, the best checkpoint: epochs.
+    validate_every_n_steps: Optional[int] = None
     resume: Optional[bool] = None  # null: continue from checkpoints/last of the run folder if any
     precision: str = "auto"  # auto | float32 | mixed_bfloat16 (training/precision.py)
     progress: bool = True  # progress bars on stderr

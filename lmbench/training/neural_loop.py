@@ -88,6 +88,9 @@ class NeuralLoop:
                 if step % self.tracker.log_every_n_steps == 0 or step == self.total:
                     self._log_window(state, bar, time.perf_counter() - window_start)
                     window_start = time.perf_counter()
+                if cfg.validate_every_n_steps and step % cfg.validate_every_n_steps == 0 and step < self.total:
+                    if state.step_in_epoch < n:  # the epoch's end validates anyway
+                        self._log_valid_step(self.evaluate(self.model, self.data.valid), step)
                 if cfg.checkpoint_every_n_steps and step % cfg.checkpoint_every_n_steps == 0:
                     self._save(state, stream_states)
                 bar.update(1)
@@ -132,10 +135,16 @@ class NeuralLoop:
         lr = float(self.optimizer.learning_rate)
         self.tracker.log_metrics({names.TRAIN_LR: lr, names.TRAIN_EPOCH: epoch}, step=epoch)
         valid = self.validate(self.model, self.data, epoch, result)
+        if self.cfg.validate_every_n_steps:
+            self._log_valid_step(valid, state.global_step)
         stop = self._after_validation(valid, state, result)
         state.epoch, state.step_in_epoch = epoch + 1, 0
         state.finished_training = stop or state.global_step >= self.total
         self._save(state, stream_states)
+
+    def _log_valid_step(self, valid: EvalResult, step: int) -> None:
+        """A validation as a point of the per-step curve (`valid_step/*`); epochs log `valid/*`."""
+        self.tracker.log_metrics(valid.metrics(names.VALID_STEP, with_speed=False), step=step)
 
     def _after_validation(self, valid: EvalResult, state: TrainState, result: FitResult) -> bool:
         """Best checkpoint, plateau decay, early stopping. True when training should stop."""

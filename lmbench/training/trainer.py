@@ -44,7 +44,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.max_epochs < 1:
             raise ConfigError(f"trainer.max_epochs must be >= 1, got {cfg.max_epochs}")
-        for key in ("max_steps", "checkpoint_every_n_steps", "early_stopping_patience"):
+        for key in ("max_steps", "checkpoint_every_n_steps", "early_stopping_patience", "validate_every_n_steps"):
             value = getattr(cfg, key)
             if value is not None and value < 1:
                 raise ConfigError(f"trainer.{key} must be >= 1 or null, got {value}")
