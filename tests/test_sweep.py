@@ -250,3 +250,5 @@ def test_sweep_interpolate_adds_the_ngram_mixed_with_the_networks_as_one_more_ch
     assert m["valid/ppl"] <= best_part * (1 + 1e-6)  # EM on valid never loses to a component there
     assert mixture.data.tags["lmbench.sweep_id"] == parent.info.run_id
     assert "| interpolated |" in proc.stdout  # a row of the printed table
+    table = proc.stdout[proc.stdout.index("| run |"):]
+    assert "model.components" not in table and "model=interpolated" not in table  # the model column says it

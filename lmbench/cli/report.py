@@ -127,14 +127,18 @@ def _budget_note(runs: list[tracking.RunRecord]) -> str | None:
 
 
 # Override keys a table leaves out: tracking says nothing about the model, and a preset's family
-# choice (`+experiment/family=lstm`) is the table's family and model columns already.
+# choice (`+experiment/family=lstm`) or a model choice (`model=lstm`) is the family and model
+# columns already.
 SILENT_OVERRIDES = ("tracking.", "hydra", "experiment/family")
+SILENT_KEYS = ("model",)
 
 
 def _varying_overrides(rows: list[Row]) -> list[str]:
     """Override keys whose values differ between rows (what a sweep or a search varied), in the
     order they first appear, without the `+`/`++` Hydra needs to add a key."""
-    keys = list(dict.fromkeys(k for row in rows for k in row.overrides if not k.startswith(SILENT_OVERRIDES)))
+    keys = list(dict.fromkeys(
+        k for row in rows for k in row.overrides if not k.startswith(SILENT_OVERRIDES) and k not in SILENT_KEYS
+    ))
     return [k for k in keys if len({row.overrides.get(k) for row in rows}) > 1]
 
 

@@ -10,6 +10,7 @@ whichever launcher ran them.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from hydra import compose
@@ -42,20 +43,27 @@ def interpolate_sweep(config: DictConfig, uri: str, parent_run_id: str, folder: 
     ]
     mixture = ["model=interpolated", f"model.components=[{','.join(components)}]"]
     cfg = compose(config_name="config", overrides=[*overrides, *mixture])
+    # Tagged like a job of the sweep: its overrides are the shared ones and its model choice (the
+    # components are the tag lmbench.components), so the table's settings column compares it fairly.
     tags = {
         names.SWEEP_ID: parent_run_id,
         names.JOB_NUM: JOB,
-        names.OVERRIDES: " ".join(mixture),
+        names.OVERRIDES: " ".join([*overrides, mixture[0]]),
         names.MODEL: "interpolated",
     }
     print(
         f"\nInterpolating the sweep's n-gram with its {len(networks)} network(s) (sweep.interpolate=true)", flush=True
     )
+    tf_log = logging.getLogger("tensorflow")  # several networks scored in one process: TF would warn
+    level = tf_log.level  # that their scoring steps were traced again
+    tf_log.setLevel(logging.ERROR)
     try:
         run(cfg, output_dir=folder / JOB, launch_dir=Path.cwd(), parent_run_id=parent_run_id, extra_tags=tags)
     except LmbenchError as ex:  # e.g. networks of another tokenizer: the sweep itself succeeded
         print(f"sweep.interpolate: the mixture could not be built: {ex}", flush=True)
         return None
+    finally:
+        tf_log.setLevel(level)
     return tracking.find_runs(uri, parent_run_id=parent_run_id, filter_string=f"tags.{names.JOB_NUM} = '{JOB}'")[
         0
     ].run_id

@@ -250,7 +250,7 @@ def _read_cache(
     except (OSError, EOFError, ValueError, KeyError, TypeError, DataError) as ex:
         log.warning("ignoring the unreadable token-id cache %s (%s); rebuilding it", folder, ex)
         return None
-    log.info("token ids loaded from %s", folder)
+    log.debug("token ids loaded from %s", folder)  # the run's summary line says "(from cache)"
     return vocab, splits, oov, tokenizer
 
 
