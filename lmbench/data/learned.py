@@ -32,6 +32,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tokenizers import Tokenizer as HfTokenizer
+from tokenizers import __version__ as hf_version
+
 from lmbench.data.tokenizers import Tokenizer
 from lmbench.data.vocab import Vocabulary
 from lmbench.errors import ConfigError, DataError
@@ -143,8 +146,6 @@ class LearnedTokenizer(Tokenizer):
             )
 
     def _with_model(self, model_json: str) -> LearnedTokenizer:
-        from tokenizers import Tokenizer as HfTokenizer
-
         try:
             hf = HfTokenizer.from_str(model_json)
         except Exception as ex:
@@ -192,10 +193,8 @@ class LearnedTokenizer(Tokenizer):
     def settings(self) -> dict[str, Any]:
         """The recipe (a trained copy adds its model's digest), part of the token-id cache key. The
         recipe with the train text's digest decides the trained model: the key covers both."""
-        from tokenizers import __version__
-
         settings = {k: v for k, v in super().settings().items() if k not in ("number_token", "max_size")}
-        settings.update(vocab_size=self.vocab_size, tokenizers=__version__)  # no number token, no cap
+        settings.update(vocab_size=self.vocab_size, tokenizers=hf_version)  # no number token, no cap
         if self._hf is not None:
             settings["model_sha256"] = hashlib.sha256(self._json.encode("utf-8")).hexdigest()
         return settings

@@ -21,7 +21,10 @@ cannot reach it exactly (too small for the alphabet, or more pieces than the tex
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from lmbench.data.learned import LearnedTokenizer
 
@@ -29,8 +32,6 @@ SPACE = "▁"  # U+2581, SentencePiece's visible space
 
 
 def _metaspace(tokenizer: Any) -> Any:
-    from tokenizers import decoders, pre_tokenizers
-
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="never")
     tokenizer.decoder = decoders.Metaspace(replacement=SPACE, prepend_scheme="never")
     return tokenizer
@@ -42,13 +43,9 @@ class BpeTokenizer(LearnedTokenizer):
     kind = "bpe"
 
     def _new_model(self, unk_token: str | None) -> Any:
-        from tokenizers import Tokenizer, models
-
         return _metaspace(Tokenizer(models.BPE(unk_token=unk_token)))
 
     def _trainer(self, specials: list[str], vocab_size: int) -> Any:
-        from tokenizers import trainers
-
         return trainers.BpeTrainer(
             vocab_size=vocab_size, min_frequency=self.min_freq, special_tokens=specials, show_progress=False,
         )
@@ -70,13 +67,9 @@ class UnigramTokenizer(LearnedTokenizer):
         super().__init__(vocab_size, 1, eos_token, lowercase, strip_punctuation, drop_blank_lines)
 
     def _new_model(self, unk_token: str | None) -> Any:
-        from tokenizers import Tokenizer, models
-
         return _metaspace(Tokenizer(models.Unigram()))
 
     def _trainer(self, specials: list[str], vocab_size: int) -> Any:
-        from tokenizers import trainers
-
         return trainers.UnigramTrainer(
             vocab_size=vocab_size, special_tokens=specials, unk_token=specials[1], show_progress=False,
         )
@@ -101,8 +94,6 @@ class UnigramTokenizer(LearnedTokenizer):
 def _best_pieces(hf: Any, size: int, n_specials: int) -> Any:
     """A Unigram tokenizer cut to `size` entries: its special tokens, every single character, then
     the pieces of highest score (the library lists them by score)."""
-    import json
-
     from tokenizers import Tokenizer
 
     data = json.loads(hf.to_str())
@@ -124,16 +115,12 @@ class WordPieceTokenizer(LearnedTokenizer):
     kind = "wordpiece"
 
     def _new_model(self, unk_token: str | None) -> Any:
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
         tokenizer = Tokenizer(models.WordPiece(unk_token=unk_token))
         tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
         tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # cleanup would glue "a ." to "a."
         return tokenizer
 
     def _trainer(self, specials: list[str], vocab_size: int) -> Any:
-        from tokenizers import trainers
-
         return trainers.WordPieceTrainer(
             vocab_size=vocab_size, min_frequency=self.min_freq, special_tokens=specials, show_progress=False,
         )
@@ -154,8 +141,6 @@ class ByteBpeTokenizer(LearnedTokenizer):
         return "the 256 bytes and the end-of-sentence token"
 
     def _new_model(self, unk_token: str | None) -> Any:
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
         tokenizer = Tokenizer(models.BPE())
         # No space is added before a line's first word, so that decoding gives the text back.
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -163,8 +148,6 @@ class ByteBpeTokenizer(LearnedTokenizer):
         return tokenizer
 
     def _trainer(self, specials: list[str], vocab_size: int) -> Any:
-        from tokenizers import pre_tokenizers, trainers
-
         return trainers.BpeTrainer(
             vocab_size=vocab_size, min_frequency=self.min_freq, special_tokens=specials,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
