@@ -24,6 +24,21 @@ def _user_config_dirs(args: list[str]) -> list[str]:
     return dirs
 
 
+def _overrides_and_search_path(args: list[str]) -> tuple[list | None, list[str]]:
+    """The command line's overrides, parsed (None if they do not parse), and the search-path
+    override that adds the user's own config folders (`--config-dir`, `hydra.searchpath`)."""
+    candidates = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(candidates)
+    except Exception:
+        return None, []
+    search = [o.input_line for o in parsed if o.key_or_group == "hydra.searchpath"]
+    extra = [f"file://{os.path.abspath(d)}" for d in _user_config_dirs(args)]
+    if extra and not search:
+        search = [f"hydra.searchpath=[{','.join(extra)}]"]
+    return parsed, search
+
+
 def override_key_hints(args: list[str], config_module: str) -> list[str]:
     """For overrides that name a key the composed config lacks: the closest key and the valid ones.
 
@@ -31,16 +46,10 @@ def override_key_hints(args: list[str], config_module: str) -> list[str]:
     config is composed from `config_module` as `lmbench` does, plus the user's own folders
     (`--config-dir`, `hydra.searchpath`) so that their group options are found too.
     """
-    candidates = [a for a in args if "=" in a and not a.startswith("-")]
-    try:
-        parsed = OverridesParser.create().parse_overrides(candidates)
-    except Exception:
+    parsed, search = _overrides_and_search_path(args)
+    if parsed is None:
         return []
     group_choices = [o.input_line for o in parsed if o.key_or_group in GROUPS and not o.is_delete()]
-    search = [o.input_line for o in parsed if o.key_or_group == "hydra.searchpath"]
-    extra = [f"file://{os.path.abspath(d)}" for d in _user_config_dirs(args)]
-    if extra and not search:
-        search = [f"hydra.searchpath=[{','.join(extra)}]"]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module=config_module, version_base="1.3"):
@@ -72,15 +81,9 @@ def command_line_problems(args: list[str], config_module: str) -> list[str]:
     composed config lacks (`optimizer.lr`: did you mean, and the keys). Empty when nothing is found
     to be wrong; whatever else Hydra refuses, Hydra reports.
     """
-    candidates = [a for a in args if "=" in a and not a.startswith("-")]
-    try:
-        parsed = OverridesParser.create().parse_overrides(candidates)
-    except Exception:
+    parsed, search = _overrides_and_search_path(args)
+    if parsed is None:
         return []  # Hydra's own message says what it cannot parse
-    search = [o.input_line for o in parsed if o.key_or_group == "hydra.searchpath"]
-    extra = [f"file://{os.path.abspath(d)}" for d in _user_config_dirs(args)]
-    if extra and not search:
-        search = [f"hydra.searchpath=[{','.join(extra)}]"]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module=config_module, version_base="1.3"):

@@ -218,17 +218,6 @@ class LearnedTokenizer(Tokenizer):
             append(eos)
         return out
 
-    def detokenize(self, tokens: Iterable[str]) -> str:
-        """The text the pieces spell, through the library's decoder, each end-of-sentence a newline."""
-        lines, line = [], []
-        for token in tokens:
-            if token == self.eos_token:
-                lines.append(self._decode_line(line) + "\n")
-                line = []
-            else:
-                line.append(token)
-        return "".join(lines) + self._decode_line(line)
-
     def _decode_line(self, tokens: list[str]) -> str:
         """Runs of ordinary pieces go through the decoder; special tokens and out-of-vocabulary text
         stand as they are (the byte-level decoder would misread them)."""

@@ -133,15 +133,20 @@ class Tokenizer:
         return out
 
     def detokenize(self, tokens: Iterable[str]) -> str:
-        """Tokens joined by spaces, the end-of-sentence token read as a line end."""
+        """The text of each line's tokens (`_decode_line`), the end-of-sentence token read as a
+        line end."""
         lines, line = [], []
         for token in tokens:
             if token == self.eos_token:
-                lines.append(" ".join(line) + "\n")
+                lines.append(self._decode_line(line) + "\n")
                 line = []
             else:
                 line.append(token)
-        return "".join(lines) + " ".join(line)
+        return "".join(lines) + self._decode_line(line)
+
+    def _decode_line(self, tokens: list[str]) -> str:
+        """One line's tokens as text: joined by spaces."""
+        return " ".join(tokens)
 
     def settings(self) -> dict[str, Any]:
         """Everything that decides the token ids; part of the token-id cache key."""
