@@ -65,7 +65,7 @@ class Row:
             test_bpc=m.get(names.split_metric(names.TEST, names.BPC)),
             train_s=m.get(names.TRAIN_SECONDS),
             tokens_per_s=m.get(names.TRAIN_TOKENS_PER_SEC),
-            overrides=dict(o.lstrip("+~").split("=", 1) for o in t.get(names.OVERRIDES, "").split() if "=" in o),
+            overrides=_overrides(t.get(names.OVERRIDES, "")),
         )
 
 
@@ -131,6 +131,13 @@ def _budget_note(runs: list[tracking.RunRecord]) -> str | None:
 # columns already.
 SILENT_OVERRIDES = ("tracking.", "hydra", "experiment/family")
 SILENT_KEYS = ("model",)
+
+
+def _overrides(line: str) -> dict[str, str]:
+    """key -> value of a run's overrides, without Hydra's +/++/~, booleans as typed (a sweeper
+    writes `False` where the command line said `false`)."""
+    pairs = (o.lstrip("+~").split("=", 1) for o in line.split() if "=" in o)
+    return {k: v.lower() if v in ("True", "False") else v for k, v in pairs}
 
 
 def _varying_overrides(rows: list[Row]) -> list[str]:
