@@ -158,14 +158,22 @@ def build(plan: Plan, output_dir: Path) -> Built:
     return Built(data.tokenizer, data, model, optimizer, trainer, tracker, resume)
 
 
-def build_tokenizer(tokenizer_cfg: DictConfig):
-    """The tokenizer of the config; its constructor's `ConfigError` as it is (Hydra wraps it)."""
+def instantiate_unwrapped(node: DictConfig, **supplied):
+    """`instantiate(node, **supplied)`, a builder's own `ConfigError` raised as it is: Hydra wraps
+    it in an exception of its own, whose message a user would read instead."""
     try:
-        return instantiate(tokenizer_cfg)
+        return instantiate(node, **supplied)
+    except ConfigError:
+        raise
     except Exception as ex:
         if isinstance(ex.__cause__, ConfigError):
             raise ex.__cause__ from None
         raise
+
+
+def build_tokenizer(tokenizer_cfg: DictConfig):
+    """The tokenizer of the config; its constructor's `ConfigError` as it is."""
+    return instantiate_unwrapped(tokenizer_cfg)
 
 
 def build_model(model_cfg: DictConfig, vocab, loader: BundleLoader) -> LanguageModel:
@@ -176,14 +184,10 @@ def build_model(model_cfg: DictConfig, vocab, loader: BundleLoader) -> LanguageM
     if "loader" in wanted:
         supplied["loader"] = loader  # e.g. interpolation loads its components from runs
     try:
-        return instantiate(model_cfg, **supplied)
+        return instantiate_unwrapped(model_cfg, **supplied)
     except ConfigError:
         raise
-    except Exception as ex:
-        # Hydra wraps the builder's own error; its message names the target and the cause.
-        cause = ex.__cause__ if isinstance(ex.__cause__, ConfigError) else None
-        if cause is not None:
-            raise cause from None
+    except Exception as ex:  # Hydra's message names the target and the cause
         raise ConfigError(f"model config cannot be built: {ex}") from None
 
 
