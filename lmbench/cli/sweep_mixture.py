@@ -25,16 +25,16 @@ from lmbench.training.run import run
 JOB = "interpolated"  # the job number the mixture's run is tagged with
 
 
-def interpolate_sweep(config: DictConfig, uri: str, parent_run_id: str, folder: Path) -> str | None:
-    """Run the mixture as a child of `parent_run_id`; its run id, or None (with a note) when the
-    sweep has no n-gram and network to mix or they cannot be mixed."""
+def interpolate_sweep(config: DictConfig, uri: str, parent_run_id: str, folder: Path) -> None:
+    """Run the mixture as a child of `parent_run_id`; a note instead when the sweep has no n-gram
+    and network to mix or they cannot be mixed."""
     runs = newest_per_job(tracking.find_runs(uri, parent_run_id=parent_run_id))
     finished = [r for r in runs if r.status == "FINISHED" and r.tags.get(names.JOB_NUM) != JOB]
     ngrams = [r for r in finished if r.tags.get(names.FAMILY) == "ngram"]
     networks = [r for r in finished if r.tags.get(names.FAMILY) not in ("ngram", "interpolated", None)]
     if not ngrams or not networks:
         print("sweep.interpolate: the sweep has no finished n-gram and network runs to mix", flush=True)
-        return None
+        return
     components = [ngrams[0].run_id, *(r.run_id for r in networks)]
     parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
     # What the jobs shared: not the swept values (model=ngram,lstm; seed=1,2), not the model's keys.
@@ -61,9 +61,6 @@ def interpolate_sweep(config: DictConfig, uri: str, parent_run_id: str, folder: 
         run(cfg, output_dir=folder / JOB, launch_dir=Path.cwd(), parent_run_id=parent_run_id, extra_tags=tags)
     except LmbenchError as ex:  # e.g. networks of another tokenizer: the sweep itself succeeded
         print(f"sweep.interpolate: the mixture could not be built: {ex}", flush=True)
-        return None
+        return
     finally:
         tf_log.setLevel(level)
-    return tracking.find_runs(uri, parent_run_id=parent_run_id, filter_string=f"tags.{names.JOB_NUM} = '{JOB}'")[
-        0
-    ].run_id
