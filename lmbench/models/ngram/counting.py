@@ -6,8 +6,13 @@ Tables. Order k's n-grams live in one sorted int64 array of keys, a trie level:
 
 and order 1 is dense (row = word id, all V words present, unseen ones with count 0). Packing a row
 number instead of the whole n-gram in base V keeps keys inside int64 at any order (10000**5 already
-overflows uint64), and finding an n-gram is one `np.searchsorted` per order. Memory is a few arrays
-of the number of distinct n-grams.
+overflows uint64), and finding an n-gram is one `np.searchsorted` per order. Rows, counts and
+suffixes are int32 below 2**31 tokens (`index_dtype`); keys stay int64.
+
+Cost at scale (51M tokens, |V| = 250k, KN-5: `benchmarks/ngram_scale.py`): counting is four sorts
+of up to 51M windows (`count_order`: one in-place `np.sort` of packed uint64 per bucket), about 80 %
+of the estimator's time; its peak memory is the token stream, two window-row arrays (int32) and
+one bucket of packed windows next to the tables built so far.
 
 Windows. The stream is `seq = [eos] + ids`: the leading eos is the start context and is never
 predicted, so unigram occurrences are positions 1.. . A k-gram occurrence is the window
