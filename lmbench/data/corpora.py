@@ -183,7 +183,7 @@ def locate_corpus(dataset_cfg: Any, cache_dir: Path, *, progress: bool = False) 
             missing.append(name)
 
     failure = None
-    archive = dataset_cfg.archive
+    archive = _archive(dataset_cfg)
     for name in ([archive] if archive and missing else list(missing)) if dataset_cfg.url else []:
         url = dataset_cfg.url + name
         log.info("downloading %s to %s", url, cache_folder)
@@ -206,6 +206,11 @@ def locate_corpus(dataset_cfg: Any, cache_dir: Path, *, progress: bool = False) 
     return CorpusFiles(
         names=names, paths={role: found[n] for role, n in names.items()}, split_fractions=fractions
     )
+
+
+def _archive(dataset_cfg: Any) -> str | None:
+    # A dataset config saved by a run from before `dataset.archive` existed has no such key.
+    return getattr(dataset_cfg, "archive", None)
 
 
 def unpack(archive: Path, names: list[str], folder: Path) -> dict[str, Path]:
@@ -255,8 +260,8 @@ def _missing_message(
     if failure is None:
         failure = "No download URL is configured (dataset.url)."
     fix = f"To fix, put {files} {where}"
-    if dataset_cfg.url and dataset_cfg.archive:
-        fix += (f" (they are in {dataset_cfg.url}{dataset_cfg.archive}; unzip it and copy them), or run "
+    if dataset_cfg.url and _archive(dataset_cfg):
+        fix += (f" (they are in {dataset_cfg.url}{_archive(dataset_cfg)}; unzip it and copy them), or run "
                 f"once with network access to download and unpack it into the cache")
     elif dataset_cfg.url:
         fix += ", or run once with network access to download them into the cache"
