@@ -148,3 +148,63 @@ def test_offline_error_with_a_data_dir_names_that_folder(tmp_path, cache_dir, mo
 def test_no_url_error(cache_dir):
     with pytest.raises(DataError, match=r"No download URL is configured \(dataset.url\)"):
         load_corpus(tiny(None, {}), WordTokenizer(), cache_dir=cache_dir)
+
+
+WIKITEXT103 = {"train": "= A =\n a <unk> b\n", "valid": " b a\n", "test": " a\n"}  # fake, tiny
+
+
+def wikitext103_zip(www, members=("train", "valid", "test")) -> str:
+    """A fake wikitext-103-v1.zip laid out as the real one; its sha256."""
+    import zipfile
+
+    path = www / "wikitext-103-v1.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("wikitext-103/", "")
+        for split in members:
+            zf.writestr(f"wikitext-103/wiki.{split}.tokens", WIKITEXT103[split])
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_wikitext103_archive_is_downloaded_checked_and_unpacked(server, compose_config, tmp_path, cache_dir):
+    url, requests = server
+    digest = wikitext103_zip(tmp_path / "www")
+    dataset = OmegaConf.merge(compose_config("dataset=wikitext103", f"dataset.url={url}").dataset,
+                              {"sha256": {"wikitext-103-v1.zip": digest}})
+    assert dataset.archive == "wikitext-103-v1.zip" and dataset.unk_token == "<unk>"
+    data = load_corpus(dataset, WordTokenizer(), cache_dir=cache_dir)
+    folder = cache_dir / "corpora" / "wikitext-103"
+    assert sorted(p.name for p in folder.iterdir()) == ["wiki.test.tokens", "wiki.train.tokens", "wiki.valid.tokens"]
+    assert (folder / "wiki.valid.tokens").read_text() == WIKITEXT103["valid"]
+    assert requests == ["/wikitext-103-v1.zip"] and data.vocab.decode(data.valid.ids) == ["b", "a", "<eos>"]
+    load_corpus(dataset, WordTokenizer(), cache_dir=cache_dir)
+    assert len(requests) == 1  # unpacked files found in the cache
+
+
+def test_wikitext103_published_checksum_refuses_another_archive(server, compose_config, tmp_path, cache_dir):
+    url, _ = server
+    wikitext103_zip(tmp_path / "www")
+    cfg = compose_config("dataset=wikitext103", f"dataset.url={url}")
+    with pytest.raises(DataError, match=r"sha256 is [0-9a-f]{64}, not the expected 242ba0f20b32.*discarded"):
+        load_corpus(cfg.dataset, WordTokenizer(), cache_dir=cache_dir)
+    assert list((cache_dir / "corpora" / "wikitext-103").iterdir()) == []
+
+
+def test_archive_without_a_split_file_says_what_it_holds(server, compose_config, tmp_path, cache_dir):
+    url, _ = server
+    digest = wikitext103_zip(tmp_path / "www", members=("train", "valid"))
+    dataset = OmegaConf.merge(compose_config("dataset=wikitext103", f"dataset.url={url}").dataset,
+                              {"sha256": {"wikitext-103-v1.zip": digest}})
+    with pytest.raises(DataError, match=r"has no member named wiki.test.tokens; it holds wiki.train.tokens"):
+        load_corpus(dataset, WordTokenizer(), cache_dir=cache_dir)
+
+
+def test_wikitext103_offline_says_which_files_to_put_where(compose_config, cache_dir):
+    url = closed_port_url()
+    cfg = compose_config("dataset=wikitext103", f"dataset.url={url}")
+    with pytest.raises(DataError) as info:
+        load_corpus(cfg.dataset, WordTokenizer(), cache_dir=cache_dir)
+    message = str(info.value)
+    assert f"Downloading {url}wikitext-103-v1.zip failed" in message
+    files = "wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens"
+    assert f"put {files} into <folder>/wikitext-103/ and set LMBENCH_DATA_DIR=<folder>" in message
+    assert f"they are in {url}wikitext-103-v1.zip; unzip it" in message

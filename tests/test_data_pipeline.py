@@ -195,3 +195,37 @@ def test_a_given_vocabulary_encodes_counts_oov_and_keys_the_cache(split_files, c
     without_unk = Vocabulary(["<eos>", "a", "b", "c", "ç"], eos="<eos>", unk="<unk>")
     with pytest.raises(DataError, match=r"the test split .* 1 token\(s\) .* no unknown token .*'d'"):
         load_corpus(cfg, WordTokenizer(), cache_dir=cache_dir, vocab=without_unk)
+
+
+def test_encoding_in_chunks_gives_the_ids_of_the_whole_text(split_files, cache_dir, tmp_path, monkeypatch):
+    """Chunks of a few characters (cut at line ends) give the same vocabulary, ids and OOV counts."""
+    import lmbench.data.pipeline as pipeline
+
+    cfg, _ = split_files
+    whole = load_corpus(cfg, WordTokenizer(), cache_dir=cache_dir)
+    monkeypatch.setattr(pipeline, "ENCODE_CHUNK", 2)
+    chunked = load_corpus(cfg, WordTokenizer(), cache_dir=tmp_path / "other_cache")
+    assert not chunked.info["from_cache"] and chunked.vocab == whole.vocab
+    assert chunked.info["oov"] == whole.info["oov"] == {"train": 0, "valid": 0, "test": 1}
+    for split in ("train", "valid", "test"):
+        np.testing.assert_array_equal(chunked.splits[split].ids, whole.splits[split].ids)
+    assert list(pipeline._line_chunks("a b\nc\nd")) == ["a b\n", "c\nd"]  # each >= 2 characters
+    assert list(pipeline._line_chunks("")) == [""]  # one empty line: one eos, as tokenize("") gives
+
+
+def test_cached_ids_are_memory_mapped_and_batching_does_not_copy_them(tmp_path, cache_dir):
+    """A cache hit maps the .npy files read-only instead of reading them; int32 ids (a vocabulary
+    above 65,536 tokens) are laid out as BPTT streams without a copy."""
+    from lmbench.data.batching import as_streams
+
+    words = [f"w{i}" for i in range(70_000)]
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.txt").write_text(" ".join(words) + "\n", encoding="utf-8")
+    cfg = dataset(**{s: str(tmp_path / f"{s}.txt") for s in ("train", "valid", "test")})
+    cold = load_corpus(cfg, WordTokenizer(), cache_dir=cache_dir)
+    warm = load_corpus(cfg, WordTokenizer(), cache_dir=cache_dir)
+    assert warm.info["from_cache"] and isinstance(warm.train.ids, np.memmap)
+    assert not warm.train.ids.flags.writeable and warm.train.ids.dtype == np.int32
+    np.testing.assert_array_equal(warm.train.ids, cold.train.ids)
+    streams = as_streams(warm.train.ids, batch_size=4, bptt=35)
+    assert np.shares_memory(streams, warm.train.ids) and streams.shape == (4, 70_001 // 4)

@@ -285,3 +285,24 @@ def test_bad_settings_and_empty_train_text(tmp_path, subword):
         BpeTokenizer(vocab_size=100, eos_token="<unk>").fit("a b\n", "<unk>")
     with pytest.raises(DataError, match="the train split has no text to learn bpe pieces from"):
         subword("bpe", "tokenizer.strip_punctuation=true").fit("... !?\n<unk> ,\n", "<unk>")
+
+
+REAL_CORPORA = ("ptb", "wikitext2", "tinyshakespeare")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", LOSSLESS)
+@pytest.mark.parametrize("dataset", REAL_CORPORA)
+def test_round_trip_on_every_real_corpus(dataset, kind, compose_config, cache_dir):
+    """decode(encode(text)) == text on every split of the corpora in $LMBENCH_DATA_DIR, with each
+    lossless tokenizer at its shipped vocabulary size, trained on the train split."""
+    from lmbench.data.pipeline import read_split_texts
+
+    cfg = compose_config(f"dataset={dataset}", f"tokenizer={kind}")
+    try:
+        texts = read_split_texts(cfg.dataset, cache_dir=cache_dir)
+    except DataError:
+        pytest.skip(f"{dataset} is not in $LMBENCH_DATA_DIR")
+    data = load_corpus(cfg.dataset, instantiate(cfg.tokenizer), cache_dir=cache_dir)
+    for split, text in texts.items():
+        assert data.tokenizer.detokenize(data.vocab.decode(data.splits[split].ids)) == text, split

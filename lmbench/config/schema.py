@@ -25,7 +25,8 @@ class DatasetConfig:
     Either `train`/`valid`/`test` name one file per split, or `file` names one file cut into
     train/valid/test by `split_fractions` at line boundaries (first lines to train, next to valid,
     the rest to test). Relative names are looked up in `data_dir` (else `$LMBENCH_DATA_DIR`), then in
-    the cache, then downloaded from `url` + name and checked against `sha256[name]`.
+    the cache, then downloaded from `url` + name and checked against `sha256[name]` (or, with
+    `archive`, taken from the zip `url` + archive, checked against `sha256[archive]`).
     """
 
     name: str = MISSING
@@ -36,6 +37,7 @@ class DatasetConfig:
     file: Optional[str] = None
     split_fractions: list[float] = field(default_factory=lambda: [0.9, 0.05, 0.05])
     url: Optional[str] = None  # base URL; the file name is appended
+    archive: Optional[str] = None  # a zip at url + archive that holds the split files (sha256[archive])
     sha256: dict[str, str] = field(default_factory=dict)
     unk_token: str = "<unk>"  # reused when the corpus has it (PTB, WikiText-2)
     data_dir: Optional[str] = None  # overrides $LMBENCH_DATA_DIR

@@ -12,6 +12,8 @@ def as_streams(ids: np.ndarray, batch_size: int, bptt: int) -> np.ndarray:
 
     The Zaremba/PTB layout: row b holds tokens b*L .. (b+1)*L-1; the tail that does not fill a
     row is dropped (at most batch_size-1 training tokens). Hidden state flows along each row.
+    int32 ids (a vocabulary above 65,536) come back as a view, no copy: read-only when the ids are
+    the cache's memory map.
     """
     if bptt <= 0:
         raise ConfigError(f"trainer.bptt must be a positive number of tokens, got {bptt}")

@@ -4,7 +4,9 @@ Each file named by a dataset config is looked up, in this order:
 1. the name itself, if it is an absolute path or exists relative to the current directory;
 2. `<data dir>/<subdir>/<name>`, the data dir being `dataset.data_dir`, else `$LMBENCH_DATA_DIR`;
 3. `<cache dir>/corpora/<subdir>/<name>` (where earlier downloads went);
-4. a download of `dataset.url + name` into that cache folder, checked against `dataset.sha256[name]`.
+4. a download of `dataset.url + name` into that cache folder, checked against `dataset.sha256[name]`;
+   or, when `dataset.archive` is set, of the zip `dataset.url + archive`, checked against
+   `dataset.sha256[archive]`, whose members of those names are unpacked into the cache folder.
 
 A download goes to a temporary file next to its destination and is renamed into place only once its
 checksum matches, so an interrupted or corrupt download never leaves a file that looks complete.
@@ -17,10 +19,12 @@ import http.client
 import logging
 import math
 import os
+import shutil
 import tempfile
 import urllib.request
+import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lmbench.data.types import SPLITS
@@ -179,7 +183,8 @@ def locate_corpus(dataset_cfg: Any, cache_dir: Path, *, progress: bool = False) 
             missing.append(name)
 
     failure = None
-    for name in list(missing) if dataset_cfg.url else []:
+    archive = _archive(dataset_cfg)
+    for name in ([archive] if archive and missing else list(missing)) if dataset_cfg.url else []:
         url = dataset_cfg.url + name
         log.info("downloading %s to %s", url, cache_folder)
         try:
@@ -189,14 +194,49 @@ def locate_corpus(dataset_cfg: Any, cache_dir: Path, *, progress: bool = False) 
         except (OSError, http.client.HTTPException) as ex:
             failure = f"Downloading {url} failed: {ex}."
             break  # offline or a wrong URL: the other files would fail the same way
-        found[name] = (cache_folder / name).resolve()
-        missing.remove(name)
+        if name == archive:
+            found.update(unpack(cache_folder / archive, missing, cache_folder))
+            missing.clear()
+        else:
+            found[name] = (cache_folder / name).resolve()
+            missing.remove(name)
 
     if missing:
         raise DataError(_missing_message(dataset_cfg, missing, folder, cache_folder, failure))
     return CorpusFiles(
         names=names, paths={role: found[n] for role, n in names.items()}, split_fractions=fractions
     )
+
+
+def _archive(dataset_cfg: Any) -> str | None:
+    # A dataset config saved by a run from before `dataset.archive` existed has no such key.
+    return getattr(dataset_cfg, "archive", None)
+
+
+def unpack(archive: Path, names: list[str], folder: Path) -> dict[str, Path]:
+    """Extract the members of the zip `archive` called `names` (in whatever folder of the archive)
+    into `folder`, each atomically; the archive is deleted afterwards (the files are what is read)."""
+    with zipfile.ZipFile(archive) as zf:
+        members = {PurePosixPath(m).name: m for m in zf.namelist() if not m.endswith("/")}
+        absent = [n for n in names if n not in members]
+        if absent:
+            raise DataError(
+                f"{archive} (checked against dataset.sha256) has no member named {', '.join(absent)}; "
+                f"it holds {', '.join(sorted(members)[:10])}: dataset.train/valid/test must name files in it"
+            )
+        paths = {}
+        for name in names:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+            try:
+                with os.fdopen(fd, "wb") as out, zf.open(members[name]) as member:
+                    shutil.copyfileobj(member, out, CHUNK)
+                os.replace(tmp, folder / name)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            paths[name] = (folder / name).resolve()
+    archive.unlink()
+    return paths
 
 
 def _missing_message(
@@ -220,7 +260,10 @@ def _missing_message(
     if failure is None:
         failure = "No download URL is configured (dataset.url)."
     fix = f"To fix, put {files} {where}"
-    if dataset_cfg.url:
+    if dataset_cfg.url and _archive(dataset_cfg):
+        fix += (f" (they are in {dataset_cfg.url}{_archive(dataset_cfg)}; unzip it and copy them), or run "
+                f"once with network access to download and unpack it into the cache")
+    elif dataset_cfg.url:
         fix += ", or run once with network access to download them into the cache"
     return (
         f"Cannot find {files} of the {dataset_cfg.name!r} corpus. Looked in {'; '.join(looked)}. "

@@ -4,7 +4,7 @@ Steps: locate the files (corpora.py), read and checksum them, cut a single file 
 boundaries, tokenize, build the vocabulary from train only, and turn every split into a compact
 NumPy id array. The result is cached under `<cache dir>/ids/<key>/`:
 
-    train.npy valid.npy test.npy   token ids (vocab.dtype)
+    train.npy valid.npy test.npy   token ids (vocab.dtype), memory-mapped read-only when loaded
     vocab.json                     Vocabulary.save
     tokenizer.json                 a learned tokenizer's trained model (subword kinds only)
     meta.json                      format version, n_chars and token counts per split, inputs
@@ -34,12 +34,13 @@ the number of out-of-vocabulary tokens per split (tokens the vocabulary lacks, n
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the cached files or the way ids are made change, so old caches are not reused.
 FORMAT_VERSION = 1
+ENCODE_CHUNK = 1 << 22  # characters tokenized at once: bounds the token strings held in memory
 
 
 def load_corpus(
@@ -107,37 +109,76 @@ def load_corpus(
         return _corpus(cached_vocab, splits, key, {**info, "oov": oov}, fitted, from_cache=True)
 
     texts, sources = _split_texts(files, raw, errors, dataset_cfg.allow_binary)
-    tokenizer, tokens = _tokenize(tokenizer, texts, sources, dataset_cfg.unk_token)
-    if vocab is None:
-        vocab = tokenizer.build_vocab(
-            Counter(tokens["train"]),
-            unk_token=dataset_cfg.unk_token,
-            heldout=set(tokens["valid"]).union(tokens["test"]),
-        )
-    oov = {s: count_oov(vocab, tokens[s], f"the {s} split ({sources[s]})") for s in SPLITS}
-    splits = {s: Split(s, vocab.encode(tokens[s]), len(texts[s])) for s in SPLITS}
+    del raw
+    if tokenizer.needs_fit:
+        log.info("training %r on the train split (%s)", tokenizer, sources["train"])
+        tokenizer = tokenizer.fit(texts["train"], dataset_cfg.unk_token)
+    vocab, ids, oov = _encode(tokenizer, texts, sources, dataset_cfg.unk_token, vocab)
+    splits = {s: Split(s, ids[s], len(texts[s])) for s in SPLITS}
     inputs = {"tokenizer": tokenizer.settings(), "sha256": digests, "oov": oov}
     _write_cache(folder, vocab, splits, inputs, tokenizer)
     return _corpus(vocab, splits, key, {**info, "oov": oov}, tokenizer, from_cache=False)
 
 
-def _tokenize(
-    tokenizer: Tokenizer, texts: dict[str, str], sources: dict[str, str], unk_token: str
-) -> tuple[Tokenizer, dict[str, list[str]]]:
-    """The tokenizer that cuts the splits (a learned one trained on train first) and their tokens."""
-    if tokenizer.needs_fit:
-        log.info("training %r on the train split (%s)", tokenizer, sources["train"])
-        tokenizer = tokenizer.fit(texts["train"], unk_token)
-    tokens: dict[str, list[str]] = {}
+def _encode(
+    tokenizer: Tokenizer, texts: dict[str, str], sources: dict[str, str], unk_token: str, vocab: Vocabulary | None
+) -> tuple[Vocabulary, dict[str, np.ndarray], dict[str, int]]:
+    """The vocabulary (`vocab`, or built from train), every split's ids and its OOV count.
+
+    Memory is bounded by the ids, not by the tokens: each split is tokenized `ENCODE_CHUNK`
+    characters at a time (cut at line ends, which no tokenizer looks across), and each token string
+    becomes at once a provisional id, its index among the distinct tokens in order of first
+    appearance (a Python string per token would cost ~60 bytes, 3 GB for 50M tokens). Train comes
+    first, so the train counts handed to `build_vocab` are in first-seen order, as a Counter of the
+    token list would be; the provisional ids are then mapped to the vocabulary's in one lookup.
+    """
+    provisional: defaultdict[str, int] = defaultdict(itertools.count().__next__)
+    first_seen = {}
     for split in SPLITS:
         log.info("tokenizing %s (%s)", split, sources[split])
-        tokens[split] = tokenizer.tokenize(texts[split])
-        if not tokens[split]:
+        chunks = [
+            np.fromiter(map(provisional.__getitem__, tokenizer.tokenize(chunk)), dtype=np.int32)
+            for chunk in _line_chunks(texts[split])
+        ]
+        first_seen[split] = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)
+        if not len(first_seen[split]):
             raise DataError(
                 f"the {split} split ({sources[split]}) has no tokens after tokenization with "
                 f"{tokenizer!r}; give it some text, or change the normalization options"
             )
-    return tokenizer, tokens
+    names = list(provisional)  # provisional id -> token
+    if vocab is None:
+        train_counts = np.bincount(first_seen["train"], minlength=len(names))
+        counts = Counter({names[i]: int(train_counts[i]) for i in np.flatnonzero(train_counts)})
+        heldout = {names[i] for i in np.unique(np.concatenate([first_seen["valid"], first_seen["test"]]))}
+        vocab = tokenizer.build_vocab(counts, unk_token=unk_token, heldout=heldout)
+    index = vocab.index
+    to_vocab = np.fromiter((index.get(t, -1) for t in names), dtype=np.int32, count=len(names))
+    ids, oov = {}, {}
+    for split in SPLITS:
+        provisional_ids = first_seen.pop(split)
+        mapped = to_vocab[provisional_ids]
+        missing = mapped < 0
+        oov[split] = int(np.count_nonzero(missing))
+        if oov[split] and vocab.unk_id is None:
+            unseen = [names[i] for i in provisional_ids[missing]]
+            count_oov(vocab, unseen, f"the {split} split ({sources[split]})")  # raises, naming some
+        if oov[split]:
+            mapped[missing] = vocab.unk_id
+        ids[split] = mapped.astype(vocab.dtype, copy=False)
+    return vocab, ids, oov
+
+
+def _line_chunks(text: str):
+    """`text` in pieces of about ENCODE_CHUNK characters, each ending at a line end (but the last)."""
+    start = 0
+    while True:
+        cut = text.find("\n", start + ENCODE_CHUNK)
+        if cut < 0 or cut == len(text) - 1:  # the rest (the whole text when it is short, even empty)
+            yield text[start:]
+            return
+        yield text[start : cut + 1]
+        start = cut + 1
 
 
 def count_oov(vocab: Vocabulary, tokens: list[str], where: str) -> int:
@@ -242,7 +283,9 @@ def _read_cache(
             tokenizer.check_vocab(vocab)
         splits = {}
         for s in SPLITS:
-            ids = np.load(folder / f"{s}.npy", allow_pickle=False)
+            # Memory-mapped, read-only: pages are read as they are used and shared by every process
+            # that maps the same cache, so a 100M-token corpus is never copied to get its ids.
+            ids = np.load(folder / f"{s}.npy", mmap_mode="r", allow_pickle=False)
             if ids.shape != (meta["tokens"][s],) or ids.dtype != vocab.dtype:
                 raise ValueError(f"{s}.npy does not match meta.json")
             splits[s] = Split(s, ids, int(meta["n_chars"][s]))

@@ -21,7 +21,7 @@ import numpy as np
 from lmbench.errors import ConfigError, DataError
 from lmbench.models.base import ModelBase, Progress
 from lmbench.models.ngram.arpa import write_arpa
-from lmbench.models.ngram.counting import adjusted_counts, count_ngrams, window_rows
+from lmbench.models.ngram.counting import adjusted_counts, count_ngrams, index_dtype, window_rows
 from lmbench.models.ngram.smoothing import SMOOTHINGS, estimate
 
 FORMAT_VERSION = 1
@@ -87,10 +87,11 @@ class NGramLM(ModelBase):
     # ---- estimation -------------------------------------------------------------------------
 
     def fit(self, ids: np.ndarray, *, progress: Progress | None = None) -> dict[str, float]:
-        ids = self._check_ids(ids)
+        ids = self._check_ids(ids, dtype=None)
         if len(ids) == 0:
             raise DataError("cannot fit an n-gram model on an empty training split")
-        seq = np.concatenate(([self.eos_id], ids))
+        seq = np.empty(len(ids) + 1, dtype=index_dtype(max(len(ids) + 1, self.vocab_size)))
+        seq[0], seq[1:] = self.eos_id, ids
         tables = count_ngrams(seq, self.order, self.vocab_size, self.eos_id, self.reset_at_eos)
         if len(tables[-1].keys) == 0:
             raise DataError(self._too_short_message(seq))
@@ -103,7 +104,7 @@ class NGramLM(ModelBase):
         self.log_probs, self.log_backoffs, self.n_backoffs = est.log_probs, est.log_backoffs, est.n_backoffs
         self.stats = {**est.stats, "num_params": float(self.num_params())}
         if progress is not None:
-            progress(len(ids))
+            progress(len(seq) - 1)
         return dict(self.stats)
 
     def _too_short_message(self, seq: np.ndarray) -> str:
@@ -277,12 +278,13 @@ class NGramLM(ModelBase):
         if not self.log_probs:
             raise RuntimeError("NGramLM is not fitted: call fit() or NGramLM.load() first")
 
-    def _check_ids(self, ids: np.ndarray) -> np.ndarray:
+    def _check_ids(self, ids: np.ndarray, dtype: type | None = np.int64) -> np.ndarray:
+        """`ids` checked, as `dtype` (None: as given)."""
         ids = np.asarray(ids)
         if ids.ndim != 1:
             raise DataError(f"token ids must be a 1-D array, got shape {ids.shape}")
         if ids.size == 0:
-            return ids.astype(np.int64)
+            return ids.astype(dtype or np.int64)
         if not np.issubdtype(ids.dtype, np.integer):
             raise DataError(f"token ids must be integers, got dtype {ids.dtype}")
         bad = np.flatnonzero((ids < 0) | (ids >= self.vocab_size))
@@ -291,7 +293,7 @@ class NGramLM(ModelBase):
                 f"token id {ids[bad[0]]} at position {bad[0]} is outside the vocabulary "
                 f"[0, {self.vocab_size}) ({len(bad)} such id(s))"
             )
-        return ids.astype(np.int64)
+        return ids if dtype is None else ids.astype(dtype)
 
 
 class NGramStepper:

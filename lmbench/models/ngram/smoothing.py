@@ -88,7 +88,13 @@ def estimate(
     add_k: float,
     vocab_size: int,
 ) -> Estimate:
-    """Probabilities and back-off weights of every order, lowest first (each needs the one below)."""
+    """Probabilities and back-off weights of every order, lowest first (each needs the one below).
+
+    Memory: at 50M tokens an order has ~10M n-grams, so each temporary float array costs ~100 MB;
+    the arithmetic runs in place where the formula allows (same operations, same order, so the same
+    numbers), and an order's probabilities become log-probabilities in place once the next order has
+    read them.
+    """
     order = len(tables)
     lower = np.array([1.0 / vocab_size])  # order 0: uniform over the vocabulary
     log_probs, log_backoffs, stats, n_backoffs = [], [], {}, 0
@@ -107,26 +113,38 @@ def estimate(
             if smoothing == "wb":
                 distinct = np.bincount(parent, weights=(x > 0), minlength=n_contexts)
                 gamma = _safe_divide(distinct, distinct + total)
-                alpha = (1.0 - gamma[parent]) * _safe_divide(x, total[parent])
+                probs = (1.0 - gamma[parent]) * _safe_divide(x, total[parent])  # alpha
             else:
-                discounts = _discount_of_each(x, k, smoothing, discount, stats)
-                alpha = _safe_divide(x - discounts, total[parent])
-                gamma = _safe_divide(np.bincount(parent, weights=discounts, minlength=n_contexts), total)
+                probs = _discount_of_each(counts[k - 1], k, smoothing, discount, stats)
+                gamma = _safe_divide(np.bincount(parent, weights=probs, minlength=n_contexts), total)
+                np.subtract(x, probs, out=probs)
+                del x
+                probs = _safe_divide(probs, total[parent], out=probs)  # alpha
             gamma = np.where(has_children, gamma, 1.0)  # no continuations: defer to order k-1
-            probs = alpha + gamma[parent] * lower[table.suffix]
+            lower_term = gamma[parent]
+            lower_term *= lower[table.suffix]
+            probs += lower_term  # alpha + gamma * p_{k-1}
+            del lower_term
             context_term = gamma
+        del parent
         if k > 1:
-            log_backoffs.append(np.log(context_term))
+            log_backoffs.append(np.log(context_term, out=context_term))
             n_backoffs += int(has_children.sum())
-        log_probs.append(np.log(probs))
-        stats[f"ngrams/order{k}"] = float(len(x))
+            np.log(lower, out=lower)  # order k-1, read for the last time above
+        log_probs.append(probs)
+        stats[f"ngrams/order{k}"] = float(len(probs))
         lower = probs
+    np.log(lower, out=lower)
     return Estimate(log_probs, log_backoffs, n_backoffs, stats)
 
 
-def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def _safe_divide(num: np.ndarray, den: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """num / den, 0 where den == 0 (contexts without continuations; their gamma is replaced)."""
-    return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
+    if out is None:
+        out = np.zeros_like(num, dtype=np.float64)
+    else:
+        out[den == 0] = 0.0
+    return np.divide(num, den, out=out, where=den > 0)
 
 
 def _discount_of_each(
@@ -137,7 +155,7 @@ def _discount_of_each(
         d1, d2, d3 = modified_kn_discounts(x, k)
         # "D3plus", not "D3+": MLflow metric names allow no "+".
         stats.update({f"discount/order{k}/{name}": d for name, d in (("D1", d1), ("D2", d2), ("D3plus", d3))})
-        return np.select([x == 0, x == 1, x == 2], [0.0, d1, d2], d3)
+        return np.array([0.0, d1, d2, d3])[np.minimum(x, 3)]
     d = single_discount(x, k) if discount is None else discount
     stats[f"discount/order{k}"] = d
     return np.where(x > 0, d, 0.0)
