@@ -28,6 +28,7 @@ from lmbench.search.settings import read_settings
 from lmbench.search.space import parse_space
 from lmbench.search.storage import StudyStorage, choose_storage, open_storage
 
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # "Using an existing study" at every poll
 TINY = ("model.hidden_size=16", "model.embedding_dim=16", "model.num_layers=1")
 
 
@@ -214,18 +215,20 @@ def trials_in(tmp_path: Path, state: TrialState) -> list[optuna.trial.FrozenTria
 
 
 def test_a_search_killed_midway_continues_with_the_same_command(tmp_path):
-    command = ("hydra.sweeper.n_trials=2", "hydra.sweeper.pruner.name=none", "trainer.max_steps=4", *TINY,
-               "tracking.experiment=resume")
+    command = ("hydra.sweeper.n_trials=2", "hydra.sweeper.pruner.name=none", "trainer.max_steps=4",
+               "trainer.validate_every_n_steps=2", *TINY, "tracking.experiment=resume")
     first = search_process(tmp_path, *command, log="first.log")
-    try:
-        wait_for(lambda: trials_in(tmp_path, TrialState.COMPLETE) and trials_in(tmp_path, TrialState.RUNNING),
-                 "second trial", first)
+    try:  # killed once the second trial has trained and reported its first validation
+        wait_for(lambda: trials_in(tmp_path, TrialState.COMPLETE) and any(
+            t.intermediate_values for t in trials_in(tmp_path, TrialState.RUNNING)), "second trial's validation", first)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
     before = study_of(tmp_path).trials
     assert [t.state for t in before] == [TrialState.COMPLETE, TrialState.RUNNING]
-    _, parent, _ = sweep_runs(tmp_path, "resume")
+    _, parent, killed = sweep_runs(tmp_path, "resume")
+    [killed_run] = runs_by_trial(killed)[1]
+    assert killed_run.info.status == "RUNNING"  # SIGKILL: nothing could end it
 
     second = search_process(tmp_path, *command, log="second.log")
     assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
@@ -242,6 +245,8 @@ def test_a_search_killed_midway_continues_with_the_same_command(tmp_path):
     assert again.info.run_id == parent.info.run_id and again.info.status == "FINISHED"
     by_trial = runs_by_trial(children)
     assert all(len(by_trial[n]) == 1 and by_trial[n][0].info.status == "FINISHED" for n in (0, 2))  # each once
+    [dead] = by_trial[1]  # the killed trial's run is ended, saying why
+    assert dead.info.status == "FAILED" and "search process running this trial died" in dead.data.tags["lmbench.error"]
     best = min(t.value for t in after if t.state == TrialState.COMPLETE)
     result = yaml.safe_load((tmp_path / "multirun" / "search" / "lstm_ptb" / "search" / "optimization_results.yaml")
                             .read_text())

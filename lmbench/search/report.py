@@ -56,6 +56,7 @@ def write_search_report(study: optuna.Study, uri: str | None, parent_run_id: str
     """Write the table, the best result and the plots into `out`; log them to the parent run under
     `search/` when there is one. Returns the Markdown table."""
     runs = tracking.find_runs(uri, parent_run_id=parent_run_id) if parent_run_id else []
+    end_runs_of_dead_trials(study, runs, uri)
     rows = trial_rows(study, runs)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(rows)
@@ -75,6 +76,17 @@ def write_search_report(study: optuna.Study, uri: str | None, parent_run_id: str
         tracking.log_artifacts(uri, parent_run_id, out, "search")
         tracking.log_table(uri, parent_run_id, {k: [r[k] for r in rows] for k in rows[0]}, "search/trials.json")
     return table
+
+
+def end_runs_of_dead_trials(study: optuna.Study, runs: list[tracking.RunRecord], uri: str | None) -> None:
+    """A run still RUNNING whose trial FAILED was left so by a process that died (the study's trial
+    was reclaimed, study.py): end it FAILED, saying so, rather than leave it running in the UI."""
+    failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    for r in runs:
+        if r.status == "RUNNING" and names.TRIAL in r.tags and int(r.tags[names.TRIAL]) in failed:
+            reason = "the search process running this trial died; the search queued its parameters again"
+            tracking.end_run(uri, r.run_id, "FAILED", {names.ERROR: reason})
+            r.status = "FAILED"
 
 
 def markdown(rows: list[dict[str, object]]) -> str:
