@@ -22,7 +22,6 @@ from lmbench.search.storage import choose_storage, open_storage
 class TrialReporter:
     def __init__(self, trial: optuna.Trial, pruner_name: str):
         self.trial, self.pruner_name = trial, pruner_name
-        self.pruned = False
 
     @classmethod
     def open(cls, sweeper_node: Any, trial_number: int, tracking_uri: str, launch_dir: Path) -> TrialReporter:
@@ -38,7 +37,6 @@ class TrialReporter:
         self.trial.report(valid.ppl, step)
         if not self.trial.should_prune():
             return None
-        self.pruned = True
         return f"pruned by Optuna's {self.pruner_name} pruner at step {step} (valid ppl {valid.ppl:.2f})"
 
     def pruned_error(self) -> optuna.TrialPruned:

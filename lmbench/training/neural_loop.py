@@ -141,7 +141,7 @@ class NeuralLoop:
         valid = self.validate(self.model, self.data, epoch, result)
         if self.cfg.validate_every_n_steps:
             self._log_valid_step(valid, state.global_step)
-        self._observe(state, valid)
+        self._observe(state, valid, last=state.global_step >= self.total)
         stop = self._after_validation(valid, state, result)
         state.epoch, state.step_in_epoch = epoch + 1, 0
         state.finished_training = stop or state.global_step >= self.total
@@ -151,10 +151,11 @@ class NeuralLoop:
         """A validation as a point of the per-step curve (`valid_step/*`); epochs log `valid/*`."""
         self.tracker.log_metrics(valid.metrics(names.VALID_STEP, with_speed=False), step=step)
 
-    def _observe(self, state: TrainState, valid: EvalResult) -> None:
-        """Ask the observer (a search's pruner) whether to go on; raise `TrainingStopped` if not."""
+    def _observe(self, state: TrainState, valid: EvalResult, last: bool = False) -> None:
+        """Show the observer (a search's pruner) the validation; raise `TrainingStopped` if it says
+        stop, unless this is the `last` validation: training is over, stopping there saves nothing."""
         reason = self.observer(state.global_step, valid) if self.observer is not None else None
-        if reason is not None:
+        if reason is not None and not last:
             raise TrainingStopped(reason, state.global_step, state.train_tokens)
 
     def _after_validation(self, valid: EvalResult, state: TrainState, result: FitResult) -> bool:
