@@ -32,6 +32,7 @@ TRAIN_EPOCH = "train/epoch"
 
 # -- the run's summary --------------------------------------------------------------------------
 TRAIN_TOKENS_PER_SEC = "train/tokens_per_sec"  # the whole run's training rate
+TRAIN_TOKENS = "train/tokens"  # tokens trained on (also logged by a run a validation observer stopped)
 TRAIN_SECONDS = "time/train_s"
 PARAMS = "model/params"
 
@@ -71,6 +72,9 @@ ERROR = "lmbench.error"
 FAILED_STEP = "lmbench.failed_step"
 RESUMED_AT_STEP = "lmbench.resumed_at_step"
 STOPPED_EARLY_AT_EPOCH = "lmbench.stopped_early_at_epoch"
+# A run a validation observer stopped (a search's pruner): ends KILLED with these two tags.
+STOPPED_AT_STEP = "lmbench.stopped_at_step"
+STOP_REASON = "lmbench.stop_reason"
 
 # sweeps
 ROLE = "lmbench.role"  # "sweep" on a sweep's parent run
@@ -80,6 +84,9 @@ JOB_NUM = "lmbench.job_num"
 OVERRIDES = "lmbench.overrides"
 COMMAND = "lmbench.command"
 CONTINUED = "lmbench.continued"
+
+# hyperparameter searches (lmbench.search): each trial's run is tagged with its Optuna trial number
+TRIAL = "lmbench.trial"
 
 
 def choice_tag(group: str) -> str:

@@ -100,6 +100,7 @@ def test_optuna_search_records_each_trial_as_a_child_run(tmp_path):
         tmp_path,
         "hparams_search=lstm_ptb",
         "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.pruner.name=none",
         "trainer.max_steps=6",
         "model.hidden_size=16",
         "model.embedding_dim=16",
@@ -109,19 +110,25 @@ def test_optuna_search_records_each_trial_as_a_child_run(tmp_path):
     client, parent, trials = sweep_runs(tmp_path, "search")
     assert parent.info.status == "FINISHED"
     assert len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)
+    assert sorted(r.data.tags["lmbench.trial"] for r in trials) == ["0", "1", "2"]
     learning_rates = {float(r.data.params["optimizer.learning_rate"]) for r in trials}
     assert len(learning_rates) == 3 and all(2.0 <= lr <= 40.0 for lr in learning_rates)
     assert all(0.0 <= float(r.data.params["model.dropout"]) <= 0.5 for r in trials)
 
-    # The value Optuna minimised is each trial's logged best_valid/ppl.
-    result_file = next((tmp_path / "multirun").rglob("optimization_results.yaml"))
-    result = yaml.safe_load(result_file.read_text())
+    # The value Optuna minimised is each trial's logged best_valid/ppl; the study is in a journal
+    # file beside the MLflow store, named after the search.
+    folder = tmp_path / "multirun" / "search" / "lstm_ptb"
+    result = yaml.safe_load((folder / "search" / "optimization_results.yaml").read_text())
     best = min(trials, key=lambda r: r.data.metrics["best_valid/ppl"])
     assert result["best_value"] == pytest.approx(best.data.metrics["best_valid/ppl"])
     assert float(result["best_params"]["optimizer.learning_rate"]) == pytest.approx(
         float(best.data.params["optimizer.learning_rate"])
     )
-    assert "optimization_results.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert (tmp_path / "optuna" / "lstm_ptb.journal").is_file()
+    assert sorted(p.name for p in folder.glob("trial_*")) == ["trial_0", "trial_1", "trial_2"]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "search")}
+    assert {"search/optimization_results.yaml", "search/trials.md", "search/trials.csv",
+            "search/optimization_history.png", "search/trials.json"} <= logged
 
 
 def test_a_sweep_that_stops_early_ends_its_parent_failed(tmp_path):

@@ -9,8 +9,10 @@ from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from lmbench.cli.search import SWEEPER, check_search
 from lmbench.config import check_target, register_configs
 from lmbench.paths import CONF_DIR
+from lmbench.search.settings import PRUNERS, read_settings
 from lmbench.training.run import MODEL_SUPPLIED
 
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
@@ -65,10 +67,14 @@ def test_ptb_classic_uses_the_classic_models_and_budget():
 
 
 @pytest.mark.parametrize("search", sorted(p.stem for p in (Path(CONF_DIR) / "hparams_search").glob("*.yaml")))
-def test_searches_use_optuna_in_memory(search):
+def test_searches_use_lmbenchs_optuna_sweeper_with_a_valid_space(search):
     cfg = compose_hydra(f"hparams_search={search}")
-    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
-    assert cfg.hydra.sweeper.storage is None  # optuna 2's RDB storage fails with SQLAlchemy 2
+    assert cfg.hydra.sweeper._target_ == SWEEPER
+    assert cfg.hydra.sweeper.storage is None  # chosen from the tracking URI: persistent
     assert cfg.hydra.sweeper.direction == "minimize"  # the CLI returns best_valid/ppl
+    assert cfg.hydra.sweeper.study_name == search  # the study, its journal and its folder are named after it
+    settings = read_settings(OmegaConf.to_container(cfg.hydra.sweeper, resolve=True))  # raises on a bad spec
+    assert settings.pruner["name"] in PRUNERS
     for key in cfg.hydra.sweeper.params:
         assert OmegaConf.select(cfg, key) is not None, key  # searches keys that exist
+    check_search(cfg)

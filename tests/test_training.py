@@ -267,3 +267,33 @@ def test_bad_optimizer_config_fails_before_a_run_is_created(tmp_path):
     with pytest.raises(ConfigError, match="optimizer"):
         run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_validation_observer_stops_training_but_not_after_its_last_step(tmp_path):
+    """The hook a search's pruner uses (training/result.py: ValidationObserver): asked to stop at
+    the periodic validation of step 2, the run ends KILLED there, tagged, keeping its metrics; asked
+    at the last validation only, it finishes and is tested as usual (stopping would save nothing)."""
+    from lmbench.training.result import TrainingStopped
+
+    seen = []
+
+    def stop(step, valid):
+        seen.append((step, valid.ppl))
+        return "told to stop"
+
+    cfg = tiny_cfg(tmp_path / "a", "trainer.max_steps=6", "trainer.validate_every_n_steps=2",
+                   "tracking.log_every_n_steps=1", "tracking.log_model=false")
+    with pytest.raises(TrainingStopped) as info:
+        run(cfg, output_dir=tmp_path / "a" / "out", launch_dir=tmp_path / "a", observer=stop)
+    assert (info.value.step, info.value.train_tokens) == (2, 2 * 4 * 8) and [s for s, _ in seen] == [2]
+    client, r = only_run(cfg.tracking.uri)
+    assert r.info.status == "KILLED" and r.data.tags["lmbench.stopped_at_step"] == "2"
+    assert r.data.tags["lmbench.stop_reason"] == "told to stop" and r.data.metrics["train/tokens"] == 64
+    [valid] = client.get_metric_history(r.info.run_id, "valid_step/ppl")
+    assert (valid.step, valid.value) == (2, pytest.approx(seen[0][1]))
+    assert "test/ppl" not in r.data.metrics
+
+    seen.clear()
+    cfg = tiny_cfg(tmp_path / "b", "trainer.max_steps=6", "tracking.log_model=false")
+    summary = run(cfg, output_dir=tmp_path / "b" / "out", launch_dir=tmp_path / "b", observer=stop)
+    assert [s for s, _ in seen] == [6] and summary["train/tokens"] == 6 * 4 * 8 and "test/ppl" in summary

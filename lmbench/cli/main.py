@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lmbench import names
+from lmbench.cli.search import trial_reporter
 from lmbench.cli.sweep import job_tags
 from lmbench.config import register_configs
 from lmbench.config.hints import command_line_problems, override_key_hints
@@ -62,15 +63,21 @@ def _main(cfg: DictConfig) -> float | None:
         import tensorflow as tf
 
         tf.config.list_physical_devices("GPU")  # the CUDA probe logs here, not at the first op
+        from lmbench.training.result import TrainingStopped
         from lmbench.training.run import run
 
     hydra_cfg = HydraConfig.get()
     parent_run_id, tags = job_tags(hydra_cfg)  # a job of a sweep nests under the sweep's parent run
+    reporter = trial_reporter(cfg, hydra_cfg)  # a search's trial reports its validations to the study
+    if reporter is not None:
+        tags[names.TRIAL] = str(cfg.sweep.trial)
     try:
         summary = run(
             cfg, output_dir=Path(hydra_cfg.runtime.output_dir), launch_dir=Path.cwd(),
-            parent_run_id=parent_run_id, extra_tags=tags,
+            parent_run_id=parent_run_id, extra_tags=tags, observer=reporter,
         )
+    except TrainingStopped:  # the run ended KILLED, tagged; the sweeper records the trial PRUNED
+        raise reporter.pruned_error() from None
     except LmbenchError as ex:
         logging.getLogger("lmbench").debug("user error", exc_info=True)
         print(f"lmbench: error: {ex}", file=sys.stderr, flush=True)

@@ -130,7 +130,7 @@ def _budget_note(runs: list[tracking.RunRecord]) -> str | None:
 # choice (`+experiment/family=lstm`) or a model choice (`model=lstm`) is the family and model
 # columns already.
 SILENT_OVERRIDES = ("tracking.", "hydra", "experiment/family")
-SILENT_KEYS = ("model",)
+SILENT_KEYS = ("model", "sweep.trial")  # the model column says it; a trial number is no setting
 
 
 def _overrides(line: str) -> dict[str, str]:
@@ -204,10 +204,12 @@ def table_columns(c: Comparison) -> dict[str, list]:
 def newest_per_job(runs: list[tracking.RunRecord]) -> list[tracking.RunRecord]:
     """Each job of a sweep once: a sweep launched again into its folder re-runs the jobs that had
     not finished, and a job without a checkpoint to resume from (an n-gram) gets a new run; its
-    newest run (runs come newest first) stands for it."""
+    newest run (runs come newest first) stands for it. A search's trial is its own job: job numbers
+    start again at every launch of a search, trial numbers never do."""
     seen, kept = set(), []
     for r in runs:
-        job = (r.tags.get(names.SWEEP_ID), r.tags.get(names.JOB_NUM))
+        trial = r.tags.get(names.TRIAL)
+        job = (r.tags.get(names.SWEEP_ID), f"trial {trial}" if trial is not None else r.tags.get(names.JOB_NUM))
         if job[0] is None or job[1] is None or job not in seen:
             kept.append(r)
             seen.add(job)

@@ -33,6 +33,7 @@ from omegaconf import DictConfig
 
 from lmbench import names, tracking
 from lmbench.cli.report import write_report
+from lmbench.cli.search import check_search, is_search
 from lmbench.errors import DataError, LmbenchError, exit_with
 
 SWEEP_FILE = "lmbench_sweep.json"  # in hydra.sweep.dir: the parent run the jobs nest under
@@ -109,6 +110,8 @@ class SweepCallback(Callback):
         # The jobs resolve the store the same way (training/run.py): the launch folder is the cwd.
         try:
             uri = tracking.resolve_uri(config.tracking.uri, Path.cwd())
+            if is_search(config):  # a bad search is one paragraph before any parent run or trial
+                check_search(config)
         except LmbenchError as ex:  # Hydra would turn an exception here into a warning and go on
             exit_with("lmbench", ex)
         choices = config.hydra.runtime.choices
@@ -141,9 +144,10 @@ class SweepCallback(Callback):
         self._sweep = None
         folder = Path(sweep.folder)
         try:
-            # The Optuna sweeper writes its best parameters and value here.
-            if (folder / "optimization_results.yaml").exists():
-                tracking.log_artifacts(sweep.uri, sweep.parent_run_id, folder / "optimization_results.yaml")
+            if is_search(config):
+                from lmbench.cli.search import report_search
+
+                report_search(config, sweep.uri, sweep.parent_run_id, folder / "search")
             if config.sweep.interpolate:
                 # The training layer (and TensorFlow) loads only here, not with every lmbench.
                 from lmbench.cli.sweep_mixture import interpolate_sweep

@@ -91,6 +91,9 @@ class SweepConfig:
     # After the jobs: the sweep's n-gram interpolated with its networks (model=interpolated, weights
     # by EM on valid), as one more child run, so the table says whether a network adds anything.
     interpolate: bool = False
+    # Set by lmbench's search sweeper (hydra/sweeper=lmbench_optuna), never by hand: the Optuna
+    # trial this job is, whose study the job reports its validations to (lmbench/search/).
+    trial: Optional[int] = None
 
 
 @dataclass
@@ -114,3 +117,19 @@ def register_configs() -> None:
     where `lmbench --help` would list it as an option.
     """
     ConfigStore.instance().store(name="lmbench_schema", node=Config)
+    register_search_sweeper()
+
+
+def register_search_sweeper() -> None:
+    """Register lmbench's Optuna sweeper (hydra/sweeper=lmbench_optuna) with Hydra by hand.
+
+    Hydra finds plugins by walking the `hydra_plugins` namespace package, and an editable install
+    (setuptools' import-hook finder) hides lmbench's part of it from that walk, so that
+    `hparams_search=...` would not compose there. Importing the plugin module registers its config
+    schema; `register` makes the class instantiable. A wheel install is also found by the walk.
+    """
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.lmbench_search.lmbench_sweeper import LmbenchOptunaSweeper
+
+    Plugins.instance().register(LmbenchOptunaSweeper)

@@ -24,21 +24,23 @@ from lmbench.scoring import EvalResult, perplexity
 from lmbench.tracking import Tracker
 from lmbench.training import checkpoints
 from lmbench.training.checkpoints import TrainState
-from lmbench.training.result import FitResult
+from lmbench.training.result import FitResult, TrainingStopped, ValidationObserver
 from lmbench.training.steps import bptt_dataset, make_train_step, schedule_factor
 
 
 class NeuralLoop:
     """One network's training from a `TrainState`. `validate(model, data, epoch, result)` scores
-    and logs the valid split; `evaluate(model, split)` scores without logging."""
+    and logs the valid split; `evaluate(model, split)` scores without logging; `observer` sees every
+    validation and may stop training (`TrainingStopped`)."""
 
     def __init__(
         self, model: NeuralLM, data: CorpusData, optimizer, cfg: TrainerConfig, tracker: Tracker,
         checkpoint_dir: Path, validate: Callable[..., EvalResult], evaluate: Callable[..., EvalResult],
+        observer: ValidationObserver | None = None,
     ):
         self.model, self.data, self.optimizer, self.cfg, self.tracker = model, data, optimizer, cfg, tracker
         self.last, self.best = Path(checkpoint_dir) / "last", Path(checkpoint_dir) / "best"
-        self.validate, self.evaluate = validate, evaluate
+        self.validate, self.evaluate, self.observer = validate, evaluate, observer
         self.streams = as_streams(data.train.ids, cfg.batch_size, cfg.bptt)
         self.per_epoch = n_windows(self.streams.shape[1], cfg.bptt)
         total = self.per_epoch * cfg.max_epochs
@@ -90,7 +92,9 @@ class NeuralLoop:
                     window_start = time.perf_counter()
                 if cfg.validate_every_n_steps and step % cfg.validate_every_n_steps == 0 and step < self.total:
                     if state.step_in_epoch < n:  # the epoch's end validates anyway
-                        self._log_valid_step(self.evaluate(self.model, self.data.valid), step)
+                        valid = self.evaluate(self.model, self.data.valid)
+                        self._log_valid_step(valid, step)
+                        self._observe(state, valid)
                 if cfg.checkpoint_every_n_steps and step % cfg.checkpoint_every_n_steps == 0:
                     self._save(state, stream_states)
                 bar.update(1)
@@ -137,6 +141,7 @@ class NeuralLoop:
         valid = self.validate(self.model, self.data, epoch, result)
         if self.cfg.validate_every_n_steps:
             self._log_valid_step(valid, state.global_step)
+        self._observe(state, valid, last=state.global_step >= self.total)
         stop = self._after_validation(valid, state, result)
         state.epoch, state.step_in_epoch = epoch + 1, 0
         state.finished_training = stop or state.global_step >= self.total
@@ -145,6 +150,13 @@ class NeuralLoop:
     def _log_valid_step(self, valid: EvalResult, step: int) -> None:
         """A validation as a point of the per-step curve (`valid_step/*`); epochs log `valid/*`."""
         self.tracker.log_metrics(valid.metrics(names.VALID_STEP, with_speed=False), step=step)
+
+    def _observe(self, state: TrainState, valid: EvalResult, last: bool = False) -> None:
+        """Show the observer (a search's pruner) the validation; raise `TrainingStopped` if it says
+        stop, unless this is the `last` validation: training is over, stopping there saves nothing."""
+        reason = self.observer(state.global_step, valid) if self.observer is not None else None
+        if reason is not None and not last:
+            raise TrainingStopped(reason, state.global_step, state.train_tokens)
 
     def _after_validation(self, valid: EvalResult, state: TrainState, result: FitResult) -> bool:
         """Best checkpoint, plateau decay, early stopping. True when training should stop."""

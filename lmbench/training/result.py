@@ -1,7 +1,8 @@
-"""What fitting a model gives back, whichever loop fitted it."""
+"""What fitting a model gives back, whichever loop fitted it; and how a validation observer stops it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lmbench.scoring import EvalResult
@@ -20,3 +21,19 @@ class FitResult:
     @property
     def tokens_per_sec(self) -> float:
         return self.train_tokens / max(self.train_seconds, 1e-9)
+
+
+# Called with (global step, the validation just scored) after every validation of a network (each
+# periodic one of trainer.validate_every_n_steps and each epoch's): None to go on, or the reason to
+# stop training there. A hyperparameter search's pruner is one (lmbench.search); the trainer knows
+# only this signature.
+ValidationObserver = Callable[[int, EvalResult], "str | None"]
+
+
+class TrainingStopped(Exception):
+    """A validation observer stopped training: not an error, the run ends KILLED with `reason`,
+    keeping what it logged."""
+
+    def __init__(self, reason: str, step: int, train_tokens: int):
+        super().__init__(reason)
+        self.reason, self.step, self.train_tokens = reason, step, train_tokens

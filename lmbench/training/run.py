@@ -43,6 +43,7 @@ from lmbench.models.neural import NeuralLM
 from lmbench.paths import default_cache_dir
 from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
 from lmbench.training import checkpoints, precision
+from lmbench.training.result import TrainingStopped, ValidationObserver
 from lmbench.training.steps import build_optimizer
 from lmbench.training.trainer import FitResult, Trainer
 
@@ -81,17 +82,25 @@ class Built:
 
 def run(
     cfg: DictConfig, output_dir: Path, launch_dir: Path, parent_run_id: str | None = None,
-    extra_tags: dict[str, str] | None = None,
+    extra_tags: dict[str, str] | None = None, observer: ValidationObserver | None = None,
 ) -> dict[str, float]:
     """`parent_run_id` nests the MLflow run under a sweep's parent run; `extra_tags` (the sweep id,
-    the job's overrides, Hydra's group choices) are added to the run's tags. Returns the summary."""
+    the job's overrides, Hydra's group choices) are added to the run's tags; `observer` sees every
+    validation of a network and may stop it (a search's pruner): then the run ends KILLED, tagged
+    with the step and reason, and `TrainingStopped` is raised. Returns the summary."""
     output_dir = Path(output_dir)
     plan = prepare(cfg, launch_dir)
-    built = build(plan, output_dir)
+    built = build(plan, output_dir, observer)
     tracker = open_run(plan, built, output_dir, launch_dir, parent_run_id, extra_tags)
     try:
         fit, summary = train(plan, built, output_dir)
         save(plan, built, output_dir, summary)
+    except TrainingStopped as ex:  # everything logged so far stays; no test, no bundle
+        tracker.log_metrics({names.TRAIN_TOKENS: ex.train_tokens})
+        tracker.set_tags({names.STOPPED_AT_STEP: str(ex.step), names.STOP_REASON: ex.reason})
+        tracker.finish("KILLED")
+        print(f"Stopped at step {ex.step}: {ex.reason}", flush=True)
+        raise
     except TrainingDiverged as ex:
         tracker.finish("FAILED", str(ex), step=ex.step)
         raise
@@ -132,7 +141,7 @@ def prepare(cfg: DictConfig, launch_dir: Path) -> Plan:
     return Plan(cfg, container, checkpoints.config_digest(container), policy, uri, source)
 
 
-def build(plan: Plan, output_dir: Path) -> Built:
+def build(plan: Plan, output_dir: Path, observer: ValidationObserver | None = None) -> Built:
     cfg, source = plan.cfg, plan.source
     tokenizer = build_tokenizer(cfg.tokenizer)
     if source is not None:  # a learned tokenizer is the source's trained one, not trained again
@@ -148,7 +157,7 @@ def build(plan: Plan, output_dir: Path) -> Built:
     model = build_model(cfg.model, data.vocab, BundleLoader(plan.uri, default_cache_dir(cfg.cache_dir)))
     tracking = cfg.tracking
     tracker = Tracker(tracking.enabled, plan.uri, tracking.experiment, tracking.log_every_n_steps)
-    trainer = Trainer(cfg.trainer, tracker, checkpoint_dir=output_dir / "checkpoints")
+    trainer = Trainer(cfg.trainer, tracker, checkpoint_dir=output_dir / "checkpoints", observer=observer)
     trainer.check(model, data)
     # A network's optimizer is built now, so that a bad optimizer config fails before tracking.
     optimizer = build_optimizer(cfg.optimizer, cfg.trainer.clip_norm) if isinstance(model, NeuralLM) else None
@@ -290,6 +299,7 @@ def train(plan: Plan, built: Built, output_dir: Path) -> tuple[FitResult, dict[s
         **test.metrics(),
         **best.metrics(names.BEST_VALID, with_speed=False),
         names.TRAIN_TOKENS_PER_SEC: fit.tokens_per_sec,
+        names.TRAIN_TOKENS: fit.train_tokens,
         names.TRAIN_SECONDS: fit.train_seconds,
         names.PARAMS: model.num_params(),  # after fit: a Keras model has no weights until first called
     }

@@ -21,15 +21,18 @@ from lmbench.tracking import Tracker
 from lmbench.training.checkpoints import TrainState
 from lmbench.training.counting import fit_counting
 from lmbench.training.neural_loop import NeuralLoop
-from lmbench.training.result import FitResult
+from lmbench.training.result import FitResult, ValidationObserver
 from lmbench.training.steps import SCHEDULES
 
 __all__ = ["FitResult", "Trainer"]
 
 
 class Trainer:
-    def __init__(self, cfg: TrainerConfig, tracker: Tracker, checkpoint_dir: Path):
+    def __init__(
+        self, cfg: TrainerConfig, tracker: Tracker, checkpoint_dir: Path, observer: ValidationObserver | None = None
+    ):
         self.cfg = cfg
+        self.observer = observer  # sees a network's every validation; may stop it (neural_loop)
         self.tracker = tracker
         self.checkpoint_dir = Path(checkpoint_dir)
         self._float32_twin = None  # see _scorer
@@ -92,7 +95,8 @@ class Trainer:
         if optimizer is None:
             raise ValueError("Trainer.fit: a network needs an optimizer (steps.build_optimizer)")
         loop = NeuralLoop(
-            model, data, optimizer, self.cfg, self.tracker, self.checkpoint_dir, self._validate, self._evaluate
+            model, data, optimizer, self.cfg, self.tracker, self.checkpoint_dir, self._validate, self._evaluate,
+            self.observer,
         )
         return loop.run(state or TrainState(), resumed)
 
