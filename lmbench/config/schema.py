@@ -11,11 +11,14 @@ This module knows neither MLflow nor TensorFlow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from lmbench.errors import ConfigError
 
 
 @dataclass
@@ -89,6 +92,54 @@ class SweepConfig:
     # After the jobs: the sweep's n-gram interpolated with its networks (model=interpolated, weights
     # by EM on valid), as one more child run, so the table says whether a network adds anything.
     interpolate: bool = False
+
+
+@dataclass
+class FullHeadConfig:
+    """`model.head` with `kind: full`: the exact softmax over the whole vocabulary.
+
+    Training and scoring compute it `chunk_positions` positions at a time, so the logits of a
+    window ([positions, |V|]) and their gradient never exist at once (lmbench/models/heads.py)."""
+
+    kind: str = "full"
+    # positions whose logits exist at once; null: as many as fit in 4M logits (16 MB in float32)
+    chunk_positions: Optional[int] = None
+
+    def check(self) -> None:
+        if self.chunk_positions is not None and self.chunk_positions < 1:
+            raise ConfigError(f"model.head.chunk_positions must be >= 1 or null, got {self.chunk_positions}")
+
+
+# The output layers a neural family can end in, by `model.head.kind`. Each config class has a
+# `kind` field and a `check()` that refuses bad values; lmbench.models.heads maps the same kinds
+# to the layers that implement them.
+HEAD_KINDS: dict[str, type] = {"full": FullHeadConfig}
+
+
+def head_config(head: Mapping | None):
+    """The checked config of a family's `head` argument (None: the full softmax).
+
+    Accepts a dict or a DictConfig (as Hydra passes it); a misspelt key, an unknown kind or a bad
+    value is a ConfigError naming the valid choices."""
+    if head is None:
+        return FullHeadConfig()
+    if isinstance(head, DictConfig):
+        head = OmegaConf.to_container(head, resolve=True)
+    if not isinstance(head, Mapping):
+        raise ConfigError(f"model.head must be a mapping such as {{kind: full}}, got {head!r}")
+    kind = head.get("kind", "full")
+    if kind not in HEAD_KINDS:
+        raise ConfigError(f"model.head.kind={kind!r} is not one of {', '.join(HEAD_KINDS)}")
+    cls = HEAD_KINDS[kind]
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(head) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"model.head.{unknown[0]} is not an option of the {kind} head; valid keys: {', '.join(valid)}"
+        )
+    config = cls(**head)
+    config.check()
+    return config
 
 
 @dataclass

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 from lmbench.config import TrainerConfig
 from lmbench.errors import ConfigError
-from lmbench.models.neural import NeuralLM, token_nll
+from lmbench.models.neural import NeuralLM
 
 SCHEDULES = ("constant", "plateau", "cosine")
 
@@ -79,8 +79,8 @@ def make_train_step(model: NeuralLM, optimizer, jit_compile: bool, l1: float = 0
     @tf.function(jit_compile=jit_compile)
     def step(x, y, states):
         with tf.GradientTape() as tape:
-            logits, states = model(x, states=states, training=True)
-            loss = tf.reduce_mean(token_nll(y, logits))
+            hidden, states = model(x, states=states, training=True)
+            loss = tf.reduce_mean(model.output_head.token_nll(hidden, y))
             total = loss + tf.add_n(model.losses) if model.losses else loss
             for v in penalised:
                 w = tf.cast(v, tf.float32)

@@ -1,0 +1,141 @@
+"""Output heads: the layer that turns a neural family's hidden states into token probabilities.
+
+Every neural family ends in one (`model.output_head`), chosen by the family's `head` argument
+(`model.head` in the config, checked by `lmbench.config.schema.head_config`):
+
+    head: {kind: full}        # the exact softmax over the vocabulary (FullSoftmaxHead)
+
+The interface, the same for every kind:
+
+    head.token_nll(hidden, labels) -> float32 [...]
+        -log p(label) at every position; `hidden` [..., d] in the model's compute dtype, `labels`
+        [...] int. The training loss and the scores. Memory-bounded: its memory does not grow with
+        positions x |V|, in the forward pass or in the gradient.
+    head.log_probs(hidden) -> float32 [..., |V|]
+        the whole normalized distribution (log p of every token), for generation and tests.
+
+A kind is a config class in `schema.HEAD_KINDS` and an `OutputHead` subclass in `HEADS` here,
+built as `cls(config, owner=..., vocab_size=..., input_dim=..., tied_embedding=...,
+kernel_initializer=...)`: `owner` is the family (a head may keep its variables there),
+`tied_embedding` the family's input `keras.layers.Embedding` when the family ties input and output
+embeddings, else None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from lmbench.config.schema import FullHeadConfig, head_config
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def token_nll(labels, logits):
+    """−log p(label) at every position from full `logits` [..., V] (any float type, computed in
+    float32), `labels` [...] int: the reference the heads are tested against.
+
+    Same values as `tf.nn.sparse_softmax_cross_entropy_with_logits`, faster on CPU: compiled by
+    XLA with a hand-written gradient (softmax − one-hot), so the float32 cast, log-sum-exp, pick and
+    gradient each fuse into passes over the [positions, V] logits instead of several separate
+    kernels (`benchmarks/projection_kernels.py` compares the two).
+    """
+
+    @tf.custom_gradient
+    def nll(x, y):  # x [positions, V], y [positions]
+        lse = tf.reduce_logsumexp(x, axis=-1)
+        out = lse - tf.gather(x, y, batch_dims=1)
+
+        def grad(upstream):
+            softmax = tf.exp(x - lse[:, None])
+            return (softmax - tf.one_hot(y, tf.shape(x)[-1], dtype=x.dtype)) * upstream[:, None], None
+
+        return out, grad
+
+    flat = tf.reshape(tf.cast(logits, tf.float32), [-1, tf.shape(logits)[-1]])
+    return tf.reshape(nll(flat, tf.reshape(labels, [-1])), tf.shape(labels))
+
+
+def over_positions(x, fn):
+    """`fn` (e.g. the output projection) applied to `x` [..., d] flattened to [positions, d].
+
+    A rank-3 x rank-2 `tf.matmul` runs as a broadcast batch matmul, and its weight gradient as one
+    small product per batch row summed afterwards; one 2-D matmul over all positions is faster on
+    CPU (`benchmarks/projection_kernels.py`)."""
+    flat = fn(tf.reshape(x, [-1, x.shape[-1]]))
+    return tf.reshape(flat, tf.concat([tf.shape(x)[:-1], tf.shape(flat)[-1:]], axis=0))
+
+
+class OutputHead(keras.layers.Layer):
+    """What every kind of head implements (see the module docstring)."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+
+    def options(self) -> dict:
+        """The head's config as plain data, for the family's `get_config`."""
+        return dataclasses.asdict(self.config)
+
+    def token_nll(self, hidden, labels):
+        raise NotImplementedError
+
+    def log_probs(self, hidden):
+        raise NotImplementedError
+
+
+class FullSoftmaxHead(OutputHead):
+    """The exact softmax over the vocabulary: logits = h W + b, with W the family's own projection
+    or, when tied, its input embedding transposed (Press & Wolf 2017)."""
+
+    def __init__(self, config: FullHeadConfig, *, owner, vocab_size, input_dim, tied_embedding, kernel_initializer):
+        super().__init__(config)
+        # The variables live on the family, under the names they had before heads existed, so
+        # bundles saved then load unchanged; the head only reads them (plain references, not
+        # tracked by Keras, so that they are saved once).
+        if tied_embedding is None:
+            owner.projection = keras.layers.Dense(vocab_size, kernel_initializer=kernel_initializer)
+            owner.projection.build((None, input_dim))
+            weights = lambda: (owner.projection.kernel, owner.projection.bias, False)  # noqa: E731
+        else:
+            owner.output_bias = owner.add_weight(shape=(vocab_size,), initializer="zeros", name="output_bias")
+            weights = lambda: (tied_embedding.embeddings, owner.output_bias, True)  # noqa: E731
+        object.__setattr__(self, "_weights", weights)  # (kernel, bias, whether kernel is [|V|, d])
+        self.built = True  # no variables of its own
+
+    def logits(self, hidden):
+        """[..., d] -> [..., |V|] in the dtype of `hidden`."""
+        kernel, bias, transposed = self._weights()
+
+        def project(h):
+            # Explicit casts: under mixed_bfloat16 h is bfloat16 while the variables stay float32.
+            return tf.matmul(h, tf.cast(kernel, h.dtype), transpose_b=transposed) + tf.cast(bias, h.dtype)
+
+        return over_positions(hidden, project)
+
+    def token_nll(self, hidden, labels):
+        return token_nll(labels, self.logits(hidden))
+
+    def log_probs(self, hidden):
+        return tf.nn.log_softmax(tf.cast(self.logits(hidden), tf.float32))
+
+
+HEADS: dict[str, type[OutputHead]] = {"full": FullSoftmaxHead}
+
+
+def build_head(
+    head, *, owner, vocab_size: int, input_dim: int, tied_embedding=None, kernel_initializer="glorot_uniform"
+) -> OutputHead:
+    """The head that `head` (a family's `head` argument: a mapping, a DictConfig or None) asks for.
+
+    Bad options are a ConfigError (`schema.head_config`)."""
+    config = head_config(head)
+    return HEADS[config.kind](
+        config,
+        owner=owner,
+        vocab_size=vocab_size,
+        input_dim=input_dim,
+        tied_embedding=tied_embedding,
+        kernel_initializer=kernel_initializer,
+    )
