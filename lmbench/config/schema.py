@@ -11,6 +11,7 @@ This module knows neither MLflow nor TensorFlow.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
@@ -110,10 +111,43 @@ class FullHeadConfig:
             raise ConfigError(f"model.head.chunk_positions must be >= 1 or null, got {self.chunk_positions}")
 
 
+@dataclass
+class AdaptiveHeadConfig:
+    """`model.head` with `kind: adaptive`: the adaptive softmax (Grave et al. 2017; lmbench/models/
+    adaptive.py). Tokens ranked by training frequency; the `cutoffs[0]` most frequent are scored by
+    the head, each following cutoff starts a tail cluster, whose scores come from the hidden state
+    projected to input_dim // factor**(i+1) dimensions. The defaults are fairseq's for WikiText-103.
+    Checked here without the vocabulary; the layer checks `cutoffs[-1] < |V|` when it is built."""
+
+    kind: str = "adaptive"
+    cutoffs: list[int] = field(default_factory=lambda: [20000, 60000])
+    factor: float = 4.0
+
+    def check(self) -> None:
+        cutoffs, factor = self.cutoffs, self.factor
+        if not isinstance(cutoffs, (list, tuple)) or not cutoffs:
+            raise ConfigError(
+                f"model.head.cutoffs must be a non-empty list of token ranks, e.g. [20000, 60000], got {cutoffs!r}"
+            )
+        if any(isinstance(c, bool) or not isinstance(c, int) for c in cutoffs):
+            raise ConfigError(f"model.head.cutoffs must be whole numbers, got {list(cutoffs)}")
+        if cutoffs[0] <= 0 or any(b <= a for a, b in zip(cutoffs, cutoffs[1:])):
+            raise ConfigError(
+                f"model.head.cutoffs={list(cutoffs)} must be strictly increasing and each > 0 (and < the "
+                "vocabulary size): the head scores the cutoffs[0] most frequent tokens, and each following "
+                "cutoff starts a tail cluster, the last one ending at the vocabulary size"
+            )
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor < 1:
+            raise ConfigError(
+                f"model.head.factor={factor!r} must be a finite number >= 1: tail cluster i projects the hidden "
+                "state to input_dim // factor**(i+1) dimensions (fairseq and PyTorch use 4; 1 keeps the full width)"
+            )
+
+
 # The output layers a neural family can end in, by `model.head.kind`. Each config class has a
 # `kind` field and a `check()` that refuses bad values; lmbench.models.heads maps the same kinds
 # to the layers that implement them.
-HEAD_KINDS: dict[str, type] = {"full": FullHeadConfig}
+HEAD_KINDS: dict[str, type] = {"full": FullHeadConfig, "adaptive": AdaptiveHeadConfig}
 
 
 def head_config(head: Mapping | None):

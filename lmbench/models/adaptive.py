@@ -24,8 +24,6 @@ the ranking only decides how much work each token costs.
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -33,34 +31,20 @@ import tensorflow as tf
 from lmbench.errors import ConfigError
 
 
-def check_adaptive(vocab_size: int, input_dim: int, cutoffs, factor) -> tuple[list[int], float]:
-    """The cutoffs and factor as the layer uses them, or a `ConfigError` saying what is wrong."""
-    if not isinstance(cutoffs, (list, tuple)) or not cutoffs:
+def check_fits(vocab_size: int, input_dim: int, cutoffs: list[int], factor: float) -> None:
+    """What `AdaptiveHeadConfig.check` cannot know: the cutoffs against the vocabulary, the tail
+    widths against the hidden size (a `ConfigError` before anything is trained)."""
+    if cutoffs[-1] >= vocab_size:
         raise ConfigError(
-            f"model.head.cutoffs must be a non-empty list of token ranks, e.g. [20000, 60000], got {cutoffs!r}"
+            f"model.head.cutoffs={cutoffs} must each be < the vocabulary size {vocab_size}: the last cutoff "
+            "starts the last tail cluster, which ends at the vocabulary size. For this vocabulary choose "
+            f"smaller cutoffs, e.g. [{max(1, vocab_size // 10)}], or the full softmax (model/head=full)."
         )
-    if any(isinstance(c, bool) or not isinstance(c, int) for c in cutoffs):
-        raise ConfigError(f"model.head.cutoffs must be whole numbers, got {list(cutoffs)}")
-    cutoffs = [int(c) for c in cutoffs]
-    if any(b <= a for a, b in zip(cutoffs, cutoffs[1:])) or cutoffs[0] <= 0 or cutoffs[-1] >= vocab_size:
-        raise ConfigError(
-            f"model.head.cutoffs={cutoffs} must be strictly increasing, each > 0 and < the vocabulary size "
-            f"{vocab_size}: the head keeps the cutoffs[0] most frequent tokens, and each following cutoff "
-            "starts a tail cluster (the last one ends at the vocabulary size). For this vocabulary choose "
-            f"values below {vocab_size}, e.g. [{max(1, vocab_size // 10)}]."
-        )
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor < 1:
-        raise ConfigError(
-            f"model.head.factor={factor!r} must be a finite number >= 1: tail cluster i projects the hidden "
-            "state to input_dim // factor**(i+1) dimensions (fairseq and PyTorch use 4; 1 keeps the full width)"
-        )
-    smallest = int(input_dim // factor ** len(cutoffs))
-    if smallest < 1:
+    if int(input_dim // factor ** len(cutoffs)) < 1:
         raise ConfigError(
             f"model.head.factor={factor} leaves the last of {len(cutoffs)} tail clusters "
             f"{input_dim} // {factor}**{len(cutoffs)} = 0 dimensions; lower the factor or use fewer cutoffs"
         )
-    return cutoffs, float(factor)
 
 
 def frequency_rank(train_ids: np.ndarray, vocab_size: int) -> np.ndarray:
@@ -75,19 +59,24 @@ def frequency_rank(train_ids: np.ndarray, vocab_size: int) -> np.ndarray:
 class AdaptiveSoftmax(keras.layers.Layer):
     """Hidden states [..., input_dim] -> per-token negative log-likelihoods or log-probabilities."""
 
-    def __init__(self, vocab_size: int, input_dim: int, cutoffs, factor: float = 4.0, **kwargs):
+    def __init__(
+        self, vocab_size: int, input_dim: int, cutoffs: list[int], factor: float = 4.0,
+        kernel_initializer="glorot_uniform", **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.cutoffs, self.factor = check_adaptive(vocab_size, input_dim, cutoffs, factor)
+        check_fits(vocab_size, input_dim, cutoffs, factor)
+        self.cutoffs, self.factor = [int(c) for c in cutoffs], float(factor)
         self.vocab_size, self.input_dim = int(vocab_size), int(input_dim)
         bounds = [*self.cutoffs, self.vocab_size]
         self.cluster_sizes = [b - a for a, b in zip(bounds, bounds[1:])]
         # Biases on the head and tail scores: they learn the unigram distribution in a few steps.
-        self.head = keras.layers.Dense(self.cutoffs[0] + len(self.cluster_sizes), name="head")
+        init = kernel_initializer
+        self.head = keras.layers.Dense(self.cutoffs[0] + len(self.cluster_sizes), kernel_initializer=init, name="head")
         self.tails = [
             keras.Sequential(
                 [
-                    keras.layers.Dense(int(input_dim // self.factor ** (i + 1)), use_bias=False),
-                    keras.layers.Dense(size),
+                    keras.layers.Dense(self.tail_width(i), use_bias=False, kernel_initializer=init),
+                    keras.layers.Dense(size, kernel_initializer=init),
                 ],
                 name=f"tail_{i}",
             )
@@ -100,11 +89,15 @@ class AdaptiveSoftmax(keras.layers.Layer):
             initializer=lambda shape, dtype=None: tf.range(shape[0], dtype="int32"),
             name="rank",
         )
+        # Built now, not at a first call: token_nll and log_probs are not `__call__`, and the
+        # optimizer and load_weights need every variable once the model is built.
+        for layer in (self.head, *self.tails):
+            layer.build((None, self.input_dim))
+        self.built = True
 
-    def build(self, input_shape):
-        self.head.build((None, self.input_dim))
-        for tail in self.tails:
-            tail.build((None, self.input_dim))
+    def tail_width(self, i: int) -> int:
+        """The width tail cluster i projects the hidden state to (fairseq's and PyTorch's rule)."""
+        return int(self.input_dim // self.factor ** (i + 1))
 
     def adapt(self, train_ids: np.ndarray) -> None:
         """Rank the ids by their training counts (see the module docstring)."""
@@ -134,15 +127,6 @@ class AdaptiveSoftmax(keras.layers.Layer):
             parts.append(cluster + tf.nn.log_softmax(tf.cast(tail(h), tf.float32)))
         by_id = tf.gather(tf.concat(parts, axis=-1), self.rank, axis=-1)
         return tf.reshape(by_id, tf.concat([tf.shape(hidden)[:-1], [self.vocab_size]], axis=0))
-
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "vocab_size": self.vocab_size,
-            "input_dim": self.input_dim,
-            "cutoffs": self.cutoffs,
-            "factor": self.factor,
-        }
 
 
 def sparse_nll(labels, logits):

@@ -26,9 +26,12 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from lmbench.config.schema import FullHeadConfig, head_config
+from lmbench.config.schema import AdaptiveHeadConfig, FullHeadConfig, head_config
+from lmbench.errors import ConfigError
+from lmbench.models.adaptive import AdaptiveSoftmax
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
@@ -84,6 +87,9 @@ class OutputHead(keras.layers.Layer):
     def log_probs(self, hidden):
         raise NotImplementedError
 
+    def adapt(self, train_ids: np.ndarray) -> None:
+        """Derive from the training ids what the head needs before training; most kinds need nothing."""
+
 
 class FullSoftmaxHead(OutputHead):
     """The exact softmax over the vocabulary: logits = h W + b, with W the family's own projection
@@ -121,7 +127,37 @@ class FullSoftmaxHead(OutputHead):
         return tf.nn.log_softmax(tf.cast(self.logits(hidden), tf.float32))
 
 
-HEADS: dict[str, type[OutputHead]] = {"full": FullSoftmaxHead}
+class AdaptiveSoftmaxHead(OutputHead):
+    """The adaptive softmax (`lmbench.models.adaptive.AdaptiveSoftmax`, which holds its own variables).
+
+    Not with tied embeddings: its tail clusters score tokens from projections narrower than the
+    input embedding, and adaptive input embeddings (which fairseq ties them to) are not built."""
+
+    def __init__(self, config: AdaptiveHeadConfig, *, owner, vocab_size, input_dim, tied_embedding, kernel_initializer):
+        super().__init__(config)
+        if tied_embedding is not None:
+            raise ConfigError(
+                "model.head.kind=adaptive cannot tie its output to the input embedding: its tail clusters "
+                "score tokens from narrower projections of the hidden state. Set model.tie_embeddings=false "
+                "(or use model/head=full to keep tying)"
+            )
+        self.softmax = AdaptiveSoftmax(
+            vocab_size, input_dim, config.cutoffs, config.factor, kernel_initializer=kernel_initializer,
+            name="adaptive_softmax",
+        )
+        self.built = True
+
+    def token_nll(self, hidden, labels):
+        return self.softmax.token_nll(hidden, labels)
+
+    def log_probs(self, hidden):
+        return self.softmax.log_probs(hidden)
+
+    def adapt(self, train_ids: np.ndarray) -> None:
+        self.softmax.adapt(train_ids)
+
+
+HEADS: dict[str, type[OutputHead]] = {"full": FullSoftmaxHead, "adaptive": AdaptiveSoftmaxHead}
 
 
 def build_head(

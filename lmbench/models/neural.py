@@ -168,6 +168,11 @@ class NeuralLM(ModelBase, keras.Model):
         model trained under mixed_bfloat16 through it, so every reported figure is float32."""
         return built_in_float32(type(self), self.get_config())
 
+    def adapt(self, train_ids: np.ndarray) -> None:
+        """Before training from scratch: let the output head derive what it needs from the training
+        ids (the adaptive softmax ranks tokens by their counts); saved with the weights."""
+        self.output_head.adapt(train_ids)
+
     def build_for_inference(self) -> None:
         """Create all weights by running one token through the model."""
         self(tf.constant([[self.eos_id]], dtype=tf.int32), states=self.initial_state(1))
