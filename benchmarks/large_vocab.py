@@ -8,8 +8,9 @@ Each variant is a 2 x 200 LSTM (untied, dropout 0), trained by lmbench's own pie
 and `run.build` (the token-id cache, the model, `adapt` of the output head, the optimizer: SGD lr 20,
 clip 0.25), `steps.make_train_step` over `steps.bptt_dataset` windows of bptt 35 x batch 20, state
 carried between windows -- under `trainer.precision=auto`, for `--budget` seconds of training wall
-time (the first step's tracing included), and then scored on the whole validation split through a
-float32 copy, as the trainer scores. Variants differ only in `model.head`.
+time (the first step's tracing included), and then scored on the first `--valid-tokens` tokens of
+the validation split (cut at a line end) through a float32 copy, as the trainer scores. Variants
+differ only in `model.head`.
 
 Each variant runs in a fresh process of its own (this script with `--worker`), one after the other,
 never two at once: its peak RSS (ru_maxrss) is the process's alone, and a full softmax at |V| =
@@ -36,10 +37,10 @@ WARMUP_STEPS = 5  # untimed for tokens/s (tracing, first allocations); they coun
 
 
 def overrides(args, variant: str) -> list[str]:
-    head = ["model.head.kind=full"]
+    head = ["model/head=full"]
     if variant == "adaptive":
         cutoffs = ",".join(str(c) for c in args.cutoffs)
-        head = ["model.head.kind=adaptive", f"model.head.cutoffs=[{cutoffs}]", f"model.head.factor={args.factor}"]
+        head = ["model/head=adaptive", f"model.head.cutoffs=[{cutoffs}]", f"model.head.factor={args.factor}"]
     corpus = Path(args.corpus)
     return [
         "dataset=text_files",
@@ -64,6 +65,7 @@ def worker(args) -> None:
     from hydra import compose, initialize_config_dir
 
     from lmbench.config import register_configs
+    from lmbench.data import Split
     from lmbench.data.batching import as_streams
     from lmbench.paths import CONF_DIR
     from lmbench.scoring import evaluate
@@ -79,7 +81,7 @@ def worker(args) -> None:
     model, optimizer, data = built.model, built.optimizer, built.data
     model.build_for_inference()
     optimizer.build(model.trainable_variables)
-    step_fn = make_train_step(model, optimizer, jit_compile=False)
+    step_fn = make_train_step(model, optimizer, jit_compile=False, clip_norm=cfg.trainer.clip_norm)
     states = model.initial_state(20)
     times, start = [], time.perf_counter()
     for x, y in bptt_dataset(as_streams(data.train.ids, 20, 35), 35):
@@ -92,14 +94,17 @@ def worker(args) -> None:
     trained = time.perf_counter() - start
     scorer = model.float32_copy()
     scorer.set_weights(model.get_weights())
-    valid = evaluate(scorer, data.valid, batch_size=10, show_progress=False)
+    ids = data.valid.ids
+    if args.valid_tokens < len(ids):  # the slice ends at a line end, like a split
+        ids = ids[: int(np.flatnonzero(ids[: args.valid_tokens] == data.vocab.eos_id)[-1]) + 1]
+    valid = evaluate(scorer, Split("valid", ids, data.valid.n_chars), batch_size=10, show_progress=False)
     steady = times[WARMUP_STEPS:]
     print(json.dumps({
         "variant": args.worker, "precision": plan.policy, "vocab": len(data.vocab), "params": model.num_params(),
         "steps": len(times), "train_seconds": trained, "last_loss": loss,
         "median_step_ms": 1000 * statistics.median(steady),
         "tokens_per_sec": 700 * len(steady) / sum(steady),
-        "valid_ppl": valid.ppl, "valid_tokens": len(data.valid), "valid_seconds": valid.seconds,
+        "valid_ppl": valid.ppl, "valid_tokens": len(ids), "valid_seconds": valid.seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "tf": tf.__version__, "numpy": np.__version__,
     }), flush=True)
@@ -110,6 +115,8 @@ def main() -> None:
     parser.add_argument("--corpus", default="/work/runs/big", help="folder with train/valid/test.txt")
     parser.add_argument("--cache-dir", required=True, help="lmbench's cache (token ids are reused from it)")
     parser.add_argument("--budget", type=float, default=600.0, help="training wall seconds per variant")
+    parser.add_argument("--valid-tokens", type=int, default=50_000,
+                        help="score the first this many validation tokens (cut at a line end)")
     parser.add_argument("--cutoffs", type=int, nargs="+", default=[20000, 100000])
     parser.add_argument("--factor", type=float, default=4.0)
     parser.add_argument("--variants", nargs="+", choices=("full", "adaptive"), default=["full", "adaptive"])

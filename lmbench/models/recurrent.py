@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from lmbench.errors import ConfigError
+from lmbench.models.embedding import Embedding
 from lmbench.models.heads import build_head
 from lmbench.models.neural import NeuralLM
 
@@ -69,7 +70,7 @@ class RecurrentLM(NeuralLM):
                 return keras_default
             return keras.initializers.RandomUniform(-init_scale, init_scale)
 
-        self.embedding = keras.layers.Embedding(
+        self.embedding = Embedding(
             vocab_size, embedding_dim, embeddings_initializer=init("uniform")
         )
         layer_kwargs = {"activation": activation} if cell == "rnn" else {}

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from lmbench.errors import ConfigError
 from lmbench.models.base import Progress
+from lmbench.models.embedding import Embedding
 from lmbench.models.heads import build_head
 from lmbench.models.neural import NeuralLM
 
@@ -159,7 +160,7 @@ class TransformerLM(NeuralLM):
         self.stride = stride
 
         normal = keras.initializers.RandomNormal(0.0, init_scale)
-        self.token_embedding = keras.layers.Embedding(vocab_size, d_model, embeddings_initializer=normal)
+        self.token_embedding = Embedding(vocab_size, d_model, embeddings_initializer=normal)
         if positions == "learned":
             self.position_embedding = keras.layers.Embedding(context, d_model, embeddings_initializer=normal)
         else:

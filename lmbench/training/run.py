@@ -151,7 +151,7 @@ def build(plan: Plan, output_dir: Path) -> Built:
     trainer = Trainer(cfg.trainer, tracker, checkpoint_dir=output_dir / "checkpoints")
     trainer.check(model, data)
     # A network's optimizer is built now, so that a bad optimizer config fails before tracking.
-    optimizer = build_optimizer(cfg.optimizer, cfg.trainer.clip_norm) if isinstance(model, NeuralLM) else None
+    optimizer = build_optimizer(cfg.optimizer) if isinstance(model, NeuralLM) else None
     resume = saved_state(cfg, trainer, model, plan.digest)
     if isinstance(model, NeuralLM) and source is None:  # a fine-tune keeps its source's; a resume restores its own
         model.adapt(data.train.ids)
