@@ -175,12 +175,16 @@ class FullSoftmaxHead(OutputHead):
         return nll(h, tf.convert_to_tensor(kernel), tf.convert_to_tensor(bias))
 
     def _chunk_rows(self, h):
-        """Positions per chunk: all of them if they fit, else `chunk_positions` (padded)."""
+        """Positions per chunk when all of them fit in one (known shape), else None: chunks of
+        min(n, `chunk_positions`) rows in a graph loop, the last padded."""
         n = h.shape[0]
         return n if n is not None and n <= self.config.chunk_positions else None
 
-    def _blocks(self, rows: int) -> list[tuple[int, int]]:
-        size = max(1, min(self.vocab_size, self.config.chunk_logits // max(rows, 1)))
+    def _blocks(self, rows: int | None) -> list[tuple[int, int]]:
+        """The vocabulary blocks for chunks of `rows` positions (None: unknown, at most
+        `chunk_positions`)."""
+        rows = self.config.chunk_positions if rows is None else max(rows, 1)
+        size = max(1, min(self.vocab_size, self.config.chunk_logits // rows))
         return [(lo, min(lo + size, self.vocab_size)) for lo in range(0, self.vocab_size, size)]
 
     def _block_kernel(self, kernel, lo, hi):
@@ -228,9 +232,10 @@ class FullSoftmaxHead(OutputHead):
         return dh, tf.cast(dkernel, tf.float32), dbias
 
     def _padded_chunks(self, *per_position):
-        """Each [n, ...] tensor padded with zeros to whole chunks and split: [chunks, rows, ...]."""
-        rows = self.config.chunk_positions
+        """Each [n, ...] tensor padded with zeros to whole chunks of min(n, chunk_positions) rows
+        and split: [chunks, rows, ...]."""
         n = tf.shape(per_position[0])[0]
+        rows = tf.maximum(tf.minimum(n, self.config.chunk_positions), 1)
         pad = (-n) % rows
         out = []
         for x in per_position:
@@ -243,7 +248,6 @@ class FullSoftmaxHead(OutputHead):
         if self._chunk_rows(h) is not None:
             return fn(h, labels, kernel, bias)
         (hs, ys), n = self._padded_chunks(h, labels)
-        hs = tf.ensure_shape(hs, [None, self.config.chunk_positions, h.shape[-1]])
         outs = tf.map_fn(
             lambda chunk: fn(chunk[0], chunk[1], kernel, bias),
             (hs, ys),
@@ -256,15 +260,13 @@ class FullSoftmaxHead(OutputHead):
         if self._chunk_rows(h) is not None:
             dh, dkernel, dbias = self._chunk_grads(h, labels, weight, lse, kernel, bias)
             return tf.cast(dh, h.dtype), dkernel, dbias
-        rows = self.config.chunk_positions
         (hs, ys, ws, ls), n = self._padded_chunks(h, labels, weight, lse)  # padding has weight 0
-        hs = tf.ensure_shape(hs, [None, rows, h.shape[-1]])
 
         def body(i, dh_parts, dkernel, dbias):
             dh, dk, db = self._chunk_grads(hs[i], ys[i], ws[i], ls[i], kernel, bias)
             return i + 1, dh_parts.write(i, dh), dkernel + dk, dbias + db
 
-        parts = tf.TensorArray(tf.float32, size=tf.shape(hs)[0], element_shape=[rows, h.shape[-1]])
+        parts = tf.TensorArray(tf.float32, size=tf.shape(hs)[0], element_shape=[None, h.shape[-1]])
         zeros_kernel = tf.zeros(tf.shape(kernel), tf.float32)
         _, parts, dkernel, dbias = tf.while_loop(
             lambda i, *_: i < tf.shape(hs)[0],
