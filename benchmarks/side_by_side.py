@@ -7,9 +7,10 @@
 Every measurement runs in a fresh process (this script re-launched with `--worker`) whose
 PYTHONPATH is the checkout measured, so that each imports its own lmbench, and so that its peak
 RSS (`ru_maxrss`) is that one model's: `peak MB` is the process's peak, `step MB` the peak minus
-the RSS just before the first step (the memory of the steps themselves: logits, gradients, the
-optimizer's buffers). Repetitions are interleaved over checkouts and rows, so that load from other
-jobs spreads over all of them; the table gives medians over repetitions and `new/old` ratios.
+the RSS just before the first step, after the step's graph was traced (training) or after one
+untimed call (scoring): the memory the steps themselves take (logits, gradients, buffers).
+Repetitions are interleaved over checkouts and rows, so that load from other jobs spreads over all
+of them; the table gives medians over repetitions and the ratios (how many times better new is).
 
 Training rows: the set-up of `benchmarks/train_throughput.py` (2 x 200, dropout 0.2, batch
 20 x 35 random ids, SGD lr 20, global-norm clip 0.25), lmbench's own `make_train_step`. Scoring
@@ -46,22 +47,40 @@ def peak_rss_mb() -> float:
 
 def train_worker(family: str, vocab: int, precision: str, steps: int, warmup: int) -> dict:
     import keras
+    import tensorflow as tf
+    from omegaconf import OmegaConf
+
+    from lmbench.models.recurrent import RecurrentLM
+    from lmbench.models.transformer import TransformerLM
+    from lmbench.training.steps import build_optimizer, make_train_step
 
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(0)
     sys.path.insert(0, BENCH_DIR)
-    from train_throughput import keras_runner
+    import train_throughput as tt
 
-    run_step, params = keras_runner(family, vocab, jit=False)
+    if family == "transformer":
+        model = TransformerLM(vocab, 0, n_layer=tt.LAYERS, n_head=tt.HEADS, d_model=tt.WIDTH, d_ff=tt.D_FF,
+                              dropout=tt.DROPOUT, context=tt.BPTT)
+    else:
+        model = RecurrentLM(vocab, 0, cell=family, embedding_dim=tt.WIDTH, hidden_size=tt.WIDTH,
+                            num_layers=tt.LAYERS, dropout=tt.DROPOUT)
+    optimizer = build_optimizer(OmegaConf.create({"_target_": "keras.optimizers.SGD", "learning_rate": tt.LR}), tt.CLIP)
+    model.build_for_inference()
+    optimizer.build(model.trainable_variables)
+    step = make_train_step(model, optimizer, False)
+    x, y = (tf.constant(a, dtype=tf.int32) for a in tt.random_batch(vocab, 0))
+    states = model.initial_state(tt.BATCH)
+    # Trace the step's graph before measuring: tracing takes memory of its own, not the step's.
+    step.get_concrete_function(x, y, states)
     before = rss_mb()
-    for _ in range(warmup):
-        run_step()
     times = []
-    for _ in range(steps):
+    for _ in range(warmup + steps):
         start = time.perf_counter()
-        run_step()
+        loss, states = step(x, y, states)
+        float(loss)
         times.append(time.perf_counter() - start)
-    return {"ms": 1000 * statistics.median(times), "peak": peak_rss_mb(), "step_mb": peak_rss_mb() - before}
+    return {"ms": 1000 * statistics.median(times[warmup:]), "peak": peak_rss_mb(), "step_mb": peak_rss_mb() - before}
 
 
 def score_worker(family: str, vocab: int, tokens: int) -> dict:
@@ -136,7 +155,7 @@ def main() -> None:
         label = f"{kind} {family} |V|={vocab} {precision}"
         print(
             f"{label:34s} {speed_a:9.1f} {speed_b:9.1f} {ratio:6.2f}x {med(a, 'peak'):8.0f}/{med(b, 'peak'):<8.0f}"
-            f" {med(a, 'step_mb'):8.0f}/{med(b, 'step_mb'):<8.0f} ({unit}; ratio: how many times better new is)"
+            f" {med(a, 'step_mb'):8.0f}/{med(b, 'step_mb'):<8.0f} ({unit}; ratio: new better by)"
         )
 
 
