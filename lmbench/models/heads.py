@@ -181,8 +181,8 @@ class FullSoftmaxHead(OutputHead):
         return nll(h, tf.convert_to_tensor(kernel), tf.convert_to_tensor(bias))
 
     def _chunk_rows(self, h):
-        """Positions per chunk when all of them fit in one (known shape), else None: chunks of
-        min(n, `chunk_positions`) rows in a graph loop, the last padded."""
+        """Positions per chunk when all of them fit in one (known shape), else None: equal chunks
+        of at most `chunk_positions` rows in a graph loop (`_padded_chunks`)."""
         n = h.shape[0]
         return n if n is not None and n <= self.config.chunk_positions else None
 
@@ -238,11 +238,13 @@ class FullSoftmaxHead(OutputHead):
         return dh, tf.cast(dkernel, tf.float32), dbias
 
     def _padded_chunks(self, *per_position):
-        """Each [n, ...] tensor padded with zeros to whole chunks of min(n, chunk_positions) rows
-        and split: [chunks, rows, ...]."""
+        """Each [n, ...] tensor split into the fewest chunks of at most `chunk_positions` rows, all
+        of one size (the last padded with zeros by fewer rows than there are chunks):
+        [chunks, rows, ...]."""
         n = tf.shape(per_position[0])[0]
-        rows = tf.maximum(tf.minimum(n, self.config.chunk_positions), 1)
-        pad = (-n) % rows
+        chunks = tf.maximum((n + self.config.chunk_positions - 1) // self.config.chunk_positions, 1)
+        rows = tf.maximum((n + chunks - 1) // chunks, 1)
+        pad = chunks * rows - n
         out = []
         for x in per_position:
             x = tf.pad(x, [[0, pad]] + [[0, 0]] * (len(x.shape) - 1))
