@@ -49,7 +49,7 @@ def median_ms(fn, repeats: int) -> float:
 def tensorflow_rows(vocab: int, repeats: int):
     import tensorflow as tf
 
-    from lmbench.models.neural import token_nll
+    from lmbench.models.heads import token_nll
 
     rows = []
     for dtype in (tf.float32, tf.bfloat16):

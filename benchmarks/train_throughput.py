@@ -80,10 +80,10 @@ def keras_runner(family: str, vocab: int, jit: bool):
         model = RecurrentLM(
             vocab, 0, cell=family, embedding_dim=WIDTH, hidden_size=WIDTH, num_layers=LAYERS, dropout=DROPOUT
         )
-    optimizer = build_optimizer(OmegaConf.create({"_target_": "keras.optimizers.SGD", "learning_rate": LR}), CLIP)
+    optimizer = build_optimizer(OmegaConf.create({"_target_": "keras.optimizers.SGD", "learning_rate": LR}))
     model.build_for_inference()
     optimizer.build(model.trainable_variables)
-    step = make_train_step(model, optimizer, jit)
+    step = make_train_step(model, optimizer, jit, clip_norm=CLIP)
     x, y = (tf.constant(a, dtype=tf.int32) for a in random_batch(vocab, 0))
     states = model.initial_state(BATCH)
 

@@ -216,8 +216,8 @@ def test_neural_score_matches_token_by_token_probabilities(tmp_path):
     fast = model.score(ids, batch_size=1)
     states, prev, slow = model.initial_state(1), 0, []
     for t in ids:
-        logits, states = model(tf.constant([[prev]]), states=states)
-        slow.append(tf.nn.log_softmax(logits[0, -1])[t].numpy())
+        hidden, states = model(tf.constant([[prev]]), states=states)
+        slow.append(model.output_head.log_probs(hidden[0, -1:])[0, t].numpy())
         prev = t
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
 

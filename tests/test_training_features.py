@@ -125,7 +125,7 @@ def test_unknown_schedule_and_precision_are_refused(tmp_path):
 def test_token_nll_equals_tensorflow_cross_entropy_and_its_gradient(dtype, shape):
     import tensorflow as tf
 
-    from lmbench.models.neural import token_nll
+    from lmbench.models.heads import token_nll
 
     rng = np.random.default_rng(0)
     logits = tf.cast(tf.constant(rng.normal(scale=4.0, size=shape), dtype=tf.float32), dtype)

@@ -24,8 +24,8 @@ def random_ids(n: int, seed: int = 0) -> np.ndarray:
 
 
 def logp_after(model, history: np.ndarray, token: int) -> float:
-    logits, _ = model(tf.constant([history], dtype=tf.int32))
-    return float(tf.nn.log_softmax(logits[0, -1])[token])
+    hidden, _ = model(tf.constant([history], dtype=tf.int32))
+    return float(model.output_head.log_probs(hidden[0, -1:])[0, token])
 
 
 @pytest.mark.parametrize("n", [1, 5, 6, 7, 23, 24, 100])
@@ -78,8 +78,8 @@ def test_stride_equal_to_context_is_the_block_method():
     model = tiny(eval_stride=C)
     ids = random_ids(4 * C, seed=2)
     seq = np.concatenate([[EOS], ids])
-    logits, _ = model(tf.constant(seq[:-1].reshape(4, C), dtype=tf.int32))
-    blocks = tf.gather(tf.nn.log_softmax(logits), ids.reshape(4, C), batch_dims=2).numpy().ravel()
+    hidden, _ = model(tf.constant(seq[:-1].reshape(4, C), dtype=tf.int32))
+    blocks = tf.gather(model.output_head.log_probs(hidden), ids.reshape(4, C), batch_dims=2).numpy().ravel()
     np.testing.assert_allclose(model.score(ids, batch_size=2), blocks, rtol=1e-5, atol=1e-6)
     assert model.eval_method == f"sliding window, context {C}, stride {C}"
 
@@ -131,8 +131,8 @@ def test_generate_reads_only_the_last_context_tokens():
     model = tiny()
     prompt = random_ids(3 * C, seed=3)
     greedy = model.generate(prompt, 1, top_k=1)
-    logits, _ = model(tf.constant([prompt[-C:]], dtype=tf.int32))
-    assert greedy[0] == int(np.argmax(logits[0, -1]))
+    hidden, _ = model(tf.constant([prompt[-C:]], dtype=tf.int32))
+    assert greedy[0] == int(np.argmax(model.output_head.log_probs(hidden[0, -1:])[0]))
     sample = model.generate(prompt, 25, temperature=0.8, top_k=5, seed=7)
     assert len(sample) == 25 and ((0 <= sample) & (sample < V)).all()
     np.testing.assert_array_equal(sample, model.generate(prompt, 25, temperature=0.8, top_k=5, seed=7))

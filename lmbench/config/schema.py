@@ -11,11 +11,15 @@ This module knows neither MLflow nor TensorFlow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from lmbench.errors import ConfigError
 
 
 @dataclass
@@ -94,6 +98,90 @@ class SweepConfig:
     # Set by lmbench's search sweeper (hydra/sweeper=lmbench_optuna), never by hand: the Optuna
     # trial this job is, whose study the job reports its validations to (lmbench/search/).
     trial: Optional[int] = None
+
+
+@dataclass
+class FullHeadConfig:
+    """`model.head` with `kind: full`: the exact softmax over the whole vocabulary.
+
+    Training and scoring compute it in blocks of at most `chunk_positions` positions by
+    `chunk_logits // positions` tokens of the vocabulary, so the logits of a window
+    ([positions, |V|]) and their gradient never exist at once (lmbench/models/heads.py)."""
+
+    kind: str = "full"
+    chunk_positions: int = 1024  # positions per block (a training window of 20 x 35 is one block)
+    chunk_logits: int = 1024 * 1024  # logits per block: 4 MB in float32 (the fastest on 2 Xeon cores)
+
+    def check(self) -> None:
+        for key in ("chunk_positions", "chunk_logits"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model.head.{key} must be an integer >= 1, got {value!r}")
+
+
+@dataclass
+class AdaptiveHeadConfig:
+    """`model.head` with `kind: adaptive`: the adaptive softmax (Grave et al. 2017; lmbench/models/
+    adaptive.py). Tokens ranked by training frequency; the `cutoffs[0]` most frequent are scored by
+    the head, each following cutoff starts a tail cluster, whose scores come from the hidden state
+    projected to input_dim // factor**(i+1) dimensions. The defaults are fairseq's for WikiText-103.
+    Checked here without the vocabulary; the layer checks `cutoffs[-1] < |V|` when it is built."""
+
+    kind: str = "adaptive"
+    cutoffs: list[int] = field(default_factory=lambda: [20000, 60000])
+    factor: float = 4.0
+
+    def check(self) -> None:
+        cutoffs, factor = self.cutoffs, self.factor
+        if not isinstance(cutoffs, (list, tuple)) or not cutoffs:
+            raise ConfigError(
+                f"model.head.cutoffs must be a non-empty list of token ranks, e.g. [20000, 60000], got {cutoffs!r}"
+            )
+        if any(isinstance(c, bool) or not isinstance(c, int) for c in cutoffs):
+            raise ConfigError(f"model.head.cutoffs must be whole numbers, got {list(cutoffs)}")
+        if cutoffs[0] <= 0 or any(b <= a for a, b in zip(cutoffs, cutoffs[1:])):
+            raise ConfigError(
+                f"model.head.cutoffs={list(cutoffs)} must be strictly increasing and each > 0 (and < the "
+                "vocabulary size): the head scores the cutoffs[0] most frequent tokens, and each following "
+                "cutoff starts a tail cluster, the last one ending at the vocabulary size"
+            )
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor < 1:
+            raise ConfigError(
+                f"model.head.factor={factor!r} must be a finite number >= 1: tail cluster i projects the hidden "
+                "state to input_dim // factor**(i+1) dimensions (fairseq and PyTorch use 4; 1 keeps the full width)"
+            )
+
+
+# The output layers a neural family can end in, by `model.head.kind`. Each config class has a
+# `kind` field and a `check()` that refuses bad values; lmbench.models.heads maps the same kinds
+# to the layers that implement them.
+HEAD_KINDS: dict[str, type] = {"full": FullHeadConfig, "adaptive": AdaptiveHeadConfig}
+
+
+def head_config(head: Mapping | None):
+    """The checked config of a family's `head` argument (None: the full softmax).
+
+    Accepts a dict or a DictConfig (as Hydra passes it); a misspelt key, an unknown kind or a bad
+    value is a ConfigError naming the valid choices."""
+    if head is None:
+        return FullHeadConfig()
+    if isinstance(head, DictConfig):
+        head = OmegaConf.to_container(head, resolve=True)
+    if not isinstance(head, Mapping):
+        raise ConfigError(f"model.head must be a mapping such as {{kind: full}}, got {head!r}")
+    kind = head.get("kind", "full")
+    if kind not in HEAD_KINDS:
+        raise ConfigError(f"model.head.kind={kind!r} is not one of {', '.join(HEAD_KINDS)}")
+    cls = HEAD_KINDS[kind]
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(head) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"model.head.{unknown[0]} is not an option of the {kind} head; valid keys: {', '.join(valid)}"
+        )
+    config = cls(**head)
+    config.check()
+    return config
 
 
 @dataclass

@@ -1,10 +1,13 @@
 """What every neural family shares: exact stream scoring, sampling, saving.
 
 A neural family is a Keras model with
-    call(inputs, states=None, training=False) -> (logits, new_states)
+    call(inputs, states=None, training=False) -> (hidden, new_states)
     initial_state(batch_size) -> nested structure of tensors (empty for stateless models)
-and the constructor kwargs returned by `get_config()`. `NeuralLM` adds the contract of
-`lmbench.models.base` on top.
+    output_head: an `lmbench.models.heads.OutputHead`, which turns `hidden` [..., d] into
+        -log p(label) (`token_nll`: training and scoring) or the distribution (`log_probs`)
+and the constructor kwargs returned by `get_config()` (a `head` mapping among them; bundles saved
+before heads existed have none and get the full softmax, which they were). `NeuralLM` adds the
+contract of `lmbench.models.base` on top.
 """
 
 from __future__ import annotations
@@ -55,32 +58,6 @@ def pack_streams(ids: np.ndarray, starts: np.ndarray, eos_id: int):
     return inputs, targets, mask
 
 
-@tf.function(jit_compile=True, reduce_retracing=True)
-def token_nll(labels, logits):
-    """−log p(label) at every position: `logits` [..., V] (any float type, computed in float32),
-    `labels` [...] int. The training loss of every family and the evaluator's per-token score.
-
-    Same values as `tf.nn.sparse_softmax_cross_entropy_with_logits`, faster on CPU: compiled by
-    XLA with a hand-written gradient (softmax − one-hot), so the float32 cast, log-sum-exp, pick and
-    gradient each fuse into passes over the [positions, V] logits instead of several separate
-    kernels (`benchmarks/projection_kernels.py` compares the two).
-    """
-
-    @tf.custom_gradient
-    def nll(x, y):  # x [positions, V], y [positions]
-        lse = tf.reduce_logsumexp(x, axis=-1)
-        out = lse - tf.gather(x, y, batch_dims=1)
-
-        def grad(upstream):
-            softmax = tf.exp(x - lse[:, None])
-            return (softmax - tf.one_hot(y, tf.shape(x)[-1], dtype=x.dtype)) * upstream[:, None], None
-
-        return out, grad
-
-    flat = tf.reshape(tf.cast(logits, tf.float32), [-1, tf.shape(logits)[-1]])
-    return tf.reshape(nll(flat, tf.reshape(labels, [-1])), tf.shape(labels))
-
-
 @contextmanager
 def float32_policy():
     """Build Keras layers in float32 inside this block, whatever the global policy is."""
@@ -101,7 +78,8 @@ def built_in_float32(cls: type[NeuralLM], config: dict) -> NeuralLM:
 
 
 class StateStepper:
-    """Next-token logits of a network that carries its history in a state (see `base.Stepper`)."""
+    """Next-token log-probabilities of a network that carries its history in a state (see
+    `base.Stepper`)."""
 
     def __init__(self, model: NeuralLM, prompt: np.ndarray):
         self.model = model
@@ -109,24 +87,14 @@ class StateStepper:
         self._read(np.concatenate([[model.eos_id], np.asarray(prompt, dtype=np.int64)]))
 
     def _read(self, ids: np.ndarray) -> None:
-        logits, self.states = self.model(tf.constant(ids[None, :], dtype=tf.int32), states=self.states)
-        self.logits = tf.cast(logits[0, -1], tf.float32).numpy().astype(np.float64)
+        hidden, self.states = self.model(tf.constant(ids[None, :], dtype=tf.int32), states=self.states)
+        self.logits = self.model.output_head.log_probs(hidden[:, -1])[0].numpy().astype(np.float64)
 
     def next_logits(self) -> np.ndarray:
         return self.logits
 
     def append(self, token: int) -> None:
         self._read(np.array([token], dtype=np.int64))
-
-
-def over_positions(x, fn):
-    """`fn` (e.g. the output projection) applied to `x` [..., d] flattened to [positions, d].
-
-    A rank-3 x rank-2 `tf.matmul` runs as a broadcast batch matmul, and its weight gradient as one
-    small product per batch row summed afterwards; one 2-D matmul over all positions is faster on
-    CPU (`benchmarks/projection_kernels.py`)."""
-    flat = fn(tf.reshape(x, [-1, x.shape[-1]]))
-    return tf.reshape(flat, tf.concat([tf.shape(x)[:-1], tf.shape(flat)[-1:]], axis=0))
 
 
 class NeuralLM(ModelBase, keras.Model):
@@ -167,8 +135,8 @@ class NeuralLM(ModelBase, keras.Model):
 
             @tf.function(reduce_retracing=True)
             def step(x, y, states):
-                logits, states = self(x, states=states, training=False)
-                return -token_nll(y, logits), states
+                hidden, states = self(x, states=states, training=False)
+                return -self.output_head.token_nll(hidden, y), states
 
             self._score_fn = step
         return self._score_fn
@@ -199,6 +167,11 @@ class NeuralLM(ModelBase, keras.Model):
         """A float32 model of the same architecture (weights not copied): the evaluator scores a
         model trained under mixed_bfloat16 through it, so every reported figure is float32."""
         return built_in_float32(type(self), self.get_config())
+
+    def adapt(self, train_ids: np.ndarray) -> None:
+        """Before training from scratch: let the output head derive what it needs from the training
+        ids (the adaptive softmax ranks tokens by their counts); saved with the weights."""
+        self.output_head.adapt(train_ids)
 
     def build_for_inference(self) -> None:
         """Create all weights by running one token through the model."""

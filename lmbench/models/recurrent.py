@@ -1,4 +1,4 @@
-"""Recurrent language models: embedding -> N stacked RNN/GRU/LSTM layers -> vocabulary logits.
+"""Recurrent language models: embedding -> N stacked RNN/GRU/LSTM layers -> output head.
 
 The Zaremba et al. (2014) set-up: dropout on the non-recurrent connections (after the embedding,
 between layers, before the output projection), hidden state carried across truncated-BPTT windows
@@ -11,7 +11,9 @@ import keras
 import tensorflow as tf
 
 from lmbench.errors import ConfigError
-from lmbench.models.neural import NeuralLM, over_positions
+from lmbench.models.embedding import Embedding
+from lmbench.models.heads import build_head
+from lmbench.models.neural import NeuralLM
 
 CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
 
@@ -37,6 +39,7 @@ class RecurrentLM(NeuralLM):
         activation: str = "tanh",  # rnn cell only: tanh or relu
         init_scale: float | None = 0.1,  # embedding and output ~ U(-s, s); null: Keras defaults
         eval_window: int = 256,
+        head: dict | None = None,  # the output layer (models/heads.py); null: {kind: full}
     ):
         super().__init__(vocab_size, eos_id, eval_window=eval_window)
         if cell not in CELLS:
@@ -67,7 +70,7 @@ class RecurrentLM(NeuralLM):
                 return keras_default
             return keras.initializers.RandomUniform(-init_scale, init_scale)
 
-        self.embedding = keras.layers.Embedding(
+        self.embedding = Embedding(
             vocab_size, embedding_dim, embeddings_initializer=init("uniform")
         )
         layer_kwargs = {"activation": activation} if cell == "rnn" else {}
@@ -77,10 +80,14 @@ class RecurrentLM(NeuralLM):
         ]
         self.drop = keras.layers.Dropout(dropout)
         self._may_unroll = not tf.config.list_logical_devices("GPU")
-        if tie_embeddings:
-            self.output_bias = self.add_weight(shape=(vocab_size,), initializer="zeros", name="output_bias")
-        else:
-            self.projection = keras.layers.Dense(vocab_size, kernel_initializer=init("glorot_uniform"))
+        self.output_head = build_head(
+            head,
+            owner=self,
+            vocab_size=vocab_size,
+            input_dim=hidden_size,
+            tied_embedding=self.embedding if tie_embeddings else None,
+            kernel_initializer=init("glorot_uniform"),
+        )
 
     @property
     def state_size(self) -> int:
@@ -102,15 +109,7 @@ class RecurrentLM(NeuralLM):
             x, *state = rnn(x, initial_state=list(state), training=training)
             x = self.drop(x, training=training)
             new_states.append(state)
-        return over_positions(x, self._logits), new_states
-
-    def _logits(self, h):
-        """[positions, hidden] -> [positions, |V|]."""
-        if self.tie_embeddings:
-            # Explicit casts: under mixed_bfloat16 h is bfloat16 while the variables stay float32.
-            logits = tf.matmul(h, tf.cast(self.embedding.embeddings, h.dtype), transpose_b=True)
-            return logits + tf.cast(self.output_bias, h.dtype)
-        return self.projection(h)
+        return x, new_states
 
     def get_config(self) -> dict:
         return {
@@ -123,4 +122,5 @@ class RecurrentLM(NeuralLM):
             "tie_embeddings": self.tie_embeddings,
             "activation": self.activation,
             "init_scale": self.init_scale,
+            "head": self.output_head.options(),
         }

@@ -1,7 +1,7 @@
 """Decoder-only Transformer language model (GPT-2 / nanoGPT style, pre-layer-norm).
 
 token embedding + positions -> n_layer x [LN -> causal self-attention -> +, LN -> GELU MLP -> +]
--> final LN -> vocabulary logits (own projection, or the token embedding transposed when tied).
+-> final LN -> output head (models/heads.py: own projection, or the token embedding transposed when tied).
 
 Training: the model is stateless. It trains on the common trainer's windows of `trainer.bptt`
 tokens, each window on its own (`initial_state` is empty and `call` hands it back unchanged), so
@@ -23,7 +23,9 @@ import tensorflow as tf
 
 from lmbench.errors import ConfigError
 from lmbench.models.base import Progress
-from lmbench.models.neural import NeuralLM, over_positions, token_nll
+from lmbench.models.embedding import Embedding
+from lmbench.models.heads import build_head
+from lmbench.models.neural import NeuralLM
 
 POSITIONS = ("learned", "sinusoidal")
 
@@ -136,6 +138,7 @@ class TransformerLM(NeuralLM):
         tie_embeddings: bool = False,
         eval_stride: int | None = None,  # null: context // 2; = context: non-overlapping blocks
         init_scale: float = 0.02,  # weights ~ N(0, s) as GPT-2
+        head: dict | None = None,  # the output layer (models/heads.py); null: {kind: full}
     ):
         super().__init__(vocab_size, eos_id)
         if min(n_layer, n_head, d_model, d_ff, context) < 1:
@@ -157,7 +160,7 @@ class TransformerLM(NeuralLM):
         self.stride = stride
 
         normal = keras.initializers.RandomNormal(0.0, init_scale)
-        self.token_embedding = keras.layers.Embedding(vocab_size, d_model, embeddings_initializer=normal)
+        self.token_embedding = Embedding(vocab_size, d_model, embeddings_initializer=normal)
         if positions == "learned":
             self.position_embedding = keras.layers.Embedding(context, d_model, embeddings_initializer=normal)
         else:
@@ -168,10 +171,14 @@ class TransformerLM(NeuralLM):
         out_scale = init_scale / math.sqrt(2 * n_layer)
         self.blocks = [Block(d_model, n_head, d_ff, dropout, init_scale, out_scale) for _ in range(n_layer)]
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5)
-        if tie_embeddings:
-            self.output_bias = self.add_weight(shape=(vocab_size,), initializer="zeros", name="output_bias")
-        else:
-            self.projection = keras.layers.Dense(vocab_size, kernel_initializer=normal)
+        self.output_head = build_head(
+            head,
+            owner=self,
+            vocab_size=vocab_size,
+            input_dim=d_model,
+            tied_embedding=self.token_embedding if tie_embeddings else None,
+            kernel_initializer=normal,
+        )
 
     @property
     def eval_method(self) -> str:
@@ -182,7 +189,7 @@ class TransformerLM(NeuralLM):
         return []  # stateless: every window starts from nothing
 
     def call(self, inputs, states=None, training=False):
-        return self.head(self.features(inputs, training=training)), [] if states is None else states
+        return self.features(inputs, training=training), [] if states is None else states
 
     def features(self, inputs, training=False):
         """The final-norm hidden state of every position: [batch, length, d_model]."""
@@ -207,16 +214,6 @@ class TransformerLM(NeuralLM):
         for block in self.blocks:
             x = block(x, training=training)
         return self.final_norm(x)
-
-    def head(self, x):
-        """Logits over the vocabulary for hidden states `x` [..., d_model] (the output projection)."""
-        return over_positions(x, self._logits)
-
-    def _logits(self, x):
-        if self.tie_embeddings:
-            logits = tf.matmul(x, tf.cast(self.token_embedding.embeddings, x.dtype), transpose_b=True)
-            return logits + tf.cast(self.output_bias, x.dtype)
-        return self.projection(x)
 
     # -- the contract: exact scoring and generation for a model with a context limit ------------
     def score(self, ids: np.ndarray, *, batch_size: int = 10, progress: Progress | None = None) -> np.ndarray:
@@ -257,7 +254,7 @@ class TransformerLM(NeuralLM):
             @tf.function(reduce_retracing=True)
             def step(x, y_tail):
                 h = self.features(x, training=False)[:, tf.shape(x)[1] - tf.shape(y_tail)[1] :]
-                return -token_nll(y_tail, self.head(h))
+                return -self.output_head.token_nll(h, y_tail)
 
             self._score_fn = step
         return self._score_fn
@@ -282,11 +279,13 @@ class TransformerLM(NeuralLM):
             "tie_embeddings": self.tie_embeddings,
             "eval_stride": self.eval_stride,
             "init_scale": self.init_scale,
+            "head": self.output_head.options(),
         }
 
 
 class WindowStepper:
-    """Next-token logits of a stateless model from the last `context` tokens (see `base.Stepper`)."""
+    """Next-token log-probabilities of a stateless model from the last `context` tokens (see
+    `base.Stepper`)."""
 
     def __init__(self, model: TransformerLM, prompt: np.ndarray):
         self.model = model
@@ -294,8 +293,8 @@ class WindowStepper:
 
     def next_logits(self) -> np.ndarray:
         window = tf.constant([self.history[-self.model.context :]], dtype=tf.int32)
-        last = self.model.features(window)[:, -1:]  # only the last position goes through the head
-        return tf.cast(self.model.head(last)[0, -1], tf.float32).numpy().astype(np.float64)
+        last = self.model.features(window)[:, -1]  # only the last position goes through the head
+        return self.model.output_head.log_probs(last)[0].numpy().astype(np.float64)
 
     def append(self, token: int) -> None:
         self.history.append(int(token))

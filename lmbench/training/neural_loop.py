@@ -53,7 +53,7 @@ class NeuralLoop:
         model, optimizer, cfg = self.model, self.optimizer, self.cfg
         model.build_for_inference()
         optimizer.build(model.trainable_variables)
-        self.step_fn = make_train_step(model, optimizer, cfg.jit_compile, cfg.l1, cfg.l2)
+        self.step_fn = make_train_step(model, optimizer, cfg.jit_compile, cfg.l1, cfg.l2, cfg.clip_norm)
         self.dataset = bptt_dataset(self.streams, cfg.bptt)
         stream_states = model.initial_state(cfg.batch_size)
         if resumed:

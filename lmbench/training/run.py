@@ -160,8 +160,10 @@ def build(plan: Plan, output_dir: Path, observer: ValidationObserver | None = No
     trainer = Trainer(cfg.trainer, tracker, checkpoint_dir=output_dir / "checkpoints", observer=observer)
     trainer.check(model, data)
     # A network's optimizer is built now, so that a bad optimizer config fails before tracking.
-    optimizer = build_optimizer(cfg.optimizer, cfg.trainer.clip_norm) if isinstance(model, NeuralLM) else None
+    optimizer = build_optimizer(cfg.optimizer) if isinstance(model, NeuralLM) else None
     resume = saved_state(cfg, trainer, model, plan.digest)
+    if isinstance(model, NeuralLM) and source is None:  # a fine-tune keeps its source's; a resume restores its own
+        model.adapt(data.train.ids)
     if source is not None and resume is None:  # when resuming, the run's own checkpoint is restored instead
         finetune.load_weights(model, source)
     return Built(data.tokenizer, data, model, optimizer, trainer, tracker, resume)

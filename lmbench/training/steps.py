@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 from lmbench.config import TrainerConfig
 from lmbench.errors import ConfigError
-from lmbench.models.neural import NeuralLM, token_nll
+from lmbench.models.neural import NeuralLM
 
 SCHEDULES = ("constant", "plateau", "cosine")
 
@@ -42,16 +42,14 @@ def check_optimizer_values(optimizer_cfg) -> None:
             raise ConfigError(f"optimizer.{key} must be a finite number in {bounds}, got {value}")
 
 
-def build_optimizer(optimizer_cfg, clip_norm: float | None):
-    """The Keras optimizer named by the `optimizer` group, clipping by global norm if asked."""
+def build_optimizer(optimizer_cfg):
+    """The Keras optimizer named by the `optimizer` group. It does not clip: `make_train_step` does."""
     check_optimizer_values(optimizer_cfg)
-    if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
-        raise ConfigError(f"trainer.clip_norm must be > 0, or null for no clipping, got {clip_norm}")
     overrides = {}
     if isinstance(optimizer_cfg.get("learning_rate"), int):  # `learning_rate=35` on the command line
         overrides["learning_rate"] = float(optimizer_cfg.learning_rate)
     try:
-        return instantiate(optimizer_cfg, global_clipnorm=clip_norm, **overrides)
+        return instantiate(optimizer_cfg, **overrides)
     except Exception as ex:  # Keras raises TypeError/ValueError for bad arguments
         raise ConfigError(f"optimizer config cannot be built: {ex}") from None
 
@@ -69,9 +67,17 @@ def bptt_dataset(streams: np.ndarray, bptt: int) -> tf.data.Dataset:
     return starts.map(window, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
-def make_train_step(model: NeuralLM, optimizer, jit_compile: bool, l1: float = 0.0, l2: float = 0.0):
+def make_train_step(
+    model: NeuralLM, optimizer, jit_compile: bool, l1: float = 0.0, l2: float = 0.0, clip_norm: float | None = None
+):
     """One compiled optimizer step on a window; returns the data loss (mean nats/token) and the
-    stream states to carry into the next window. L1/L2 apply to weight matrices only."""
+    stream states to carry into the next window. L1/L2 apply to weight matrices only; the gradients
+    are clipped to a global norm of `clip_norm` (None: not clipped).
+
+    Clipping is `tf.clip_by_global_norm`, not the Keras optimizer's `global_clipnorm`: Keras squares
+    and scales every gradient as a dense tensor, which turns the embedding's sparse gradient (the
+    rows of one window) into a [|V|, d] one and its update into a whole-table write -- 420 ms of
+    each step at |V| = 250,000 x 200, against 1.6 ms clipped here (2026-12-01)."""
     penalised = [v for v in model.trainable_variables if len(v.shape) >= 2] if (l1 or l2) else []
 
     # One trace per window shape (the full window, and the epoch's shorter last one): static shapes
@@ -79,13 +85,15 @@ def make_train_step(model: NeuralLM, optimizer, jit_compile: bool, l1: float = 0
     @tf.function(jit_compile=jit_compile)
     def step(x, y, states):
         with tf.GradientTape() as tape:
-            logits, states = model(x, states=states, training=True)
-            loss = tf.reduce_mean(token_nll(y, logits))
+            hidden, states = model(x, states=states, training=True)
+            loss = tf.reduce_mean(model.output_head.token_nll(hidden, y))
             total = loss + tf.add_n(model.losses) if model.losses else loss
             for v in penalised:
                 w = tf.cast(v, tf.float32)
                 total += l1 * tf.reduce_sum(tf.abs(w)) + l2 * tf.reduce_sum(tf.square(w))
         grads = tape.gradient(total, model.trainable_variables)
+        if clip_norm is not None:
+            grads, _ = tf.clip_by_global_norm(grads, clip_norm)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss, states
 

@@ -8,6 +8,7 @@ through a float32 copy, so that no figure depends on the training precision.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from lmbench.config import TrainerConfig
@@ -57,6 +58,8 @@ class Trainer:
             raise ConfigError(f"trainer.lr_schedule={cfg.lr_schedule!r}; valid: {', '.join(SCHEDULES)}")
         if cfg.warmup_steps < 0 or not 0.0 <= cfg.min_lr_ratio <= 1.0 or cfg.lr_decay_factor <= 0:
             raise ConfigError("trainer.warmup_steps must be >= 0, min_lr_ratio in [0, 1], lr_decay_factor > 0")
+        if cfg.clip_norm is not None and not (math.isfinite(cfg.clip_norm) and cfg.clip_norm > 0):
+            raise ConfigError(f"trainer.clip_norm must be > 0, or null for no clipping, got {cfg.clip_norm}")
         if cfg.l1 < 0 or cfg.l2 < 0:
             raise ConfigError("trainer.l1 and trainer.l2 must be >= 0")
         if cfg.min_delta < 0 or cfg.lr_decay_patience < 0:

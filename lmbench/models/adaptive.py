@@ -1,0 +1,135 @@
+"""Adaptive softmax (Grave et al. 2017, "Efficient softmax approximation for GPUs"), the output
+layer fairseq trains WikiText-103 with.
+
+Tokens are ranked by training frequency and cut by `cutoffs` into a head (the `cutoffs[0]` most
+frequent tokens) and tail clusters. The head layer scores the head tokens plus one entry per tail
+cluster; tail cluster i projects the hidden state down to `input_dim // factor**(i+1)` dimensions
+and scores its own tokens. So
+
+    log p(t) = log p_head(t)                               t in the head
+    log p(t) = log p_head(cluster i) + log p_tail_i(t)     t in tail cluster i
+
+which is an exact, normalized distribution over the whole vocabulary (each token scored once).
+Training and scoring (`token_nll`) send only the positions whose target falls in a tail cluster
+through it, so no [positions x |V|] tensor is ever made; `log_probs` builds the full distribution
+for generation (one position at a time).
+
+Which tokens are frequent is a property of the ids, not of the layer: `rank` (a non-trainable
+variable saved with the weights) maps every id to its frequency rank. It starts as the identity --
+right for lmbench's word vocabularies, which `Vocabulary.build` already sorts by training frequency
+after the special tokens -- and `adapt(train ids)` sets it from the training counts, which a subword
+vocabulary (ids in the tokenizer's own order) needs. The distribution is exact whatever `rank` is;
+the ranking only decides how much work each token costs.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lmbench.errors import ConfigError
+
+
+def check_fits(vocab_size: int, input_dim: int, cutoffs: list[int], factor: float) -> None:
+    """What `AdaptiveHeadConfig.check` cannot know: the cutoffs against the vocabulary, the tail
+    widths against the hidden size (a `ConfigError` before anything is trained)."""
+    if cutoffs[-1] >= vocab_size:
+        raise ConfigError(
+            f"model.head.cutoffs={cutoffs} must each be < the vocabulary size {vocab_size}: the last cutoff "
+            "starts the last tail cluster, which ends at the vocabulary size. For this vocabulary choose "
+            f"smaller cutoffs, e.g. [{max(1, vocab_size // 10)}], or the full softmax (model/head=full)."
+        )
+    if int(input_dim // factor ** len(cutoffs)) < 1:
+        raise ConfigError(
+            f"model.head.factor={factor} leaves the last of {len(cutoffs)} tail clusters "
+            f"{input_dim} // {factor}**{len(cutoffs)} = 0 dimensions; lower the factor or use fewer cutoffs"
+        )
+
+
+def frequency_rank(train_ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """rank[id]: the id's place when ids are sorted by descending training count (ties by id)."""
+    counts = np.bincount(np.asarray(train_ids, dtype=np.int64), minlength=vocab_size)
+    order = np.argsort(-counts, kind="stable")
+    rank = np.empty(vocab_size, dtype=np.int32)
+    rank[order] = np.arange(vocab_size, dtype=np.int32)
+    return rank
+
+
+class AdaptiveSoftmax(keras.layers.Layer):
+    """Hidden states [..., input_dim] -> per-token negative log-likelihoods or log-probabilities."""
+
+    def __init__(
+        self, vocab_size: int, input_dim: int, cutoffs: list[int], factor: float = 4.0,
+        kernel_initializer="glorot_uniform", **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_fits(vocab_size, input_dim, cutoffs, factor)
+        self.cutoffs, self.factor = [int(c) for c in cutoffs], float(factor)
+        self.vocab_size, self.input_dim = int(vocab_size), int(input_dim)
+        bounds = [*self.cutoffs, self.vocab_size]
+        self.cluster_sizes = [b - a for a, b in zip(bounds, bounds[1:])]
+        # Biases on the head and tail scores: they learn the unigram distribution in a few steps.
+        init = kernel_initializer
+        self.head = keras.layers.Dense(self.cutoffs[0] + len(self.cluster_sizes), kernel_initializer=init, name="head")
+        self.tails = [
+            keras.Sequential(
+                [
+                    keras.layers.Dense(self.tail_width(i), use_bias=False, kernel_initializer=init),
+                    keras.layers.Dense(size, kernel_initializer=init),
+                ],
+                name=f"tail_{i}",
+            )
+            for i, size in enumerate(self.cluster_sizes)
+        ]
+        self.rank = self.add_weight(
+            shape=(self.vocab_size,),
+            dtype="int32",
+            trainable=False,
+            initializer=lambda shape, dtype=None: tf.range(shape[0], dtype="int32"),
+            name="rank",
+        )
+        # Built now, not at a first call: token_nll and log_probs are not `__call__`, and the
+        # optimizer and load_weights need every variable once the model is built.
+        for layer in (self.head, *self.tails):
+            layer.build((None, self.input_dim))
+        self.built = True
+
+    def tail_width(self, i: int) -> int:
+        """The width tail cluster i projects the hidden state to (fairseq's and PyTorch's rule)."""
+        return int(self.input_dim // self.factor ** (i + 1))
+
+    def adapt(self, train_ids: np.ndarray) -> None:
+        """Rank the ids by their training counts (see the module docstring)."""
+        self.rank.assign(frequency_rank(train_ids, self.vocab_size))
+
+    def token_nll(self, hidden, labels):
+        """-log p(label) at every position, float32 [...]: `hidden` [..., input_dim], `labels` [...]."""
+        h = tf.reshape(hidden, [-1, self.input_dim])
+        ranks = tf.gather(self.rank, tf.reshape(tf.cast(labels, tf.int32), [-1]))
+        cluster = tf.reduce_sum(tf.cast(ranks[:, None] >= tf.constant(self.cutoffs)[None, :], tf.int32), axis=1)
+        head_target = tf.where(cluster == 0, ranks, self.cutoffs[0] + cluster - 1)
+        nll = sparse_nll(head_target, self.head(h))
+        for i, tail in enumerate(self.tails):
+            rows = tf.where(cluster == i + 1)  # [n_i, 1]: only these positions pay for cluster i
+            tail_nll = sparse_nll(tf.gather_nd(ranks, rows) - self.cutoffs[i], tail(tf.gather_nd(h, rows)))
+            nll = tf.tensor_scatter_nd_add(nll, rows, tail_nll)
+        return tf.reshape(nll, tf.shape(labels))
+
+    def log_probs(self, hidden):
+        """log p of every token, float32 [..., vocab_size], in id order."""
+        h = tf.reshape(hidden, [-1, self.input_dim])
+        head = tf.nn.log_softmax(tf.cast(self.head(h), tf.float32))
+        shortlist = self.cutoffs[0]
+        parts = [head[:, :shortlist]]
+        for i, tail in enumerate(self.tails):
+            cluster = head[:, shortlist + i : shortlist + i + 1]
+            parts.append(cluster + tf.nn.log_softmax(tf.cast(tail(h), tf.float32)))
+        by_id = tf.gather(tf.concat(parts, axis=-1), self.rank, axis=-1)
+        return tf.reshape(by_id, tf.concat([tf.shape(hidden)[:-1], [self.vocab_size]], axis=0))
+
+
+def sparse_nll(labels, logits):
+    """-log softmax(logits)[label] in float32, for a number of rows known only when the step runs
+    (TensorFlow's fused kernel; no XLA, which would compile again for every new row count)."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32))
