@@ -1,4 +1,4 @@
-"""A large word-level corpus for the scale benchmarks (>= 50M tokens, > 200k distinct words).
+r"""A large word-level corpus for the scale benchmarks (>= 50M tokens, > 200k distinct words).
 
     python benchmarks/make_corpus.py OUT_DIR            # writes OUT_DIR/{train,valid,test}.txt + manifest.json
 
