@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-STARTUP_TIMEOUT_S = 60
+STARTUP_TIMEOUT_S = 180  # generous: five agents share two cores here
 
 
 def free_port() -> int:
@@ -139,7 +139,8 @@ def prepare_store(backend_uri: str) -> None:
 
 @contextmanager
 def mlflow_server(
-    backend_uri: str, artifacts: Path, *extra: str, port: int | None = None, env: dict[str, str] | None = None,
+    backend_uri: str, artifacts: Path, *extra: str, port: int | None = None, workers: int = 2,
+    env: dict[str, str] | None = None,
 ) -> Iterator[MlflowServer]:
     """`mlflow server` on 127.0.0.1 over `backend_uri`, serving artifacts from `artifacts` (clients
     upload and download through the server: nothing is shared but the URL)."""
@@ -150,7 +151,7 @@ def mlflow_server(
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri, "--serve-artifacts",
          "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "2", *extra],
+         "--workers", str(workers), *extra],
         stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
     )
     server = MlflowServer(f"http://127.0.0.1:{port}", process, log)
@@ -171,4 +172,22 @@ def postgres() -> Iterator[Postgres]:
 def tracking_server(postgres, tmp_path_factory) -> Iterator[MlflowServer]:
     """One `mlflow server` over PostgreSQL for the session; tests keep apart by experiment name."""
     with mlflow_server(postgres.uri("mlflow"), tmp_path_factory.mktemp("server") / "artifacts") as server:
+        yield server
+
+
+@contextmanager
+def basic_auth_server(backend_uri: str, folder: Path, admin_password: str) -> Iterator[MlflowServer]:
+    """`mlflow server --app-name basic-auth` (needs `mlflow[auth]`): users in a sqlite file of its
+    own, no permission for anyone by default, the admin `admin` with `admin_password`."""
+    pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs mlflow[auth] (Flask-WTF)")
+    folder.mkdir(parents=True, exist_ok=True)
+    ini = folder / "basic_auth.ini"
+    ini.write_text(
+        "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{folder / 'basic_auth.db'}\nadmin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}  # CSRF; the same for every worker
+    with mlflow_server(backend_uri, folder / "artifacts", "--app-name", "basic-auth", env=env) as server:
         yield server

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, read_write
 
 from lmbench import names, tracking
 from lmbench.cli.report import write_report
-from lmbench.errors import DataError, LmbenchError, exit_with
+from lmbench.errors import ConfigError, DataError, LmbenchError, exit_with
 
 SWEEP_FILE = "lmbench_sweep.json"  # in hydra.sweep.dir: the parent run a continued sweep reuses
 PARENT_RUN_ENV = "LMBENCH_SWEEP_PARENT_RUN"  # a job's parent run, set by Hydra around the job
@@ -103,6 +103,23 @@ def pass_to_jobs(config: DictConfig, env: dict[str, str]) -> None:
             config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{key}={quoted(value)}")
 
 
+def check_launcher_store(launcher: DictConfig, uri: str) -> None:
+    """Refuse a store on this machine's disk (sqlite, a folder) for a launcher whose jobs run on
+    other machines: each job would write its own store there, or fail, and the sweep's parent run
+    (created here) would see none of them. Ray with no address and submitit_local run on this
+    machine and may share the file."""
+    target = str(launcher.get("_target_", ""))
+    remote = "SlurmLauncher" in target or ("RayLauncher" in target and launcher.ray.init.get("address"))
+    local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
+    if remote and local:
+        raise ConfigError(
+            f"the tracking store {uri} is a file on this machine, but {target.rsplit('.', 1)[-1]} runs jobs on "
+            "other machines, which cannot write to it (and sqlite must not be shared over a network "
+            "filesystem). Start an MLflow tracking server and set MLFLOW_TRACKING_URI=http://<host>:<port> "
+            "(README \"More than one machine\")"
+        )
+
+
 def check_folder(key: str, folder: str) -> None:
     """Hydra creates the run (or sweep) folder and fails with a traceback if it cannot; this says it
     in one paragraph first."""
@@ -134,6 +151,8 @@ class SweepCallback(Callback):
         # The jobs resolve the store the same way (training/run.py): the launch folder is the cwd.
         try:
             uri = tracking.resolve_uri(config.tracking.uri, Path.cwd())
+            check_launcher_store(config.hydra.launcher, uri)
+            tracking.check_store(uri)
         except LmbenchError as ex:  # Hydra would turn an exception here into a warning and go on
             exit_with("lmbench", ex)
         choices = config.hydra.runtime.choices
