@@ -131,3 +131,27 @@ def test_a_server_gone_mid_run_does_not_stop_training(tmp_path, comes_back):
         assert 3 <= len(logged) < steps and run.info.status == "RUNNING"
         (warning,) = [line for line in out.splitlines() if line.startswith("lmbench: warning: the tracking store")]
         assert "metric values" in warning and "MLflow model" in warning and "end of run" in warning
+
+
+def test_writes_kept_while_the_store_is_unreachable_are_sent_in_order():
+    from lmbench.tracking import Tracker
+
+    tracker = Tracker(True, "http://127.0.0.1:1", "x", retry_every_s=0, final_wait_s=0)
+    tracker.run_id = "r"  # as if started
+    sent, down = [], True
+
+    def write(item):
+        def call():
+            if down:
+                raise RuntimeError("API request failed: Max retries exceeded (Connection refused)")
+            sent.append(item)
+        return call
+
+    tracker._write("metric values", write(1), count=3)
+    tracker._write("MLflow model", write(2))
+    assert sent == [] and tracker._unlogged.summary() == "3 metric values, 1 MLflow model"
+    down = False
+    tracker._write("tags", write(3))
+    assert sent == [1, 2, 3] and not tracker._unlogged.writes
+    with pytest.raises(RuntimeError, match="refused the write"):  # any other error is raised as it is
+        tracker._write("tags", lambda: (_ for _ in ()).throw(RuntimeError("refused the write")))

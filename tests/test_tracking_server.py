@@ -111,3 +111,19 @@ def test_eight_parallel_jobs_all_arrive_in_the_server_store(tracking_server, tmp
     assert {str(m.status) for m in models} == {"READY"}
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/comparison.md", "report/comparison.csv", "report/valid_ppl.png"} <= report
+
+
+def test_a_submitit_sweep_nests_its_jobs_under_one_parent(tracking_server, tmp_path):
+    """hydra/launcher=submitit_local: each job a process submitit starts (its own environment and
+    working folder), the parent run, store and data folder reaching it through Hydra's env_set."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    uri, experiment = tracking_server.url, f"submitit-{tmp_path.name}"
+    run_cli(tmp_path / "launch", uri, "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+            "model=ngram", "seed=1,2", *corpus_args(tmp_path / "data"), f"tracking.experiment={experiment}")
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get(names.ROLE) == "sweep"]
+    children = [r for r in runs if r.data.tags.get(names.PARENT_RUN_ID) == parent.info.run_id]
+    assert len(runs) == 3 and sorted(r.data.params["seed"] for r in children) == ["1", "2"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/comparison.md"}
