@@ -139,11 +139,13 @@ def prepare_store(backend_uri: str) -> None:
 
 @contextmanager
 def mlflow_server(
-    backend_uri: str, artifacts: Path, *extra: str, port: int | None = None, workers: int = 2,
+    backend_uri: str, artifacts: Path, *extra: str, port: int | None = None, workers: int = 1,
     env: dict[str, str] | None = None,
 ) -> Iterator[MlflowServer]:
     """`mlflow server` on 127.0.0.1 over `backend_uri`, serving artifacts from `artifacts` (clients
-    upload and download through the server: nothing is shared but the URL)."""
+    upload and download through the server: nothing is shared but the URL). One worker by default:
+    with more, uvicorn's supervisor kills a worker that starts slowly on a loaded machine (seen
+    here), and one served the 8 parallel jobs."""
     prepare_store(backend_uri)
     port = port or free_port()
     artifacts.mkdir(parents=True, exist_ok=True)

@@ -132,15 +132,15 @@ def store_problem(uri: str, ex: BaseException) -> str:
     text = str(ex)
     shown = redact(uri)
     if is_http(uri):
-        if "401" in text or "UNAUTHENTICATED" in text:
+        if "error code 401" in text or "UNAUTHENTICATED" in text:
             return (f"the tracking server {shown} asks for credentials and got none or wrong ones: set "
                     "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the job's environment")
-        if "403" in text or "PERMISSION_DENIED" in text:
+        if "error code 403" in text or "PERMISSION_DENIED" in text:
             user = os.environ.get("MLFLOW_TRACKING_USERNAME", "?")
             return (f"the tracking server {shown} refuses user {user!r} (permission denied); an admin grants "
                     "it with MLflow's auth API (docs: MLflow authentication, permissions)")
-        if "404" in text or "Not Found" in text:
-            return f"{shown} answers, but is not an MLflow tracking server (404 on its REST API); check host and port"
+        if any(code in text for code in ("error code 404", "error code 405", "error code 501", "<!DOCTYPE", "<html")):
+            return f"{shown} answers, but is not an MLflow tracking server (no MLflow REST API); check host and port"
         if "SSL" in text or "ssl" in text:
             return f"{shown}: the TLS handshake failed (an http server behind https://, or a certificate problem)"
         if "Connection refused" in text or "Max retries exceeded" in text or "timed out" in text.lower():
@@ -205,7 +205,7 @@ def ensure_experiment(uri: str, name: str) -> str:
     try:
         existing = with_retry(client.get_experiment_by_name, name)
     except MlflowException as ex:  # a server with authentication: this user may not read it
-        if "PERMISSION_DENIED" in str(ex) or "403" in str(ex):
+        if "PERMISSION_DENIED" in str(ex) or "error code 403" in str(ex):
             raise TrackingError(f"{store_problem(uri, ex)} (experiment {name!r})") from None
         raise
     if existing is not None:
