@@ -73,7 +73,7 @@ def test_submitit_slurm_with_the_default_sqlite_store_is_refused_before_submitti
     assert not list(tmp_path.rglob(".submitit"))  # nothing was submitted
 
 
-def wait_for_steps(db: str, experiment: str, n: int, timeout: float = 180) -> None:
+def wait_for_steps(db: str, experiment: str, n: int, timeout: float = 600) -> None:
     """Until the store has `n` train/loss steps of the experiment's run."""
     client, deadline = MlflowClient(tracking_uri=db), time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -85,6 +85,7 @@ def wait_for_steps(db: str, experiment: str, n: int, timeout: float = 180) -> No
     raise AssertionError(f"no {n} logged steps within {timeout} s")
 
 
+@pytest.mark.slow  # two server starts and a training run: about a minute idle, several under load
 @pytest.mark.parametrize("comes_back", [True, False])
 def test_a_server_gone_mid_run_does_not_stop_training(tmp_path, comes_back):
     """The server is stopped once training has logged its first steps; the run trains on. When the

@@ -113,6 +113,7 @@ def test_eight_parallel_jobs_all_arrive_in_the_server_store(tracking_server, tmp
     assert {"report/comparison.md", "report/comparison.csv", "report/valid_ppl.png"} <= report
 
 
+@pytest.mark.slow  # submitit starts each job as a fresh process: about a minute idle
 def test_a_submitit_sweep_nests_its_jobs_under_one_parent(tracking_server, tmp_path):
     """hydra/launcher=submitit_local: each job a process submitit starts (its own environment and
     working folder), the parent run, store and data folder reaching it through Hydra's env_set."""
