@@ -20,6 +20,10 @@ class DataError(LmbenchError):
     """A corpus file is missing, empty, not UTF-8 or fails its checksum."""
 
 
+class TrackingError(LmbenchError):
+    """The tracking store cannot be reached, or refuses the job's credentials."""
+
+
 class TrainingDiverged(LmbenchError):
     """The training loss became NaN or infinite."""
 

@@ -40,3 +40,7 @@ def float32_policy_between_tests():
     keras.mixed_precision.set_global_policy("float32")
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+# PostgreSQL and `mlflow server`, started once per session by the tests that ask for them.
+from services import postgres, tracking_server  # noqa: E402, F401

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 from test_training import write_corpus
 
-from lmbench.cli.sweep import Sweep, job_tags
+from lmbench.cli.sweep import job_env, job_tags
 from lmbench.tracking import with_retry
 
 
@@ -180,33 +180,33 @@ def test_a_sweep_launched_again_into_its_folder_continues_under_its_parent(tmp_p
     assert newest_job0.info.run_id in {row.split(",")[0] for row in report[1:]}
 
 
-def hydra_job(mode: str, sweep_dir: Path):
+def hydra_job(mode: str, env_set: dict[str, str]):
     return OmegaConf.create(
         {
             "mode": RunMode[mode],
             "runtime": {"choices": {"model": "lstm_small", "experiment": None, "dataset": "ptb"}},
-            "sweep": {"dir": str(sweep_dir)},
-            "job": {"num": 3},
+            "job": {"num": 3, "env_set": env_set},
             "overrides": {"task": ["model=lstm_small", "seed=7"]},
         }
     )
 
 
-def test_single_runs_have_no_parent_and_sweep_jobs_find_theirs(tmp_path):
-    Sweep("abc123", "sqlite:///x.db", "lmbench", str(tmp_path)).write()
+def test_single_runs_have_no_parent_and_sweep_jobs_find_theirs():
+    env = job_env("abc123", "sqlite:////x/mlflow.db")
+    assert env["LMBENCH_SWEEP_PARENT_RUN"] == "abc123" and env["MLFLOW_TRACKING_URI"] == "sqlite:////x/mlflow.db"
 
-    parent, tags = job_tags(hydra_job("RUN", tmp_path))
+    parent, tags = job_tags(hydra_job("RUN", {}))
     assert parent is None
     assert tags == {"lmbench.model": "lstm_small"}
 
-    parent, tags = job_tags(hydra_job("MULTIRUN", tmp_path))
+    parent, tags = job_tags(hydra_job("MULTIRUN", env))
     assert parent == "abc123"
     assert tags["lmbench.sweep_id"] == "abc123"
     assert tags["lmbench.overrides"] == "model=lstm_small seed=7"
     assert tags["lmbench.job_num"] == "3"
 
-    # A sweep with tracking disabled writes no sweep file: its jobs have no parent either.
-    assert job_tags(hydra_job("MULTIRUN", tmp_path / "untracked"))[0] is None
+    # A sweep with tracking disabled passes no parent: its jobs have none either.
+    assert job_tags(hydra_job("MULTIRUN", {}))[0] is None
 
 
 def test_writes_retry_while_the_store_is_locked():

@@ -77,7 +77,7 @@ def _requirements() -> list[str]:
 def log_bundle(tracker: Tracker, bundle_folder: Path) -> None:
     """Log `bundle_folder` as the tracker's run's MLflow model "model" (nothing when the run is not
     tracked)."""
-    tracker.call(_log_pyfunc, Path(bundle_folder))
+    tracker.call("MLflow model", _log_pyfunc, Path(bundle_folder))
 
 
 def _log_pyfunc(bundle_folder: Path) -> None:

@@ -23,8 +23,9 @@ from lmbench.cli.search import trial_reporter
 from lmbench.cli.sweep import job_tags
 from lmbench.config import register_configs
 from lmbench.config.hints import command_line_problems, override_key_hints
-from lmbench.errors import LmbenchError
+from lmbench.errors import LmbenchError, exit_with
 from lmbench.paths import CONF_MODULE, CONF_SEARCH_PATH
+from lmbench.tracking import check_store, resolve_uri
 
 
 @contextmanager
@@ -59,6 +60,11 @@ def quiet_tensorflow_import() -> None:
 # `--config-dir` or `hydra.searchpath=[file://...]` add a user's own folder in front of them.
 @hydra.main(config_path=CONF_SEARCH_PATH, config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> float | None:
+    if cfg.tracking.enabled:  # a wrong, unreachable or refusing store: one paragraph, before TensorFlow loads
+        try:
+            check_store(resolve_uri(cfg.tracking.uri, Path.cwd()))
+        except LmbenchError as ex:
+            exit_with("lmbench", ex)
     with _native_stderr_silenced():  # TensorFlow is imported only once the config is valid
         import tensorflow as tf
 

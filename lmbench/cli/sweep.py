@@ -2,11 +2,13 @@
 
 `SweepCallback` (registered under `hydra.callbacks` in conf/config.yaml) runs in the launching
 process. Before any job starts it creates the store's schema, the experiment and the parent run --
-so that parallel jobs never race on a fresh store (ECOSYSTEM.md) -- and writes the parent's id into
-the sweep folder. Each job reads it there (`job_tags`): a file in the sweep folder reaches jobs in
-this process, in joblib's worker processes and on machines sharing the folder alike, where an
-environment variable would not (loky reuses worker processes across sweeps; Ray workers do not
-inherit the environment). After the last job the callback writes the comparison report, logs it to
+so that parallel jobs never race on a fresh store (ECOSYSTEM.md) -- and hands each job the parent's
+id, the resolved tracking URI and the data folder as Hydra overrides of `hydra.job.env_set`
+(`job_env`): the launcher composes every job's config from those overrides and Hydra sets the
+variables around the job wherever it runs -- in this process, in joblib's reused worker processes,
+in a submitit or Ray worker on another machine that shares no folder and inherits no environment.
+The parent's id is also written into the sweep folder, for a sweep launched again there to continue
+(below). After the last job the callback writes the comparison report, logs it to
 the parent run, prints the table and the command that opens the MLflow UI, and ends the parent.
 A sweep that dies (a job raised, Ctrl-C) ends its parent FAILED when the process exits.
 Launched again into the same sweep folder (`hydra.sweep.dir`, as the presets do), the sweep
@@ -29,14 +31,17 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 
 from lmbench import names, tracking
 from lmbench.cli.report import write_report
 from lmbench.cli.search import check_search, is_search
-from lmbench.errors import DataError, LmbenchError, exit_with
+from lmbench.errors import ConfigError, DataError, LmbenchError, exit_with
 
-SWEEP_FILE = "lmbench_sweep.json"  # in hydra.sweep.dir: the parent run the jobs nest under
+SWEEP_FILE = "lmbench_sweep.json"  # in hydra.sweep.dir: the parent run a continued sweep reuses
+PARENT_RUN_ENV = "LMBENCH_SWEEP_PARENT_RUN"  # a job's parent run, set by Hydra around the job
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # read by MLflow and by tracking.resolve_uri
+DATA_DIR_ENV = "LMBENCH_DATA_DIR"
 TAGGED_CHOICES = ("model", "experiment", "hparams_search")  # Hydra group choices recorded as tags
 
 
@@ -68,15 +73,52 @@ def job_tags(hydra_cfg: DictConfig) -> tuple[str | None, dict[str, str]]:
     tags = {names.choice_tag(group): str(choices[group]) for group in TAGGED_CHOICES if choices.get(group)}
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None, tags
-    sweep = Sweep.read(Path(hydra_cfg.sweep.dir))
-    if sweep is None:  # tracking disabled for the sweep: no parent run
+    parent = hydra_cfg.job.env_set.get(PARENT_RUN_ENV)
+    if not parent:  # tracking disabled for the sweep: no parent run
         return None, tags
     tags.update({
-        names.SWEEP_ID: sweep.parent_run_id,
+        names.SWEEP_ID: parent,
         names.JOB_NUM: str(hydra_cfg.job.num),
         names.OVERRIDES: " ".join(hydra_cfg.overrides.task),
     })
-    return sweep.parent_run_id, tags
+    return parent, tags
+
+
+def job_env(parent_run_id: str, uri: str) -> dict[str, str]:
+    """What every job of the sweep must see, wherever it runs: the parent run, the store the
+    parent is in (a sqlite default is the launch folder's file, not the worker's), the data folder."""
+    env = {PARENT_RUN_ENV: parent_run_id, TRACKING_URI_ENV: uri}
+    if os.environ.get(DATA_DIR_ENV):
+        env[DATA_DIR_ENV] = str(Path(os.environ[DATA_DIR_ENV]).resolve())
+    return env
+
+
+def pass_to_jobs(config: DictConfig, env: dict[str, str]) -> None:
+    """Add `env` to every job's `hydra.job.env_set` through the sweep's Hydra overrides, from which
+    the launcher composes each job's config (Hydra's `load_sweep_config`)."""
+    def quoted(value: str) -> str:
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    with read_write(config.hydra.overrides.hydra):
+        for key, value in env.items():
+            config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{key}={quoted(value)}")
+
+
+def check_launcher_store(launcher: DictConfig, uri: str) -> None:
+    """Refuse a store on this machine's disk (sqlite, a folder) for a launcher whose jobs run on
+    other machines: each job would write its own store there, or fail, and the sweep's parent run
+    (created here) would see none of them. Ray with no address and submitit_local run on this
+    machine and may share the file."""
+    target = str(launcher.get("_target_", ""))
+    remote = "SlurmLauncher" in target or ("RayLauncher" in target and launcher.ray.init.get("address"))
+    local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
+    if remote and local:
+        raise ConfigError(
+            f"the tracking store {uri} is a file on this machine, but {target.rsplit('.', 1)[-1]} runs jobs on "
+            "other machines, which cannot write to it (and sqlite must not be shared over a network "
+            "filesystem). Start an MLflow tracking server and set MLFLOW_TRACKING_URI=http://<host>:<port> "
+            "(README \"More than one machine\")"
+        )
 
 
 def check_folder(key: str, folder: str) -> None:
@@ -110,6 +152,8 @@ class SweepCallback(Callback):
         # The jobs resolve the store the same way (training/run.py): the launch folder is the cwd.
         try:
             uri = tracking.resolve_uri(config.tracking.uri, Path.cwd())
+            check_launcher_store(config.hydra.launcher, uri)
+            tracking.check_store(uri)
             if is_search(config):  # a bad search is one paragraph before any parent run or trial
                 check_search(config)
         except LmbenchError as ex:  # Hydra would turn an exception here into a warning and go on
@@ -133,6 +177,7 @@ class SweepCallback(Callback):
             parent, verb = tracking.start_parent_run(uri, config.tracking.experiment, label, tags), "created"
         self._sweep = Sweep(parent, uri, config.tracking.experiment, tags[names.SWEEP_DIR])
         self._sweep.write()
+        pass_to_jobs(config, job_env(parent, uri))
         atexit.register(self._abandon)
         print(f"Sweep: MLflow parent run {parent} {verb} in {uri} (experiment '{self._sweep.experiment}')", flush=True)
 

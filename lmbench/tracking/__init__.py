@@ -15,6 +15,7 @@ from lmbench.tracking.queries import (
 )
 from lmbench.tracking.run import Tracker, flatten, git_commit
 from lmbench.tracking.store import (
+    check_store,
     describe_run,
     end_run,
     ensure_experiment,
@@ -32,6 +33,7 @@ from lmbench.tracking.store import (
 __all__ = [
     "RunRecord",
     "Tracker",
+    "check_store",
     "describe_run",
     "download",
     "log_table",

@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from lmbench import names
-from lmbench.errors import ConfigError
+from lmbench.errors import ConfigError, TrackingError
 
 log = logging.getLogger(__name__)
 # "Creating initial MLflow database tables... / Updating database tables" at every fresh store, once
@@ -31,6 +31,18 @@ DEFAULT_DB = "mlflow.db"
 # MLflow draws a progress bar for every artifact copy (each model logged or loaded): noise on a
 # local store. Set the variable to "true" to see them.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow's HTTP client retries a request 7 times with a back-off factor of 2 (about four minutes
+# against a server that is down) and waits 120 s for an answer. lmbench bounds both through MLflow's
+# own settings, so that a server that is not there is reported within seconds, and a server that
+# goes away mid-run costs training a few seconds per write (the Tracker then buffers). Set the
+# variables to choose otherwise.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",  # waits of about 0, 2 and 4 s (+ up to 1 s jitter each)
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+for _key, _value in HTTP_DEFAULTS.items():
+    os.environ.setdefault(_key, _value)
 T = TypeVar("T")
 
 
@@ -97,6 +109,66 @@ def check_uri(uri: str, where: str) -> None:
         raise ConfigError(f"{where}={uri!r} names no host; e.g. http://127.0.0.1:5000")
 
 
+def is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def check_store(uri: str) -> None:
+    """Ask the store one cheap question before any work: a server that is not there, does not speak
+    MLflow, or refuses the job's credentials ends here in one paragraph (`TrackingError`), within
+    the bounded HTTP retries above, instead of after minutes of training or retrying. A file store
+    (sqlite, a folder) is only created when the run opens: a config refused before stays
+    without a trace. A database server's store gets its schema here."""
+    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        return
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as ex:  # MlflowException, or the driver's own error for a database
+        raise TrackingError(store_problem(uri, ex)) from None
+
+
+def store_problem(uri: str, ex: BaseException) -> str:
+    """What went wrong talking to the store at `uri`, said for the user to fix."""
+    text = str(ex)
+    shown = redact(uri)
+    if is_http(uri):
+        if "error code 401" in text or "UNAUTHENTICATED" in text:
+            return (f"the tracking server {shown} asks for credentials and got none or wrong ones: set "
+                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the job's environment")
+        if "error code 403" in text or "PERMISSION_DENIED" in text:
+            user = os.environ.get("MLFLOW_TRACKING_USERNAME", "?")
+            return (f"the tracking server {shown} refuses user {user!r} (permission denied); an admin grants "
+                    "it with MLflow's auth API (docs: MLflow authentication, permissions)")
+        if any(code in text for code in ("error code 404", "error code 405", "error code 501", "<!DOCTYPE", "<html")):
+            return f"{shown} answers, but is not an MLflow tracking server (no MLflow REST API); check host and port"
+        if "SSL" in text or "ssl" in text:
+            return f"{shown}: the TLS handshake failed (an http server behind https://, or a certificate problem)"
+        if "Connection refused" in text or "Max retries exceeded" in text or "timed out" in text.lower():
+            return (f"no MLflow tracking server answers at {shown} (tried "
+                    f"{os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES']} more times): start one "
+                    "(`mlflow server --host 127.0.0.1 --port 5000 ...`, README \"More than one machine\") or fix "
+                    "tracking.uri / $MLFLOW_TRACKING_URI")
+    first_line = text.strip().splitlines()[0] if text.strip() else type(ex).__name__
+    return f"the tracking store {shown} cannot be used: {first_line[:500]}"
+
+
+# What a write that found the server gone raises (requests' and urllib3's words, inside MLflow's
+# exception), and the answers of a proxy in front of a server that is down.
+UNREACHABLE = ("Max retries exceeded", "Connection refused", "Connection aborted", "RemoteDisconnected",
+               "timed out", "Read timed out", "error code 502", "error code 503", "error code 504")
+
+
+def unreachable(uri: str, ex: BaseException) -> bool:
+    """Whether `ex`, raised by a write to the server at `uri`, means the server cannot be reached
+    (the write may succeed later), rather than that it refused the write."""
+    return is_http(uri) and any(words in str(ex) for words in UNREACHABLE)
+
+
+def redact(uri: str) -> str:
+    """`uri` without a password (a database URI carries one): safe to print and to log."""
+    return re.sub(r"(://[^/:@]+):[^/@]*@", r"\1:***@", uri)
+
+
 def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
@@ -130,7 +202,12 @@ def ensure_experiment(uri: str, name: str) -> str:
     on its GenAI overview of traces.
     """
     client = MlflowClient(tracking_uri=uri)
-    existing = with_retry(client.get_experiment_by_name, name)
+    try:
+        existing = with_retry(client.get_experiment_by_name, name)
+    except MlflowException as ex:  # a server with authentication: this user may not read it
+        if "PERMISSION_DENIED" in str(ex) or "error code 403" in str(ex):
+            raise TrackingError(f"{store_problem(uri, ex)} (experiment {name!r})") from None
+        raise
     if existing is not None:
         if existing.tags.get(names.EXPERIMENT_KIND) is None:  # made by an older lmbench, or by hand
             with_retry(client.set_experiment_tag, existing.experiment_id, names.EXPERIMENT_KIND, names.MODEL_TRAINING)

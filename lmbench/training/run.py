@@ -156,7 +156,10 @@ def build(plan: Plan, output_dir: Path, observer: ValidationObserver | None = No
     log_corpus(cfg, data, source)
     model = build_model(cfg.model, data.vocab, BundleLoader(plan.uri, default_cache_dir(cfg.cache_dir)))
     tracking = cfg.tracking
-    tracker = Tracker(tracking.enabled, plan.uri, tracking.experiment, tracking.log_every_n_steps)
+    tracker = Tracker(
+        tracking.enabled, plan.uri, tracking.experiment, tracking.log_every_n_steps,
+        retry_every_s=tracking.retry_every_s, final_wait_s=tracking.final_wait_s,
+    )
     trainer = Trainer(cfg.trainer, tracker, checkpoint_dir=output_dir / "checkpoints", observer=observer)
     trainer.check(model, data)
     # A network's optimizer is built now, so that a bad optimizer config fails before tracking.

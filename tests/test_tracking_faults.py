@@ -1,0 +1,160 @@
+"""Tracking-store faults: found before any training, in one paragraph and within seconds; a server
+that goes away mid-run does not stop training, and nothing logged before is lost."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+from services import free_port, mlflow_server
+from test_tracking_server import corpus_args, run_cli
+
+from lmbench import names
+from lmbench.cli.sweep import check_launcher_store
+from lmbench.errors import ConfigError, TrackingError
+from lmbench.tracking import check_store
+
+FAULT_BUDGET_S = 30  # what a user waits, at most, to hear that the store is wrong
+
+
+def test_an_unreachable_server_is_found_within_seconds():
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=f"no MLflow tracking server answers at {uri}"):
+        check_store(uri)
+    assert time.monotonic() - started < FAULT_BUDGET_S  # MLflow's own retries: about 4 minutes
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_an_unreachable_server_is_reported_before_training(tmp_path, sweep):
+    uri = f"http://127.0.0.1:{free_port()}"
+    proc = run_cli(tmp_path, uri, *(["-m"] if sweep else []), *corpus_args(tmp_path / "data"), "model=ngram",
+                   ok=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (paragraph,) = [line for line in proc.stderr.splitlines() if line.startswith("lmbench: error:")]
+    assert f"no MLflow tracking server answers at {uri}" in paragraph
+    assert "Traceback" not in proc.stderr and "test ppl" not in proc.stdout  # nothing trained
+
+
+def test_a_wrong_scheme_is_refused_at_once(tmp_path):
+    proc = run_cli(tmp_path, "htp://127.0.0.1:5000", *corpus_args(tmp_path / "data"), "model=ngram", ok=False)
+    assert proc.returncode == 2 and "has the unknown scheme 'htp'" in proc.stderr
+
+
+def launcher(target: str, **ray_init) -> OmegaConf:
+    return OmegaConf.create({"_target_": target, **({"ray": {"init": ray_init}} if ray_init else {})})
+
+
+def test_a_file_store_is_refused_for_launchers_that_run_jobs_elsewhere():
+    slurm = launcher("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher")
+    remote_ray = launcher("hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher", address="10.0.0.1:6379")
+    for remote in (slurm, remote_ray):
+        with pytest.raises(ConfigError, match="is a file on this machine.*Start an MLflow tracking server"):
+            check_launcher_store(remote, "sqlite:////work/mlflow.db")
+        check_launcher_store(remote, "http://10.0.0.2:5000")  # a server: fine
+    # Jobs on this machine may share the file.
+    for local in (launcher("hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"),
+                  launcher("hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher", address=None),
+                  launcher("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")):
+        check_launcher_store(local, "sqlite:////work/mlflow.db")
+
+
+def test_submitit_slurm_with_the_default_sqlite_store_is_refused_before_submitting(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    proc = run_cli(tmp_path, "", "-m", "hydra/launcher=submitit_slurm", *corpus_args(tmp_path / "data"),
+                   "model=ngram", ok=False)
+    assert proc.returncode == 2 and "SlurmLauncher runs jobs on other machines" in proc.stderr
+    assert not list(tmp_path.rglob(".submitit"))  # nothing was submitted
+
+
+def wait_for_steps(db: str, experiment: str, n: int, timeout: float = 600) -> None:
+    """Until the store has `n` train/loss steps of the experiment's run."""
+    client, deadline = MlflowClient(tracking_uri=db), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([found.experiment_id]) if found else []
+        if runs and len(client.get_metric_history(runs[0].info.run_id, names.TRAIN_LOSS)) >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no {n} logged steps within {timeout} s")
+
+
+@pytest.mark.slow  # two server starts and a training run: about a minute idle, several under load
+@pytest.mark.parametrize("comes_back", [True, False])
+def test_a_server_gone_mid_run_does_not_stop_training(tmp_path, comes_back):
+    """The server is stopped once training has logged its first steps; the run trains on. When the
+    server comes back, every kept write arrives (all steps, the model, FINISHED); when it does not,
+    the run still ends normally, says what it could not log, and the store keeps what it had."""
+    db, port = f"sqlite:///{tmp_path / 'mlflow.db'}", free_port()
+    artifacts = tmp_path / "artifacts"
+    argv = [sys.executable, "-m", "lmbench", *corpus_args(tmp_path / "data"), "model=rnn", "model.num_layers=1",
+            "trainer.max_epochs=3", "tracking.log_every_n_steps=1", "tracking.retry_every_s=1",
+            f"tracking.final_wait_s={900 if comes_back else 2}", "tracking.experiment=gone"]
+    env = {**os.environ, "LMBENCH_CACHE_DIR": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3",
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}  # a refused write returns at once: the test stays short
+    with mlflow_server(db, artifacts, port=port) as server:
+        env["MLFLOW_TRACKING_URI"] = server.url
+        proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        try:
+            wait_for_steps(db, "gone", 3)
+        finally:
+            server.stop()
+    try:
+        if comes_back:
+            time.sleep(2)
+            with mlflow_server(db, artifacts, port=port):
+                out, _ = proc.communicate(timeout=900)
+        else:
+            out, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    assert "test ppl" in out and "Traceback" not in out  # training went on to its end
+    steps = int(re.search(r"3 epoch\(s\), (\d+) step\(s\)", out).group(1))
+
+    client = MlflowClient(tracking_uri=db)  # the store itself, read directly
+    (run,) = client.search_runs([client.get_experiment_by_name("gone").experiment_id])
+    logged = sorted(m.step for m in client.get_metric_history(run.info.run_id, names.TRAIN_LOSS))
+    assert logged == list(range(1, len(logged) + 1))  # no step twice, none lost before the stop
+    if comes_back:
+        assert len(logged) == steps, out[-3000:]
+        assert run.info.status == "FINISHED" and "test/ppl" in run.data.metrics
+        (model,) = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+        assert model.source_run_id == run.info.run_id
+        assert "answers again" in out and "not logged" not in out
+    else:
+        assert 3 <= len(logged) < steps and run.info.status == "RUNNING"
+        (warning,) = [line for line in out.splitlines() if line.startswith("lmbench: warning: the tracking store")]
+        assert "metric values" in warning and "MLflow model" in warning and "end of run" in warning
+
+
+def test_writes_kept_while_the_store_is_unreachable_are_sent_in_order():
+    from lmbench.tracking import Tracker
+
+    tracker = Tracker(True, "http://127.0.0.1:1", "x", retry_every_s=0, final_wait_s=0)
+    tracker.run_id = "r"  # as if started
+    sent, down = [], True
+
+    def write(item):
+        def call():
+            if down:
+                raise RuntimeError("API request failed: Max retries exceeded (Connection refused)")
+            sent.append(item)
+        return call
+
+    tracker._write("metric values", write(1), count=3)
+    tracker._write("MLflow model", write(2))
+    assert sent == [] and tracker._unlogged.summary() == "3 metric values, 1 MLflow model"
+    down = False
+    tracker._write("tags", write(3))
+    assert sent == [1, 2, 3] and not tracker._unlogged.writes
+    with pytest.raises(RuntimeError, match="refused the write"):  # any other error is raised as it is
+        tracker._write("tags", lambda: (_ for _ in ()).throw(RuntimeError("refused the write")))
