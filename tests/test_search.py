@@ -288,3 +288,34 @@ def test_two_workers_on_one_study_lose_no_trial_and_run_none_twice(tmp_path, fir
         assert run.data.metrics["best_valid/ppl"] == pytest.approx(t.value)
         assert float(run.data.params["optimizer.learning_rate"]) == pytest.approx(t.params["optimizer.learning_rate"])
     assert len({t.params["optimizer.learning_rate"] for t in trials}) == n  # no point drawn twice
+
+
+def test_a_study_lives_in_the_mlflow_postgresql_database_without_touching_its_schema(postgres, tmp_path):
+    """A PostgreSQL MLflow store: the study goes into the same database, in its own schema, and
+    MLflow's store (its own alembic_version) still opens and works afterwards."""
+    import sqlalchemy
+    from mlflow import MlflowClient
+
+    from lmbench.tracking.store import ensure_experiment
+
+    uri = postgres.uri("optuna")  # a database of its own, so that other tests' stores stay apart
+    ensure_experiment(uri, "before the study")  # MLflow creates its schema first, as a sweep does
+    storage = choose_storage(None, uri, "pg search", tmp_path)
+    assert storage == StudyStorage("rdb", uri, "optuna")
+    study = optuna.create_study(study_name="pg search", storage=open_storage(storage))
+    study.optimize(lambda t: (t.suggest_float("x", -1, 1) - 0.5) ** 2, n_trials=3)
+    again = optuna.load_study(study_name="pg search", storage=open_storage(storage))
+    assert [t.value for t in again.trials] == [t.value for t in study.trials] and len(again.trials) == 3
+
+    engine = sqlalchemy.create_engine(uri)
+    with engine.connect() as connection:
+        schemas = dict(connection.execute(sqlalchemy.text(
+            "SELECT table_name, table_schema FROM information_schema.tables "
+            "WHERE table_name IN ('studies', 'trials', 'experiments', 'runs')"
+        )).all())
+    engine.dispose()
+    assert schemas == {"studies": "optuna", "trials": "optuna", "experiments": "public", "runs": "public"}
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_experiment_by_name("before the study") is not None
+    ensure_experiment(uri, "after the study")  # the store's migrations still see their own revision
+    assert client.get_experiment_by_name("after the study") is not None
