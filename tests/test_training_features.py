@@ -7,6 +7,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from test_training import only_run, tiny_cfg
 
 from lmbench.config import TrainerConfig
@@ -80,6 +81,7 @@ def test_bfloat16_training_reports_float32_figures_that_a_reloaded_bundle_reprod
     summary = run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
     _, r = only_run(cfg.tracking.uri)
     assert r.data.tags["lmbench.precision"] == "mixed_bfloat16"
+    assert r.data.tags["lmbench.gpus"] == str(len(tf.config.list_physical_devices("GPU")))  # the devices it ran on
     bundle = load_bundle(str(tmp_path / "out"))
     assert bundle.model.compute_dtype == "float32"  # a loaded model computes in float32
     scored = bundle.score_text((tmp_path / "test.txt").read_text(encoding="utf-8"))

@@ -10,11 +10,13 @@ benchmark is `benchmarks/train_throughput.py --mixed-bf16`.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import tensorflow as tf
 
+from lmbench import names
 from lmbench.errors import ConfigError
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
@@ -32,6 +34,15 @@ def native_bfloat16() -> bool:
     except OSError:  # not Linux: no cheap way to know, so the safe choice
         return False
     return bool(CPU_BF16_FLAGS.search(cpuinfo))
+
+
+def device_tags() -> dict[str, str]:
+    """The devices this process trains on, for the run's tags: how many GPUs TensorFlow sees and,
+    when set, CUDA_VISIBLE_DEVICES -- which GPU(s) of the machine a launcher gave the job."""
+    tags = {names.GPUS: str(len(tf.config.list_physical_devices("GPU")))}
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        tags[names.CUDA_VISIBLE_DEVICES] = os.environ["CUDA_VISIBLE_DEVICES"]
+    return tags
 
 
 def resolve(precision: str) -> str:

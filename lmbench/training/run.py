@@ -268,6 +268,7 @@ def run_tags(
     }
     if isinstance(model, NeuralLM):  # trainer.precision=auto resolved on this machine
         tags[names.PRECISION] = plan.policy
+        tags.update(precision.device_tags())
     if model.eval_method is not None:  # how an attention model gets its context when scoring
         tags[names.EVAL_METHOD] = model.eval_method
     tags.update(model.lineage_tags())  # a model made of other runs' models names them
