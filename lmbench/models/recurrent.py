@@ -25,6 +25,23 @@ CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers
 UNROLL_MAX_STEPS = 64
 
 
+def _check_options(cell, embedding_dim, hidden_size, num_layers, dropout, tie_embeddings, activation) -> None:
+    """A bad option is one ConfigError, before any weight exists."""
+    if cell not in CELLS:
+        raise ConfigError(f"model.cell={cell!r} is not one of {', '.join(CELLS)}")
+    if num_layers < 1 or hidden_size < 1 or embedding_dim < 1:
+        raise ConfigError("model.num_layers, hidden_size and embedding_dim must be >= 1")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
+    if tie_embeddings and embedding_dim != hidden_size:
+        raise ConfigError(
+            "model.tie_embeddings=true needs model.embedding_dim == model.hidden_size "
+            f"(got {embedding_dim} and {hidden_size})"
+        )
+    if cell == "rnn" and activation not in ("tanh", "relu"):
+        raise ConfigError(f"model.activation must be tanh or relu, got {activation!r}")
+
+
 class RecurrentLM(NeuralLM):
     def __init__(
         self,
@@ -42,19 +59,7 @@ class RecurrentLM(NeuralLM):
         head: dict | None = None,  # the output layer (models/heads.py); null: {kind: full}
     ):
         super().__init__(vocab_size, eos_id, eval_window=eval_window)
-        if cell not in CELLS:
-            raise ConfigError(f"model.cell={cell!r} is not one of {', '.join(CELLS)}")
-        if num_layers < 1 or hidden_size < 1 or embedding_dim < 1:
-            raise ConfigError("model.num_layers, hidden_size and embedding_dim must be >= 1")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
-        if tie_embeddings and embedding_dim != hidden_size:
-            raise ConfigError(
-                "model.tie_embeddings=true needs model.embedding_dim == model.hidden_size "
-                f"(got {embedding_dim} and {hidden_size})"
-            )
-        if cell == "rnn" and activation not in ("tanh", "relu"):
-            raise ConfigError(f"model.activation must be tanh or relu, got {activation!r}")
+        _check_options(cell, embedding_dim, hidden_size, num_layers, dropout, tie_embeddings, activation)
         self.family = cell
         self.cell = cell
         self.embedding_dim = embedding_dim
@@ -70,9 +75,7 @@ class RecurrentLM(NeuralLM):
                 return keras_default
             return keras.initializers.RandomUniform(-init_scale, init_scale)
 
-        self.embedding = Embedding(
-            vocab_size, embedding_dim, embeddings_initializer=init("uniform")
-        )
+        self.embedding = Embedding(vocab_size, embedding_dim, embeddings_initializer=init("uniform"))
         layer_kwargs = {"activation": activation} if cell == "rnn" else {}
         self.rnns = [
             CELLS[cell](hidden_size, return_sequences=True, return_state=True, **layer_kwargs)

@@ -101,7 +101,6 @@ def count_order(
     if n_counted == 0:
         return _empty_order(index), rows
     pos_bits = max(int(n_windows - 1).bit_length(), 1)
-    pos_mask = np.uint64((1 << pos_bits) - 1)
     # Prefix rows per bucket, a power of two: the keys of a bucket span 2**row_bits * V values.
     most = ((1 << (64 - pos_bits)) - 1) // vocab_size
     if most < 1:
@@ -112,28 +111,19 @@ def count_order(
     keys, counts, first = [], [], []
     n_types = 0
     for base, positions in _buckets(prefix, counted, n_prev, row_bits):
-        packed = (prefix[positions] - base).astype(np.uint64)
-        packed *= np.uint64(vocab_size)
-        np.add(packed, last_word[positions], out=packed, casting="unsafe")
-        packed <<= np.uint64(pos_bits)
-        packed |= positions.view(np.uint64)
-        del positions
-        packed.sort()
-        positions = (packed & pos_mask).view(np.int64)  # by key, then position
-        packed >>= np.uint64(pos_bits)
-        bucket_keys = packed.view(np.int64)
-        new_type = np.empty(len(packed), dtype=bool)
+        bucket_keys, positions = _sorted_windows(prefix, last_word, positions, base, vocab_size, pos_bits)
+        new_type = np.empty(len(bucket_keys), dtype=bool)
         new_type[0] = True
         np.not_equal(bucket_keys[1:], bucket_keys[:-1], out=new_type[1:])
         heads = np.flatnonzero(new_type)
         del new_type
         keys.append(bucket_keys[heads] + base * vocab_size)
-        counts.append(np.diff(heads, append=len(packed)).astype(index))
+        counts.append(np.diff(heads, append=len(bucket_keys)).astype(index))
         if rows is not None:
             rows[positions] = np.repeat(np.arange(n_types, n_types + len(heads), dtype=index), counts[-1])
         first.append(positions[heads])  # one occurrence per type: all share suffix and first word
         n_types += len(heads)
-        del packed, positions, bucket_keys
+        del positions, bucket_keys
     keys_all, first_all = np.concatenate(keys), np.concatenate(first)
     del keys, first
     at_stream_start = -1
@@ -142,6 +132,22 @@ def count_order(
     table = OrderCounts(keys_all, np.concatenate(counts), prev_rows[1:][first_all], seq[first_all] == eos_id,
                         at_stream_start)
     return table, rows
+
+
+def _sorted_windows(prefix, last_word, positions, base: int, vocab_size: int, pos_bits: int):
+    """(keys - base * V, positions) of one bucket's windows, ordered by key, then position: each
+    window packed into one uint64 (its key relative to the bucket above `pos_bits` bits of position)
+    and sorted in place."""
+    packed = (prefix[positions] - base).astype(np.uint64)
+    packed *= np.uint64(vocab_size)
+    np.add(packed, last_word[positions], out=packed, casting="unsafe")
+    packed <<= np.uint64(pos_bits)
+    packed |= positions.view(np.uint64)
+    del positions
+    packed.sort()
+    positions = (packed & np.uint64((1 << pos_bits) - 1)).view(np.int64)
+    packed >>= np.uint64(pos_bits)
+    return packed.view(np.int64), positions
 
 
 def _buckets(prefix: np.ndarray, counted: np.ndarray, n_prev: int, row_bits: int):
