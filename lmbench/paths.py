@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 
 DATA_DIR_ENV = "LMBENCH_DATA_DIR"
 CACHE_DIR_ENV = "LMBENCH_CACHE_DIR"
+
+
+def redact(uri: str) -> str:
+    """`uri` without a password (a database URI carries one): safe to print and to log. Ground, so
+    that the tracking store and a search's Optuna storage (which must not import MLflow) share it."""
+    return re.sub(r"(://[^/:@]+):[^/@]*@", r"\1:***@", uri)
 
 # The config groups: `conf/` at the top of the repository, shipped inside the built package as the
 # package `lmbench.conf`. Hydra reads them from there, whatever the install: CONF_SEARCH_PATH is

@@ -37,11 +37,11 @@ from lmbench import names, tracking
 from lmbench.cli.report import write_report
 from lmbench.cli.search import check_search, is_search
 from lmbench.errors import ConfigError, DataError, LmbenchError, exit_with
+from lmbench.paths import DATA_DIR_ENV
 
 SWEEP_FILE = "lmbench_sweep.json"  # in hydra.sweep.dir: the parent run a continued sweep reuses
 PARENT_RUN_ENV = "LMBENCH_SWEEP_PARENT_RUN"  # a job's parent run, set by Hydra around the job
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # read by MLflow and by tracking.resolve_uri
-DATA_DIR_ENV = "LMBENCH_DATA_DIR"
 TAGGED_CHOICES = ("model", "experiment", "hparams_search")  # Hydra group choices recorded as tags
 
 

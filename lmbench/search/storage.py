@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmbench.paths import redact
+
 JOURNAL_FOLDER = "optuna"
 POSTGRES_SCHEMA = "optuna"
 
@@ -33,7 +35,7 @@ class StudyStorage:
     def __str__(self) -> str:
         if self.kind == "journal":
             return f"journal file {self.location}"
-        return f"database {_without_password(self.location)}" + (f" (schema {self.schema})" if self.schema else "")
+        return f"database {redact(self.location)}" + (f" (schema {self.schema})" if self.schema else "")
 
 
 def choose_storage(configured: str | None, tracking_uri: str, study_name: str, launch_dir: Path) -> StudyStorage:
@@ -73,7 +75,3 @@ def open_storage(storage: StudyStorage):
 
 def _file_name(study_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name)
-
-
-def _without_password(url: str) -> str:
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)

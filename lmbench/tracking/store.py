@@ -21,6 +21,7 @@ from mlflow.exceptions import MlflowException
 
 from lmbench import names
 from lmbench.errors import ConfigError, TrackingError
+from lmbench.paths import redact
 
 log = logging.getLogger(__name__)
 # "Creating initial MLflow database tables... / Updating database tables" at every fresh store, once
@@ -162,11 +163,6 @@ def unreachable(uri: str, ex: BaseException) -> bool:
     """Whether `ex`, raised by a write to the server at `uri`, means the server cannot be reached
     (the write may succeed later), rather than that it refused the write."""
     return is_http(uri) and any(words in str(ex) for words in UNREACHABLE)
-
-
-def redact(uri: str) -> str:
-    """`uri` without a password (a database URI carries one): safe to print and to log."""
-    return re.sub(r"(://[^/:@]+):[^/@]*@", r"\1:***@", uri)
 
 
 def _sqlite_path(uri: str) -> Path | None:
