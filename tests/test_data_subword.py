@@ -4,6 +4,9 @@ trips, the token-id cache and its key, and bad input."""
 
 from __future__ import annotations
 
+import itertools
+from collections import defaultdict
+
 import numpy as np
 import pytest
 from hydra.errors import MissingConfigException
@@ -170,6 +173,36 @@ def test_decode_of_encode_gives_the_text_back(corpus, cache_dir, subword, kind):
         assert oov == []
     else:
         assert "é" in "".join(oov) and count_oov(vocab, tokens, "the text") == len(oov)
+
+
+def line_by_line(tok, text: str) -> list[str]:
+    """The reference: every line encoded whole by the Hugging Face model, its unknown pieces given
+    back their own text (as `tokenize` promises), then the end-of-sentence token."""
+    out = []
+    for line in tok._lines(text):
+        enc = tok._model().encode(line, add_special_tokens=False)
+        out += [line[a:b] if t == "<unk>" and line[a:b] != "<unk>" else t for t, (a, b) in zip(enc.tokens, enc.offsets)]
+        out.append(tok.eos_token)
+    return out
+
+
+ODD = EDGES + "\n\t\tx  <unk>  \n<eos>a <eos>\n   \n trailing   \n\u00a0nbsp\u3000ideo 12,5 x'll ab's\n" + "ka" * 40
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_encoding_unit_by_unit_equals_encoding_line_by_line(corpus, cache_dir, subword, kind):
+    """`tokenize` and `provisional_ids` encode each distinct space-led unit once (learned.py's
+    `_units`): the tokens must be exactly those of encoding each line whole, on the corpus and on
+    text made of odd whitespace, special tokens glued to words, unseen characters and blank lines."""
+    cfg, texts = corpus
+    tok = load_corpus(cfg, subword(kind), cache_dir=cache_dir).tokenizer
+    for text in (texts["train"], texts["test"], ODD, ODD, "", "\n", "one line without end"):
+        expected = line_by_line(tok, text)
+        assert tok.tokenize(text) == expected
+        provisional = defaultdict(itertools.count().__next__)
+        ids = tok.provisional_ids(text, provisional)
+        assert ids.dtype == np.int32 and [list(provisional)[i] for i in ids] == expected
+        assert list(provisional) == list(dict.fromkeys(expected))  # numbered in order of first appearance
 
 
 def test_byte_bpe_needs_no_unknown_token(tmp_path, cache_dir, subword):

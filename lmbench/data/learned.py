@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import re
-from collections import Counter
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tokenizers import Tokenizer as HfTokenizer
 from tokenizers import __version__ as hf_version
 
@@ -40,6 +42,10 @@ from lmbench.data.vocab import Vocabulary
 from lmbench.errors import ConfigError, DataError
 
 MODEL_FILE = "tokenizer.json"
+# A unit of text for encoding: a line's first word, a run of spaces with the word after it (or a
+# line's trailing spaces), or a line end. Other whitespace (tabs) stays inside a unit's word.
+_UNIT = re.compile(r"[^ \n]+| +[^ \n]*|\n")
+_UNIT_MEMO_SIZE = 1 << 20  # distinct units whose tokens a trained tokenizer remembers
 
 
 class LearnedTokenizer(Tokenizer):
@@ -74,6 +80,10 @@ class LearnedTokenizer(Tokenizer):
         self._known: frozenset[str] = frozenset()  # the pieces
         self._unk: str | None = None  # the model's unknown piece, if it has one
         self._unk_id = -1
+        self._unit_memo: dict[str, tuple[str, ...]] = {}  # unit -> its tokens (see `_units`)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_unit_memo": {}}  # a cache, not part of the tokenizer
 
     def _minimum_reason(self) -> str:
         return "the end-of-sentence and unknown tokens and at least one piece"
@@ -162,6 +172,7 @@ class LearnedTokenizer(Tokenizer):
         trained._hf, trained._json, trained._pieces, trained._known = hf, model_json, pieces, frozenset(pieces)
         trained._unk = next(iter(specials - {self.eos_token}), None)
         trained._unk_id = -1 if trained._unk is None else pieces.index(trained._unk)
+        trained._unit_memo = {}
         return trained
 
     def _model(self) -> Any:
@@ -202,21 +213,57 @@ class LearnedTokenizer(Tokenizer):
     # -- text to tokens and back -----------------------------------------------------------------
 
     def tokenize(self, text: str) -> list[str]:
-        hf, pieces, unk, unk_id, eos = self._model(), self._pieces, self._unk, self._unk_id, self.eos_token
+        tokens, which = self._units(text)
+        return list(itertools.chain.from_iterable(map(tokens.__getitem__, which)))
+
+    def provisional_ids(self, text: str, provisional: Mapping[str, int]) -> np.ndarray:
+        """As `tokenize`, without a string per token: each distinct unit's ids once, then one gather."""
+        tokens, which = self._units(text)
+        flat = np.fromiter(
+            map(provisional.__getitem__, itertools.chain.from_iterable(tokens)), dtype=np.int32
+        )
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        starts = np.cumsum(lengths) - lengths  # where each distinct unit's ids begin in `flat`
+        run = lengths[which]  # the length of every unit of the text, in order
+        out_starts = np.cumsum(run) - run
+        return flat[np.repeat(starts[which] - out_starts, run) + np.arange(int(run.sum()))]
+
+    def _units(self, text: str) -> tuple[list[tuple[str, ...]], np.ndarray]:
+        """The text cut into units (see `_UNIT`): the tokens of each distinct unit, in order of first
+        appearance, and which distinct unit each unit of the text is (int64).
+
+        Every kind here pre-tokenizes so that a piece never spans a space and a following non-space
+        (Metaspace starts a piece at each space, WhitespaceSplit drops spaces, the byte-level regex
+        attaches at most one space to the word after it), and special tokens hold no space: the
+        pieces of a line are the pieces of its units, one after another. So each distinct unit is
+        encoded once (a WikiText-2 train split has 2.1M units, 33k distinct) and a line end is the
+        end-of-sentence token. tests/test_data_subword.py checks this against line-by-line encoding.
+        """
         lines = self._lines(text)
-        out: list[str] = []
-        extend, append = out.extend, out.append
-        for line, encoding in zip(lines, hf.encode_batch(lines, add_special_tokens=False)):
-            ids = encoding.ids
-            tokens = list(map(pieces.__getitem__, ids))
-            if unk is not None and ids.count(unk_id) > line.count(unk):
-                # Unseen characters keep their own text: out-of-vocabulary tokens, named as such.
-                for k, (i, (a, b)) in enumerate(zip(ids, encoding.offsets)):
-                    if i == unk_id and line[a:b] != unk:
-                        tokens[k] = line[a:b]
-            extend(tokens)
-            append(eos)
-        return out
+        if not lines:
+            return [], np.zeros(0, dtype=np.int64)
+        number: defaultdict[str, int] = defaultdict(itertools.count().__next__)
+        units = _UNIT.findall("\n".join(lines) + "\n")
+        which = np.fromiter(map(number.__getitem__, units), dtype=np.int64, count=len(units))
+        memo = self._unit_memo
+        if len(memo) > _UNIT_MEMO_SIZE:
+            memo.clear()
+        new = [u for u in number if u not in memo]
+        for unit, encoding in zip(new, self._model().encode_batch(new, add_special_tokens=False)):
+            memo[unit] = self._unit_tokens(unit, encoding)
+        return [memo[u] for u in number], which
+
+    def _unit_tokens(self, unit: str, encoding: Any) -> tuple[str, ...]:
+        if unit == "\n":
+            return (self.eos_token,)
+        ids, unk, unk_id = encoding.ids, self._unk, self._unk_id
+        tokens = list(map(self._pieces.__getitem__, ids))
+        if unk is not None and ids.count(unk_id) > unit.count(unk):
+            # Unseen characters keep their own text: out-of-vocabulary tokens, named as such.
+            for k, (i, (a, b)) in enumerate(zip(ids, encoding.offsets)):
+                if i == unk_id and unit[a:b] != unk:
+                    tokens[k] = unit[a:b]
+        return tuple(tokens)
 
     def _decode_line(self, tokens: list[str]) -> str:
         """Runs of ordinary pieces go through the decoder; special tokens and out-of-vocabulary text

@@ -137,8 +137,7 @@ def _encode(
     for split in SPLITS:
         log.info("tokenizing %s (%s)", split, sources[split])
         chunks = [
-            np.fromiter(map(provisional.__getitem__, tokenizer.tokenize(chunk)), dtype=np.int32)
-            for chunk in _line_chunks(texts[split])
+            tokenizer.provisional_ids(chunk, provisional) for chunk in _line_chunks(texts[split])
         ]
         first_seen[split] = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)
         if not len(first_seen[split]):

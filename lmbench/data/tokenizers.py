@@ -28,10 +28,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from lmbench.data.vocab import Vocabulary
 from lmbench.errors import ConfigError
@@ -131,6 +133,12 @@ class Tokenizer:
             if self.add_eos:
                 append(eos)
         return out
+
+    def provisional_ids(self, text: str, provisional: Mapping[str, int]) -> np.ndarray:
+        """`tokenize(text)` as int32 ids, each token looked up in `provisional` (the pipeline's
+        `defaultdict` that numbers tokens in order of first appearance). A tokenizer that can do this
+        without a Python string per token (the learned ones) overrides it; the ids must be the same."""
+        return np.fromiter(map(provisional.__getitem__, self.tokenize(text)), dtype=np.int32)
 
     def detokenize(self, tokens: Iterable[str]) -> str:
         """The text of each line's tokens (`_decode_line`), the end-of-sentence token read as a
