@@ -83,6 +83,32 @@ def test_gradients_are_finite_and_reach_every_cluster_that_has_a_target():
         assert np.isfinite(g).all() and np.abs(g).sum() > 0
 
 
+def test_fused_gradients_equal_those_of_the_dense_reference_inside_a_compiled_step():
+    """The head and every cluster run the full head's fused softmax (hand-written gradient; the
+    clusters' rows are known only when the step runs, padded to a bucket): value and gradient of
+    the mean nll must be those of picking from the dense `log_probs`, in a tf.function as in training."""
+    head = adaptive_head()
+    hidden = tf.Variable(tf.random.stateless_normal([3, 41, D], seed=[8, 9], stddev=2.0))
+    labels = tf.constant(np.random.default_rng(10).integers(0, V, (3, 41)))
+    variables = [hidden, *head.trainable_variables]
+
+    @tf.function
+    def fused():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(head.token_nll(hidden, labels))
+        return loss, tape.gradient(loss, variables)
+
+    with tf.GradientTape() as tape:
+        log_p = head.log_probs(hidden)
+        reference = -tf.reduce_mean(tf.gather(log_p, labels, batch_dims=2))
+    expected = tape.gradient(reference, variables)
+    loss, grads = fused()
+    np.testing.assert_allclose(loss.numpy(), reference.numpy(), rtol=1e-5)
+    for g, e, v in zip(grads, expected, variables):
+        g, e = tf.convert_to_tensor(g).numpy(), tf.convert_to_tensor(e).numpy()
+        np.testing.assert_allclose(g, e, atol=2e-6, err_msg=v.name)
+
+
 def test_frequency_rank_puts_the_most_frequent_ids_first_ties_by_id():
     ids = np.array([3, 3, 3, 1, 1, 4, 4, 0])
     assert frequency_rank(ids, 6).tolist() == [3, 1, 4, 0, 2, 5]  # 3, then 1 and 4, then 0, then unseen 2, 5
@@ -138,7 +164,9 @@ def test_a_tiny_adaptive_run_reproduces_its_logged_test_ppl_after_loading(tmp_pa
     assert r.info.status == "FINISHED"
     assert summary["test/ppl"] < 6.0  # it learned something: uniform is 10
     bundle = load_bundle(str(tmp_path / "out"))
-    assert bundle.model.output_head.options() == {"kind": "adaptive", "cutoffs": [4, 7], "factor": 2.0}
+    assert bundle.model.output_head.options() == {
+        "kind": "adaptive", "cutoffs": [4, 7], "factor": 2.0, "chunk_positions": 1024, "chunk_logits": 1 << 20,
+    }
     _, train_ids, _ = bundle.encode((tmp_path / "train.txt").read_text(encoding="utf-8"))
     ranks = bundle.model.output_head.softmax.rank.numpy()
     assert ranks.tolist() == frequency_rank(train_ids, 10).tolist() != list(range(10))  # adapted, and saved

@@ -117,10 +117,14 @@ class FullHeadConfig:
     chunk_logits: int = 1024 * 1024  # logits per block: 4 MB in float32 (the fastest on 2 Xeon cores)
 
     def check(self) -> None:
-        for key in ("chunk_positions", "chunk_logits"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"model.head.{key} must be an integer >= 1, got {value!r}")
+        _check_chunks(self)
+
+
+def _check_chunks(config) -> None:
+    for key in ("chunk_positions", "chunk_logits"):
+        value = getattr(config, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"model.head.{key} must be an integer >= 1, got {value!r}")
 
 
 @dataclass
@@ -129,13 +133,17 @@ class AdaptiveHeadConfig:
     adaptive.py). Tokens ranked by training frequency; the `cutoffs[0]` most frequent are scored by
     the head, each following cutoff starts a tail cluster, whose scores come from the hidden state
     projected to input_dim // factor**(i+1) dimensions. The defaults are fairseq's for WikiText-103.
-    Checked here without the vocabulary; the layer checks `cutoffs[-1] < |V|` when it is built."""
+    Checked here without the vocabulary; the layer checks `cutoffs[-1] < |V|` when it is built.
+    Every softmax in it (the head's, each cluster's) is computed in blocks as the full head's is."""
 
     kind: str = "adaptive"
     cutoffs: list[int] = field(default_factory=lambda: [20000, 60000])
     factor: float = 4.0
+    chunk_positions: int = 1024  # the head's and each cluster's softmax: blocks as model/head=full's
+    chunk_logits: int = 1024 * 1024
 
     def check(self) -> None:
+        _check_chunks(self)
         cutoffs, factor = self.cutoffs, self.factor
         if not isinstance(cutoffs, (list, tuple)) or not cutoffs:
             raise ConfigError(

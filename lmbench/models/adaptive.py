@@ -11,8 +11,9 @@ and scores its own tokens. So
 
 which is an exact, normalized distribution over the whole vocabulary (each token scored once).
 Training and scoring (`token_nll`) send only the positions whose target falls in a tail cluster
-through it, so no [positions x |V|] tensor is ever made; `log_probs` builds the full distribution
-for generation (one position at a time).
+through it, and every softmax (the head's and each cluster's) is the fused, chunked one of the full
+softmax head (`lmbench.models.fused`), so no [positions x |V|] tensor is ever made; `log_probs`
+builds the full distribution for generation (one position at a time).
 
 Which tokens are frequent is a property of the ids, not of the layer: `rank` (a non-trainable
 variable saved with the weights) maps every id to its frequency rank. It starts as the identity --
@@ -29,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from lmbench.errors import ConfigError
+from lmbench.models.fused import FusedSoftmax
 
 
 def check_fits(vocab_size: int, input_dim: int, cutoffs: list[int], factor: float) -> None:
@@ -61,7 +63,7 @@ class AdaptiveSoftmax(keras.layers.Layer):
 
     def __init__(
         self, vocab_size: int, input_dim: int, cutoffs: list[int], factor: float = 4.0,
-        kernel_initializer="glorot_uniform", **kwargs,
+        kernel_initializer="glorot_uniform", chunk_positions: int = 1024, chunk_logits: int = 1 << 20, **kwargs,
     ):
         super().__init__(**kwargs)
         check_fits(vocab_size, input_dim, cutoffs, factor)
@@ -89,6 +91,10 @@ class AdaptiveSoftmax(keras.layers.Layer):
             initializer=lambda shape, dtype=None: tf.range(shape[0], dtype="int32"),
             name="rank",
         )
+        # Each softmax (the head's, each cluster's) is the fused one of the full softmax head.
+        chunks = {"chunk_positions": chunk_positions, "chunk_logits": chunk_logits}
+        self.fused = [FusedSoftmax(self.cutoffs[0] + len(self.cluster_sizes), **chunks)]
+        self.fused += [FusedSoftmax(size, **chunks) for size in self.cluster_sizes]
         # Built now, not at a first call: token_nll and log_probs are not `__call__`, and the
         # optimizer and load_weights need every variable once the model is built.
         for layer in (self.head, *self.tails):
@@ -109,10 +115,13 @@ class AdaptiveSoftmax(keras.layers.Layer):
         ranks = tf.gather(self.rank, tf.reshape(tf.cast(labels, tf.int32), [-1]))
         cluster = tf.reduce_sum(tf.cast(ranks[:, None] >= tf.constant(self.cutoffs)[None, :], tf.int32), axis=1)
         head_target = tf.where(cluster == 0, ranks, self.cutoffs[0] + cluster - 1)
-        nll = sparse_nll(head_target, self.head(h))
+        nll = self.fused[0].nll(h, head_target, self.head.kernel, self.head.bias)
         for i, tail in enumerate(self.tails):
             rows = tf.where(cluster == i + 1)  # [n_i, 1]: only these positions pay for cluster i
-            tail_nll = sparse_nll(tf.gather_nd(ranks, rows) - self.cutoffs[i], tail(tf.gather_nd(h, rows)))
+            down, out = tail.layers
+            tail_h = down(tf.gather_nd(h, rows))
+            targets = tf.gather_nd(ranks, rows) - self.cutoffs[i]
+            tail_nll = self.fused[i + 1].nll(tail_h, targets, out.kernel, out.bias, max_rows=h.shape[0])
             nll = tf.tensor_scatter_nd_add(nll, rows, tail_nll)
         return tf.reshape(nll, tf.shape(labels))
 
@@ -128,8 +137,3 @@ class AdaptiveSoftmax(keras.layers.Layer):
         by_id = tf.gather(tf.concat(parts, axis=-1), self.rank, axis=-1)
         return tf.reshape(by_id, tf.concat([tf.shape(hidden)[:-1], [self.vocab_size]], axis=0))
 
-
-def sparse_nll(labels, logits):
-    """-log softmax(logits)[label] in float32, for a number of rows known only when the step runs
-    (TensorFlow's fused kernel; no XLA, which would compile again for every new row count)."""
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32))

@@ -32,6 +32,7 @@ import tensorflow as tf
 from lmbench.config.schema import AdaptiveHeadConfig, FullHeadConfig, head_config
 from lmbench.errors import ConfigError
 from lmbench.models.adaptive import AdaptiveSoftmax
+from lmbench.models.fused import FusedSoftmax
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
@@ -91,38 +92,13 @@ class OutputHead(keras.layers.Layer):
         """Derive from the training ids what the head needs before training; most kinds need nothing."""
 
 
-@tf.function(jit_compile=True, reduce_retracing=True)
-def _block_max_sumexp(z, bias):
-    """Row max and sum of exp(logit - max) of one block of logits `z` [n, b] (+ float32 `bias`)."""
-    x = tf.cast(z, tf.float32) + bias
-    top = tf.reduce_max(x, axis=1)
-    return top, tf.reduce_sum(tf.exp(x - top[:, None]), axis=1)
-
-
-@tf.function(jit_compile=True, reduce_retracing=True)
-def _block_softmax_grad(z, bias, lse, weight, local_labels):
-    """d(weight · nll)/d logits of one block, (softmax − one-hot) · weight, in the dtype of `z`
-    (for the GEMMs that follow), and its column sums in float32 (the bias gradient). A label
-    outside the block (`local_labels` < 0 or >= b) has no one-hot there."""
-    x = tf.cast(z, tf.float32) + bias
-    onehot = tf.one_hot(local_labels, tf.shape(z)[1], dtype=tf.float32)
-    g = (tf.exp(x - lse[:, None]) - onehot) * weight[:, None]
-    return tf.cast(g, z.dtype), tf.reduce_sum(g, axis=0)
-
-
 class FullSoftmaxHead(OutputHead):
     """The exact softmax over the vocabulary: logits = h W + b, with W the family's own projection
     or, when tied, its input embedding transposed (Press & Wolf 2017).
 
-    `token_nll` never forms the [positions, |V|] logits or their gradient: positions are taken
-    `chunk_positions` at a time and the vocabulary in blocks of `chunk_logits // positions`. The
-    forward pass runs over the blocks once for a float32 log-sum-exp (online, as in
-    Milakov & Gimelshein 2018); the gradient pass recomputes each block's logits and turns them
-    into that block's share of dW, db and dh at once, so each block of dW is written once. The
-    GEMMs run in the compute dtype of `hidden` (bfloat16 under mixed_bfloat16, oneDNN accumulating
-    in float32); everything after them in float32. Against one GEMM per direction over full
-    logits, this costs one more forward GEMM (the recomputation) and saves the passes over the
-    [positions, |V|] arrays that do not fit in any cache.
+    `token_nll` never forms the [positions, |V|] logits or their gradient: it is
+    `lmbench.models.fused.FusedSoftmax` over the whole vocabulary, in blocks of `chunk_positions`
+    positions by `chunk_logits // positions` tokens.
     """
 
     def __init__(self, config: FullHeadConfig, *, owner, vocab_size, input_dim, tied_embedding, kernel_initializer):
@@ -140,6 +116,10 @@ class FullSoftmaxHead(OutputHead):
             weights = lambda: (tied_embedding.embeddings, owner.output_bias)  # noqa: E731
         object.__setattr__(self, "_weights", weights)  # kernel [d, |V|], or [|V|, d] when tied
         self.transposed = tied_embedding is not None
+        self.fused = FusedSoftmax(
+            self.vocab_size, transposed=self.transposed, chunk_positions=config.chunk_positions,
+            chunk_logits=config.chunk_logits,
+        )
         self.built = True  # no variables of its own
 
     # -- the interface ---------------------------------------------------------------------------
@@ -159,131 +139,8 @@ class FullSoftmaxHead(OutputHead):
     def token_nll(self, hidden, labels):
         kernel, bias = self._weights()
         flat = tf.reshape(hidden, [-1, hidden.shape[-1]])
-        nll = self._fused_nll(flat, tf.reshape(tf.cast(labels, tf.int32), [-1]), kernel, bias)
+        nll = self.fused.nll(flat, tf.reshape(tf.cast(labels, tf.int32), [-1]), kernel, bias)
         return tf.reshape(nll, tf.shape(labels))
-
-    # -- the fused computation -------------------------------------------------------------------
-    def _fused_nll(self, h, labels, kernel, bias):
-        """−log p(labels) for h [n, d] with a hand-written gradient for h, kernel and bias."""
-
-        @tf.custom_gradient
-        def nll(h, kernel, bias):
-            kernel = tf.cast(kernel, h.dtype)
-            bias = tf.cast(bias, tf.float32)
-            lse, picked = self._over_chunks(self._chunk_lse_and_pick, h, labels, kernel, bias)
-
-            def grad(upstream):
-                dh, dkernel, dbias = self._chunked_grads(h, labels, upstream, lse, kernel, bias)
-                return dh, dkernel, dbias
-
-            return lse - picked, grad
-
-        return nll(h, tf.convert_to_tensor(kernel), tf.convert_to_tensor(bias))
-
-    def _chunk_rows(self, h):
-        """Positions per chunk when all of them fit in one (known shape), else None: equal chunks
-        of at most `chunk_positions` rows in a graph loop (`_padded_chunks`)."""
-        n = h.shape[0]
-        return n if n is not None and n <= self.config.chunk_positions else None
-
-    def _blocks(self, rows: int | None) -> list[tuple[int, int]]:
-        """The vocabulary blocks for chunks of `rows` positions (None: unknown, at most
-        `chunk_positions`)."""
-        rows = self.config.chunk_positions if rows is None else max(rows, 1)
-        size = max(1, min(self.vocab_size, self.config.chunk_logits // rows))
-        return [(lo, min(lo + size, self.vocab_size)) for lo in range(0, self.vocab_size, size)]
-
-    def _block_kernel(self, kernel, lo, hi):
-        return kernel[lo:hi] if self.transposed else kernel[:, lo:hi]
-
-    def _block_logits(self, h, kernel, lo, hi):
-        return tf.matmul(h, self._block_kernel(kernel, lo, hi), transpose_b=self.transposed)
-
-    def _chunk_lse_and_pick(self, h, labels, kernel, bias):
-        """float32 log-sum-exp of every row's logits, block by block, and the label's logit."""
-        top = total = None
-        for lo, hi in self._blocks(h.shape[0]):
-            # One block after the other (not all at once, as the graph would allow): the memory bound.
-            with tf.control_dependencies([] if total is None else [total]):
-                z = self._block_logits(h, kernel, lo, hi)
-            block_top, block_total = _block_max_sumexp(z, bias[lo:hi])
-            if total is None:
-                top, total = block_top, block_total
-            else:
-                new_top = tf.maximum(top, block_top)
-                total = total * tf.exp(top - new_top) + block_total * tf.exp(block_top - new_top)
-                top = new_top
-        rows = tf.gather(kernel, labels) if self.transposed else tf.transpose(tf.gather(kernel, labels, axis=1))
-        picked = tf.reduce_sum(tf.cast(h, tf.float32) * tf.cast(rows, tf.float32), axis=1) + tf.gather(bias, labels)
-        return top + tf.math.log(total), picked
-
-    def _chunk_grads(self, h, labels, weight, lse, kernel, bias):
-        """Gradient of sum(weight · nll) of one chunk: dh [n, d] (float32), dkernel, dbias."""
-        dh, dkernel, dbias = None, [], []
-        for lo, hi in self._blocks(h.shape[0]):
-            with tf.control_dependencies([] if dh is None else [dh]):
-                z = self._block_logits(h, kernel, lo, hi)
-            g, db = _block_softmax_grad(z, bias[lo:hi], lse, weight, labels - lo)
-            block = self._block_kernel(kernel, lo, hi)
-            if self.transposed:  # kernel [|V|, d]: logits = h E^T
-                dkernel.append(tf.matmul(g, h, transpose_a=True))
-                dh_block = tf.matmul(g, block)
-            else:  # kernel [d, |V|]: logits = h W
-                dkernel.append(tf.matmul(h, g, transpose_a=True))
-                dh_block = tf.matmul(g, block, transpose_b=True)
-            dh = tf.cast(dh_block, tf.float32) if dh is None else dh + tf.cast(dh_block, tf.float32)
-            dbias.append(db)
-        dkernel = tf.concat(dkernel, axis=0 if self.transposed else 1) if len(dkernel) > 1 else dkernel[0]
-        dbias = tf.concat(dbias, axis=0) if len(dbias) > 1 else dbias[0]
-        return dh, tf.cast(dkernel, tf.float32), dbias
-
-    def _padded_chunks(self, *per_position):
-        """Each [n, ...] tensor split into the fewest chunks of at most `chunk_positions` rows, all
-        of one size (the last padded with zeros by fewer rows than there are chunks):
-        [chunks, rows, ...]."""
-        n = tf.shape(per_position[0])[0]
-        chunks = tf.maximum((n + self.config.chunk_positions - 1) // self.config.chunk_positions, 1)
-        rows = tf.maximum((n + chunks - 1) // chunks, 1)
-        pad = chunks * rows - n
-        out = []
-        for x in per_position:
-            x = tf.pad(x, [[0, pad]] + [[0, 0]] * (len(x.shape) - 1))
-            out.append(tf.reshape(x, tf.concat([[-1, rows], tf.shape(x)[1:]], axis=0)))
-        return out, n
-
-    def _over_chunks(self, fn, h, labels, kernel, bias):
-        """`fn(h_chunk, labels_chunk, kernel, bias)` -> per-position outputs, over the chunks."""
-        if self._chunk_rows(h) is not None:
-            return fn(h, labels, kernel, bias)
-        (hs, ys), n = self._padded_chunks(h, labels)
-        outs = tf.map_fn(
-            lambda chunk: fn(chunk[0], chunk[1], kernel, bias),
-            (hs, ys),
-            fn_output_signature=(tf.float32, tf.float32),
-            parallel_iterations=1,
-        )
-        return tuple(tf.reshape(o, [-1])[:n] for o in outs)
-
-    def _chunked_grads(self, h, labels, weight, lse, kernel, bias):
-        if self._chunk_rows(h) is not None:
-            dh, dkernel, dbias = self._chunk_grads(h, labels, weight, lse, kernel, bias)
-            return tf.cast(dh, h.dtype), dkernel, dbias
-        (hs, ys, ws, ls), n = self._padded_chunks(h, labels, weight, lse)  # padding has weight 0
-
-        def body(i, dh_parts, dkernel, dbias):
-            dh, dk, db = self._chunk_grads(hs[i], ys[i], ws[i], ls[i], kernel, bias)
-            return i + 1, dh_parts.write(i, dh), dkernel + dk, dbias + db
-
-        parts = tf.TensorArray(tf.float32, size=tf.shape(hs)[0], element_shape=[None, h.shape[-1]])
-        zeros_kernel = tf.zeros(tf.shape(kernel), tf.float32)
-        _, parts, dkernel, dbias = tf.while_loop(
-            lambda i, *_: i < tf.shape(hs)[0],
-            body,
-            (0, parts, zeros_kernel, tf.zeros([self.vocab_size], tf.float32)),
-            parallel_iterations=1,
-        )
-        return tf.cast(parts.concat()[:n], h.dtype), dkernel, dbias
-
 
 class AdaptiveSoftmaxHead(OutputHead):
     """The adaptive softmax (`lmbench.models.adaptive.AdaptiveSoftmax`, which holds its own variables).
@@ -301,7 +158,7 @@ class AdaptiveSoftmaxHead(OutputHead):
             )
         self.softmax = AdaptiveSoftmax(
             vocab_size, input_dim, config.cutoffs, config.factor, kernel_initializer=kernel_initializer,
-            name="adaptive_softmax",
+            chunk_positions=config.chunk_positions, chunk_logits=config.chunk_logits, name="adaptive_softmax",
         )
         self.built = True
 
