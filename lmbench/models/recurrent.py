@@ -42,6 +42,33 @@ def _check_options(cell, embedding_dim, hidden_size, num_layers, dropout, tie_em
         raise ConfigError(f"model.activation must be tanh or relu, got {activation!r}")
 
 
+def unrolled_lstm(cell, x, state):
+    """What `keras.layers.LSTM(return_sequences=True, return_state=True, unroll=True)` computes
+    with `cell`'s own weights (no dropout inside the cell: the family drops out between layers),
+    x [batch, steps, d] in the compute dtype -> (outputs, h, c).
+
+    Keras' unrolled cell casts its float32 kernels to the compute dtype again at every step, forward
+    and backward (12 ms of a 110 ms mixed_bfloat16 step of a 2 x 200 LSTM, 35 steps), and multiplies
+    each step's input apart; here the kernels are cast once per window and the inputs of all steps
+    go through one GEMM. Gates in Keras' order (input, forget, candidate, output)."""
+    dtype = x.dtype
+    kernel, recurrent, bias = (tf.cast(w, dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias))
+    steps, units = x.shape[1], cell.units
+    projected = tf.reshape(
+        tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel) + bias, [-1, steps, 4 * units]
+    )
+    h, c = (tf.cast(s, dtype) for s in state)
+    gate, activation = cell.recurrent_activation, cell.activation
+    outputs = []
+    for t in range(steps):
+        z = projected[:, t] + tf.matmul(h, recurrent)
+        i, f, candidate, o = tf.split(z, 4, axis=1)
+        c = gate(f) * c + gate(i) * activation(candidate)
+        h = gate(o) * activation(c)
+        outputs.append(h)
+    return tf.stack(outputs, axis=1), h, c
+
+
 class RecurrentLM(NeuralLM):
     def __init__(
         self,
@@ -109,7 +136,12 @@ class RecurrentLM(NeuralLM):
         new_states = []
         for rnn, state in zip(self.rnns, states):
             rnn.unroll = unroll  # read when the layer's call is traced
-            x, *state = rnn(x, initial_state=list(state), training=training)
+            if unroll and self.cell == "lstm":  # the same arithmetic, casts hoisted (unrolled_lstm)
+                if not rnn.built:
+                    rnn.build(x.shape)
+                x, *state = unrolled_lstm(rnn.cell, x, list(state))
+            else:
+                x, *state = rnn(x, initial_state=list(state), training=training)
             x = self.drop(x, training=training)
             new_states.append(state)
         return x, new_states
