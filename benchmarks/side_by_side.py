@@ -21,6 +21,7 @@ untimed call that builds the graphs, as `benchmarks/eval_throughput.py` does.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import resource
@@ -65,10 +66,14 @@ def train_worker(family: str, vocab: int, precision: str, steps: int, warmup: in
     else:
         model = RecurrentLM(vocab, 0, cell=family, embedding_dim=tt.WIDTH, hidden_size=tt.WIDTH,
                             num_layers=tt.LAYERS, dropout=tt.DROPOUT)
-    optimizer = build_optimizer(OmegaConf.create({"_target_": "keras.optimizers.SGD", "learning_rate": tt.LR}), tt.CLIP)
+    sgd = OmegaConf.create({"_target_": "keras.optimizers.SGD", "learning_rate": tt.LR})
+    if len(inspect.signature(build_optimizer).parameters) == 2:  # a checkout whose optimizer clips (Keras)
+        optimizer, clip = build_optimizer(sgd, tt.CLIP), {}
+    else:  # since the adaptive branch: make_train_step clips (tf.clip_by_global_norm)
+        optimizer, clip = build_optimizer(sgd), {"clip_norm": tt.CLIP}
     model.build_for_inference()
     optimizer.build(model.trainable_variables)
-    step = make_train_step(model, optimizer, False)
+    step = make_train_step(model, optimizer, False, **clip)
     x, y = (tf.constant(a, dtype=tf.int32) for a in tt.random_batch(vocab, 0))
     states = model.initial_state(tt.BATCH)
     # Trace the step's graph before measuring: tracing takes memory of its own, not the step's.

@@ -54,14 +54,14 @@ def unrolled_lstm(cell, x, state):
     dtype = x.dtype
     kernel, recurrent, bias = (tf.cast(w, dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias))
     steps, units = x.shape[1], cell.units
-    projected = tf.reshape(
-        tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel) + bias, [-1, steps, 4 * units]
-    )
+    time_major = tf.reshape(tf.transpose(x, [1, 0, 2]), [-1, x.shape[-1]])
+    # unstack, not projected[:, t]: a slice's gradient is a whole zero-padded window per step
+    projected = tf.unstack(tf.reshape(tf.matmul(time_major, kernel) + bias, [steps, -1, 4 * units]))
     h, c = (tf.cast(s, dtype) for s in state)
     gate, activation = cell.recurrent_activation, cell.activation
     outputs = []
     for t in range(steps):
-        z = projected[:, t] + tf.matmul(h, recurrent)
+        z = projected[t] + tf.matmul(h, recurrent)
         i, f, candidate, o = tf.split(z, 4, axis=1)
         c = gate(f) * c + gate(i) * activation(candidate)
         h = gate(o) * activation(c)
