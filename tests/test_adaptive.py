@@ -166,6 +166,7 @@ def test_a_tiny_adaptive_run_reproduces_its_logged_test_ppl_after_loading(tmp_pa
     bundle = load_bundle(str(tmp_path / "out"))
     assert bundle.model.output_head.options() == {
         "kind": "adaptive", "cutoffs": [4, 7], "factor": 2.0, "chunk_positions": 1024, "chunk_logits": 1 << 20,
+        "keep_logits_mb": 128.0,
     }
     _, train_ids, _ = bundle.encode((tmp_path / "train.txt").read_text(encoding="utf-8"))
     ranks = bundle.model.output_head.softmax.rank.numpy()

@@ -35,7 +35,9 @@ def test_bundle_saved_before_heads_loads_and_scores_as_then(name):
 
     folder = BEFORE_HEADS / name
     model = NeuralLM.load(folder)
-    assert model.get_config()["head"] == {"kind": "full", "chunk_positions": 1024, "chunk_logits": 1024 * 1024}
+    assert model.get_config()["head"] == {
+        "kind": "full", "chunk_positions": 1024, "chunk_logits": 1024 * 1024, "keep_logits_mb": 128.0,
+    }
     ids = np.random.default_rng(0).integers(0, 50, 200)
     np.testing.assert_allclose(model.score(ids), np.load(folder / "scores.npy"), rtol=0, atol=1e-6)
 
@@ -79,8 +81,10 @@ def weighted_nll_and_grads(head, nll_fn, h, labels, weight):
 @pytest.mark.parametrize(
     "options",
     [
-        {},  # one block
+        {},  # one block, kept from the forward pass for the gradient (keep_logits_mb)
+        {"keep_logits_mb": 0},  # one block, recomputed in the gradient pass
         {"chunk_positions": 64, "chunk_logits": 11 * 9},  # one chunk of positions, blocks of 9 tokens (the last 1)
+        {"chunk_positions": 64, "chunk_logits": 11 * 9, "keep_logits_mb": 0},  # the same, recomputed
         {"chunk_positions": 4, "chunk_logits": 4 * 10},  # chunks of 4 positions (the last padded), blocks of 10
     ],
 )

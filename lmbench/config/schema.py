@@ -115,6 +115,7 @@ class FullHeadConfig:
     kind: str = "full"
     chunk_positions: int = 1024  # positions per block (a training window of 20 x 35 is one block)
     chunk_logits: int = 1024 * 1024  # logits per block: 4 MB in float32 (the fastest on 2 Xeon cores)
+    keep_logits_mb: float = 128.0  # a window's logits up to this size are kept for the gradient, not recomputed
 
     def check(self) -> None:
         _check_chunks(self)
@@ -125,6 +126,11 @@ def _check_chunks(config) -> None:
         value = getattr(config, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"model.head.{key} must be an integer >= 1, got {value!r}")
+    keep = config.keep_logits_mb
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not math.isfinite(keep) or keep < 0:
+        raise ConfigError(
+            f"model.head.keep_logits_mb must be a number of MB >= 0 (0: always recompute), got {keep!r}"
+        )
 
 
 @dataclass
@@ -141,6 +147,7 @@ class AdaptiveHeadConfig:
     factor: float = 4.0
     chunk_positions: int = 1024  # the head's and each cluster's softmax: blocks as model/head=full's
     chunk_logits: int = 1024 * 1024
+    keep_logits_mb: float = 128.0
 
     def check(self) -> None:
         _check_chunks(self)

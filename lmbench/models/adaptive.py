@@ -63,7 +63,8 @@ class AdaptiveSoftmax(keras.layers.Layer):
 
     def __init__(
         self, vocab_size: int, input_dim: int, cutoffs: list[int], factor: float = 4.0,
-        kernel_initializer="glorot_uniform", chunk_positions: int = 1024, chunk_logits: int = 1 << 20, **kwargs,
+        kernel_initializer="glorot_uniform", chunk_positions: int = 1024, chunk_logits: int = 1 << 20,
+        keep_logits_mb: float = 0.0, **kwargs,
     ):
         super().__init__(**kwargs)
         check_fits(vocab_size, input_dim, cutoffs, factor)
@@ -92,7 +93,7 @@ class AdaptiveSoftmax(keras.layers.Layer):
             name="rank",
         )
         # Each softmax (the head's, each cluster's) is the fused one of the full softmax head.
-        chunks = {"chunk_positions": chunk_positions, "chunk_logits": chunk_logits}
+        chunks = {"chunk_positions": chunk_positions, "chunk_logits": chunk_logits, "keep_logits_mb": keep_logits_mb}
         self.fused = [FusedSoftmax(self.cutoffs[0] + len(self.cluster_sizes), **chunks)]
         self.fused += [FusedSoftmax(size, **chunks) for size in self.cluster_sizes]
         # Built now, not at a first call: token_nll and log_probs are not `__call__`, and the

@@ -62,11 +62,19 @@ class FusedSoftmax:
     `kernel` is [d, size], or [size, d] when `transposed` (a tied input embedding); `bias` [size]."""
 
     def __init__(
-        self, size: int, *, transposed: bool = False, chunk_positions: int = 1024, chunk_logits: int = 1 << 20
+        self, size: int, *, transposed: bool = False, chunk_positions: int = 1024, chunk_logits: int = 1 << 20,
+        keep_logits_mb: float = 0.0,
     ):
         self.vocab_size = int(size)
         self.transposed = transposed
         self.chunk_positions, self.chunk_logits = int(chunk_positions), int(chunk_logits)
+        self.keep_logits_bytes = float(keep_logits_mb) * 2**20
+
+    def _keeps(self, h) -> bool:
+        """Whether the forward pass keeps its blocks of logits for the gradient pass instead of
+        recomputing them: only for one chunk of known rows whose logits fit `keep_logits_mb`."""
+        rows = self._chunk_rows(h)
+        return rows is not None and rows * self.vocab_size * h.dtype.size <= self.keep_logits_bytes
 
     def nll(self, h, labels, kernel, bias, max_rows: int | None = None):
         """-log p(labels) [n] float32 for h [n, d] (compute dtype), labels [n] int32.
@@ -92,13 +100,19 @@ class FusedSoftmax:
         def nll(h, kernel, bias):
             kernel = tf.cast(kernel, h.dtype)
             bias = tf.cast(bias, tf.float32)
-            if max_rows is None:
+            kept = [] if max_rows is None and self._keeps(h) else None  # the forward's blocks of logits
+            if kept is not None:
+                lse, picked = self._chunk_lse_and_pick(h, labels, kernel, bias, kept)
+            elif max_rows is None:
                 lse, picked = self._over_chunks(self._chunk_lse_and_pick, h, labels, kernel, bias)
             else:
                 forward = lambda hp, lp, _w, _l: self._over_chunks(self._chunk_lse_and_pick, hp, lp, kernel, bias)  # noqa: E731
                 lse, picked = self._by_bucket(max_rows, h, forward, labels)
 
             def grad(upstream):
+                if kept is not None:
+                    dh, dkernel, dbias = self._chunk_grads(h, labels, upstream, lse, kernel, bias, kept)
+                    return tf.cast(dh, h.dtype), dkernel, dbias
                 if max_rows is None:
                     return self._chunked_grads(h, labels, upstream, lse, kernel, bias)
                 return self._by_bucket(
@@ -148,13 +162,16 @@ class FusedSoftmax:
     def _block_logits(self, h, kernel, lo, hi):
         return tf.matmul(h, self._block_kernel(kernel, lo, hi), transpose_b=self.transposed)
 
-    def _chunk_lse_and_pick(self, h, labels, kernel, bias):
-        """float32 log-sum-exp of every row's logits, block by block, and the label's logit."""
+    def _chunk_lse_and_pick(self, h, labels, kernel, bias, kept=None):
+        """float32 log-sum-exp of every row's logits, block by block, and the label's logit; each
+        block of logits is appended to `kept` when it is a list."""
         top = total = None
         for lo, hi in self._blocks(h.shape[0]):
             # One block after the other (not all at once, as the graph would allow): the memory bound.
             with tf.control_dependencies([] if total is None else [total]):
                 z = self._block_logits(h, kernel, lo, hi)
+            if kept is not None:
+                kept.append(z)
             block_top, block_total = _block_max_sumexp(z, bias[lo:hi])
             if total is None:
                 top, total = block_top, block_total
@@ -166,12 +183,16 @@ class FusedSoftmax:
         picked = tf.reduce_sum(tf.cast(h, tf.float32) * tf.cast(rows, tf.float32), axis=1) + tf.gather(bias, labels)
         return top + tf.math.log(total), picked
 
-    def _chunk_grads(self, h, labels, weight, lse, kernel, bias):
-        """Gradient of sum(weight · nll) of one chunk: dh [n, d] (float32), dkernel, dbias."""
+    def _chunk_grads(self, h, labels, weight, lse, kernel, bias, kept=None):
+        """Gradient of sum(weight · nll) of one chunk: dh [n, d] (float32), dkernel, dbias; the
+        blocks of logits are recomputed, or taken from `kept`."""
         dh, dkernel, dbias = None, [], []
-        for lo, hi in self._blocks(h.shape[0]):
-            with tf.control_dependencies([] if dh is None else [dh]):
-                z = self._block_logits(h, kernel, lo, hi)
+        for k, (lo, hi) in enumerate(self._blocks(h.shape[0])):
+            if kept is not None:
+                z = kept[k]
+            else:
+                with tf.control_dependencies([] if dh is None else [dh]):
+                    z = self._block_logits(h, kernel, lo, hi)
             g, db = _block_softmax_grad(z, bias[lo:hi], lse, weight, labels - lo)
             block = self._block_kernel(kernel, lo, hi)
             if self.transposed:  # kernel [|V|, d]: logits = h E^T

@@ -118,7 +118,7 @@ class FullSoftmaxHead(OutputHead):
         self.transposed = tied_embedding is not None
         self.fused = FusedSoftmax(
             self.vocab_size, transposed=self.transposed, chunk_positions=config.chunk_positions,
-            chunk_logits=config.chunk_logits,
+            chunk_logits=config.chunk_logits, keep_logits_mb=config.keep_logits_mb,
         )
         self.built = True  # no variables of its own
 
@@ -158,7 +158,8 @@ class AdaptiveSoftmaxHead(OutputHead):
             )
         self.softmax = AdaptiveSoftmax(
             vocab_size, input_dim, config.cutoffs, config.factor, kernel_initializer=kernel_initializer,
-            chunk_positions=config.chunk_positions, chunk_logits=config.chunk_logits, name="adaptive_softmax",
+            chunk_positions=config.chunk_positions, chunk_logits=config.chunk_logits,
+            keep_logits_mb=config.keep_logits_mb, name="adaptive_softmax",
         )
         self.built = True
 
