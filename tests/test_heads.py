@@ -147,3 +147,22 @@ def test_fused_token_nll_in_bfloat16_stays_near_float32():
     nll16 = head.token_nll(tf.constant(h, tf.bfloat16), labels)
     assert nll16.dtype == tf.float32
     np.testing.assert_allclose(nll16.numpy(), nll32.numpy(), rtol=0.02, atol=0.02)
+
+
+@pytest.mark.parametrize(("keep_mb", "gemms"), [(1, 1), (0, 2)])
+def test_kept_logits_spare_the_gradient_pass_its_recomputation(keep_mb, gemms):
+    """One block of logits: computed once when it fits keep_logits_mb, twice (forward and gradient)
+    when it must be recomputed."""
+    import tensorflow as tf
+
+    from lmbench.models.fused import FusedSoftmax
+
+    fused, calls = FusedSoftmax(50, keep_logits_mb=keep_mb), []
+    block_logits = fused._block_logits
+    fused._block_logits = lambda *a: calls.append(a) or block_logits(*a)
+    h, kernel = tf.Variable(tf.random.normal([8, 4])), tf.Variable(tf.random.normal([4, 50]))
+    bias = tf.Variable(tf.zeros([50]))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(fused.nll(h, tf.constant([1] * 8), kernel, bias))
+    tape.gradient(loss, [h, kernel, bias])
+    assert len(calls) == gemms

@@ -6,8 +6,9 @@ vocabulary) and the adaptive softmax (its head and each tail cluster), so both r
 
 Positions are taken `chunk_positions` at a time and the vocabulary in blocks of
 `chunk_logits // positions`. The forward pass runs over the blocks once for a float32 log-sum-exp
-(online, as in Milakov & Gimelshein 2018); the gradient pass recomputes each block's logits and
-turns them into that block's share of dW, db and dh at once, so each block of dW is written once.
+(online, as in Milakov & Gimelshein 2018); the gradient pass recomputes each block's logits (or,
+when one chunk's logits fit `keep_logits_mb`, reuses the forward's) and turns them into that
+block's share of dW, db and dh at once, so each block of dW is written once.
 The GEMMs run in the compute dtype of `h` (bfloat16 under mixed_bfloat16, oneDNN accumulating in
 float32); everything after them in float32, in small XLA-compiled functions. Against one GEMM per
 direction over full logits, this costs one more forward GEMM (the recomputation) and saves the
@@ -21,6 +22,8 @@ its rows allow (`row_buckets`); without one (a scoring batch of unknown shape) t
 """
 
 from __future__ import annotations
+
+import functools
 
 import tensorflow as tf
 
@@ -101,20 +104,16 @@ class FusedSoftmax:
             kernel = tf.cast(kernel, h.dtype)
             bias = tf.cast(bias, tf.float32)
             kept = [] if max_rows is None and self._keeps(h) else None  # the forward's blocks of logits
-            if kept is not None:
-                lse, picked = self._chunk_lse_and_pick(h, labels, kernel, bias, kept)
-            elif max_rows is None:
-                lse, picked = self._over_chunks(self._chunk_lse_and_pick, h, labels, kernel, bias)
+            if max_rows is None:
+                forward = functools.partial(self._chunk_lse_and_pick, kept=kept)
+                lse, picked = self._over_chunks(forward, h, labels, kernel, bias)
             else:
                 forward = lambda hp, lp, _w, _l: self._over_chunks(self._chunk_lse_and_pick, hp, lp, kernel, bias)  # noqa: E731
                 lse, picked = self._by_bucket(max_rows, h, forward, labels)
 
             def grad(upstream):
-                if kept is not None:
-                    dh, dkernel, dbias = self._chunk_grads(h, labels, upstream, lse, kernel, bias, kept)
-                    return tf.cast(dh, h.dtype), dkernel, dbias
                 if max_rows is None:
-                    return self._chunked_grads(h, labels, upstream, lse, kernel, bias)
+                    return self._chunked_grads(h, labels, upstream, lse, kernel, bias, kept)
                 return self._by_bucket(
                     max_rows, h, lambda hp, lp, wp, sp: self._chunked_grads(hp, lp, wp, sp, kernel, bias),
                     labels, upstream, lse, rows_out=1,
@@ -234,9 +233,10 @@ class FusedSoftmax:
         )
         return tuple(tf.reshape(o, [-1])[:n] for o in outs)
 
-    def _chunked_grads(self, h, labels, weight, lse, kernel, bias):
+    def _chunked_grads(self, h, labels, weight, lse, kernel, bias, kept=None):
+        """The gradient over the chunks; `kept`, the forward's blocks of logits (one chunk only)."""
         if self._chunk_rows(h) is not None:
-            dh, dkernel, dbias = self._chunk_grads(h, labels, weight, lse, kernel, bias)
+            dh, dkernel, dbias = self._chunk_grads(h, labels, weight, lse, kernel, bias, kept)
             return tf.cast(dh, h.dtype), dkernel, dbias
         (hs, ys, ws, ls), n = self._padded_chunks(h, labels, weight, lse)  # padding has weight 0
 
