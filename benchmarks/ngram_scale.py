@@ -120,8 +120,9 @@ def child_ours(args) -> dict:
 
 
 def child_profile(args) -> dict:
-    """The passes of `NGramLM.fit`, one by one (as fit runs them)."""
+    """The passes of `NGramLM.fit`, one by one, as fit runs them (keep the two alike)."""
     from lmbench.models.ngram.counting import adjusted_counts, count_ngrams, index_dtype
+    from lmbench.models.ngram.model import release_pages
     from lmbench.models.ngram.smoothing import estimate
 
     data = load_ids(args.corpus, args.work / "cache")
@@ -130,8 +131,10 @@ def child_profile(args) -> dict:
     with Pass("sequence (ids -> seq)", report):
         seq = np.empty(len(ids) + 1, dtype=index_dtype(max(len(ids) + 1, vocab_size)))
         seq[0], seq[1:] = eos, ids
+        release_pages(ids)
     with Pass("count (orders 1-5)", report):
         tables = count_ngrams(seq, ORDER, vocab_size, eos, reset=True)
+    del seq
     with Pass("adjust (continuation counts)", report):
         counts = adjusted_counts(tables, eos, reset=True)
     with Pass("discount + interpolate + backoff", report):

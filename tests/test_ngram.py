@@ -233,3 +233,53 @@ def test_adjusted_counts_by_hand():
     tables = count_ngrams(np.array([EOS, 1, 2, 1, 3]), 3, V, EOS, reset=False)
     assert tables[1].keys.tolist() == [0 * V + 1, 1 * V + 2, 1 * V + 3, 2 * V + 1]
     assert adjusted_counts(tables, EOS, reset=False)[1].tolist() == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("reset", [True, False])
+@pytest.mark.parametrize("smoothing", SMOOTHINGS)
+def test_counting_in_buckets_and_estimating_in_chunks_changes_no_bit(smoothing, reset, monkeypatch):
+    """At scale an order is counted in buckets of prefix rows and estimated in chunks of whole
+    contexts; here both are tiny (one prefix row per bucket, chunks of 3 n-grams, so that contexts
+    with more continuations than a chunk holds occur): every table and number stays the same."""
+    import lmbench.models.ngram.counting as counting
+    import lmbench.models.ngram.smoothing as smoothing_module
+
+    whole = fitted(smoothing, 4, reset)
+    monkeypatch.setattr(counting, "SORT_CHUNK", 1)
+    monkeypatch.setattr(smoothing_module, "ESTIMATE_CHUNK", 3)
+    assert counting.count_ngrams(np.append(EOS, TRAIN), 4, V, EOS, reset)[2].keys.size > 3 * 20
+    chunked = fitted(smoothing, 4, reset)
+    for a, b in zip(whole.keys + whole.log_probs + whole.log_backoffs,
+                    chunked.keys + chunked.log_probs + chunked.log_backoffs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (whole.n_backoffs, whole.stats) == (chunked.n_backoffs, chunked.stats)
+
+
+def resident_kb(path) -> int:
+    """This process's resident kB of the file mapped from `path` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if "-" in line.split(" ", 1)[0]:  # a mapping's header line
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.filterwarnings("ignore::lmbench.models.ngram.smoothing.DiscountFallbackWarning")  # tiled: no count 1
+def test_fitting_on_memory_mapped_ids_gives_back_their_pages_and_the_same_model(tmp_path):
+    ids = np.tile(TRAIN.astype(np.int32), 20)  # a few pages
+    np.save(tmp_path / "ids.npy", ids)
+    mapped = np.load(tmp_path / "ids.npy", mmap_mode="r")
+    assert mapped.sum() == ids.sum() and resident_kb(tmp_path / "ids.npy") > 0
+    model = NGramLM(V, EOS, order=3)
+    model.fit(mapped)
+    assert resident_kb(tmp_path / "ids.npy") == 0
+    reference = NGramLM(V, EOS, order=3)
+    reference.fit(ids)
+    np.testing.assert_array_equal(model.score(HELD_OUT), reference.score(HELD_OUT))
+    np.testing.assert_array_equal(mapped, ids)  # still readable after its pages were dropped
+    writable = np.load(tmp_path / "ids.npy", mmap_mode="c")  # copy-on-write: changes live in RAM
+    writable[0] = 7
+    ngram_model.release_pages(writable)
+    assert writable[0] == 7  # not dropped: that would have lost the change

@@ -10,9 +10,11 @@ overflows uint64), and finding an n-gram is one `np.searchsorted` per order. Row
 suffixes are int32 below 2**31 tokens (`index_dtype`); keys stay int64.
 
 Cost at scale (51M tokens, |V| = 250k, KN-5: `benchmarks/ngram_scale.py`): counting is four sorts
-of up to 51M windows (`count_order`: one in-place `np.sort` of packed uint64 per bucket), about 80 %
-of the estimator's time; its peak memory is the token stream, two window-row arrays (int32) and
-one bucket of packed windows next to the tables built so far.
+of up to 51M windows (`count_order`: one in-place `np.sort` of packed uint64 per bucket), about 85 %
+of the estimator's time. Its peak memory is the token stream, two window-row arrays (int32), the
+tables built so far and one bucket: buckets hold about `SORT_CHUNK` windows each by the prefixes'
+occurrence counts, and an order's arrays are written in place into one allocation per array that
+is shrunk at the end (no lists of parts to concatenate).
 
 Windows. The stream is `seq = [eos] + ids`: the leading eos is the start context and is never
 predicted, so unigram occurrences are positions 1.. . A k-gram occurrence is the window
@@ -101,44 +103,52 @@ def count_order(
     if n_counted == 0:
         return _empty_order(index), rows
     pos_bits = max(int(n_windows - 1).bit_length(), 1)
-    # Prefix rows per bucket, a power of two: the keys of a bucket span 2**row_bits * V values.
+    # Prefix rows a bucket may span: its keys, relative to its first row, take 64 - pos_bits bits.
     most = ((1 << (64 - pos_bits)) - 1) // vocab_size
     if most < 1:
         raise ValueError(f"{len(seq)} tokens and a vocabulary of {vocab_size} need keys wider than 64 bits")
-    target = max(n_prev * SORT_CHUNK // n_counted, 1)  # about SORT_CHUNK windows per bucket
-    row_bits = min(most.bit_length(), target.bit_length()) - 1
-    last_word = seq[k - 1 :]
-    keys, counts, first = [], [], []
+    last_word, suffix_rows = seq[k - 1 :], prev_rows[1:]
+    table = _allocate(n_counted, index)  # at most one type per counted window; shrunk below
     n_types = 0
-    for base, positions in _buckets(prefix, counted, n_prev, row_bits):
+    for base, positions in _buckets(prefix, counted, n_prev, most):
         bucket_keys, positions = _sorted_windows(prefix, last_word, positions, base, vocab_size, pos_bits)
         new_type = np.empty(len(bucket_keys), dtype=bool)
         new_type[0] = True
         np.not_equal(bucket_keys[1:], bucket_keys[:-1], out=new_type[1:])
         heads = np.flatnonzero(new_type)
         del new_type
-        keys.append(bucket_keys[heads] + base * vocab_size)
-        counts.append(np.diff(heads, append=len(bucket_keys)).astype(index))
+        types = slice(n_types, n_types + len(heads))
+        np.add(bucket_keys[heads], base * vocab_size, out=table.keys[types])
+        del bucket_keys
+        table.counts[types] = np.diff(heads, append=len(positions))
         if rows is not None:
-            rows[positions] = np.repeat(np.arange(n_types, n_types + len(heads), dtype=index), counts[-1])
-        first.append(positions[heads])  # one occurrence per type: all share suffix and first word
-        n_types += len(heads)
-        del positions, bucket_keys
-    keys_all, first_all = np.concatenate(keys), np.concatenate(first)
-    del keys, first
-    at_stream_start = -1
+            rows[positions] = np.repeat(np.arange(types.start, types.stop, dtype=index), table.counts[types])
+        first = positions[heads]  # one occurrence per type: all share suffix and first word
+        table.suffix[types] = suffix_rows[first]
+        np.equal(seq[first], eos_id, out=table.first_is_eos[types])
+        n_types = types.stop
+        del positions, heads, first
+    for array in (table.keys, table.counts, table.suffix, table.first_is_eos):
+        array.resize(n_types, refcheck=False)  # in place: the tail was never written
     if counted[0]:  # the window at position 0
-        at_stream_start = int(np.searchsorted(keys_all, int(prefix[0]) * vocab_size + int(seq[k - 1])))
-    table = OrderCounts(keys_all, np.concatenate(counts), prev_rows[1:][first_all], seq[first_all] == eos_id,
-                        at_stream_start)
+        table.at_stream_start = int(np.searchsorted(table.keys, int(prefix[0]) * vocab_size + int(seq[k - 1])))
     return table, rows
+
+
+def _allocate(n: int, index: np.dtype) -> OrderCounts:
+    """An order's arrays for up to `n` n-grams. np.empty maps pages only when they are written, so
+    the part of the bound that the order does not reach costs no memory, and `ndarray.resize`
+    gives it back without copying what was written (realloc shrinks in place)."""
+    return OrderCounts(np.empty(n, dtype=np.int64), np.empty(n, dtype=index), np.empty(n, dtype=index),
+                       np.empty(n, dtype=bool), -1)
 
 
 def _sorted_windows(prefix, last_word, positions, base: int, vocab_size: int, pos_bits: int):
     """(keys - base * V, positions) of one bucket's windows, ordered by key, then position: each
     window packed into one uint64 (its key relative to the bucket above `pos_bits` bits of position)
     and sorted in place."""
-    packed = (prefix[positions] - base).astype(np.uint64)
+    packed = prefix[positions].astype(np.uint64)
+    packed -= np.uint64(base)
     packed *= np.uint64(vocab_size)
     np.add(packed, last_word[positions], out=packed, casting="unsafe")
     packed <<= np.uint64(pos_bits)
@@ -150,20 +160,35 @@ def _sorted_windows(prefix, last_word, positions, base: int, vocab_size: int, po
     return packed.view(np.int64), positions
 
 
-def _buckets(prefix: np.ndarray, counted: np.ndarray, n_prev: int, row_bits: int):
+def _buckets(prefix: np.ndarray, counted: np.ndarray, n_prev: int, most: int):
     """(first prefix row, increasing positions) of each non-empty bucket: the counted windows whose
-    prefix row is in [first, first + 2**row_bits)."""
-    n_buckets = ((n_prev - 1) >> row_bits) + 1
+    prefix row is in one range of at most `most` consecutive rows, about SORT_CHUNK windows each
+    (more where a single prefix has more occurrences). Ranges follow the prefixes' occurrence
+    counts, not their number: word ids are frequency-sorted, so equal ranges of order 2's prefixes
+    would put nearly every window in the first bucket."""
+    occurrences = np.zeros(n_prev, dtype=np.int64)
+    for start in range(0, len(prefix), SORT_CHUNK):
+        part = prefix[start : start + SORT_CHUNK]
+        occurrences += np.bincount(part[counted[start : start + SORT_CHUNK]], minlength=n_prev)
+    cumulative = np.cumsum(occurrences, out=occurrences)
+    by_count = np.searchsorted(cumulative, np.arange(1, cumulative[-1] // SORT_CHUNK + 1) * SORT_CHUNK, side="right")
+    bounds = np.unique(np.concatenate([by_count, np.arange(0, n_prev, most), [n_prev]]))
+    del occurrences, cumulative, by_count
+    n_buckets = len(bounds) - 1
     if n_buckets == 1:
         yield 0, np.flatnonzero(counted)
         return
-    # One byte (or two) per window; a scan per bucket is cheaper than any sort by bucket.
-    bucket_of = (prefix >> row_bits).astype(np.min_scalar_type(n_buckets))
+    # Bucket of every prefix row, plus n_buckets at index -1 (a window whose prefix is not stored);
+    # one byte (or two) per window: a scan per bucket is cheaper than any sort by bucket.
+    small = np.min_scalar_type(n_buckets)
+    bucket_of_row = np.append(np.repeat(np.arange(n_buckets, dtype=small), np.diff(bounds)), small.type(n_buckets))
+    bucket_of = bucket_of_row[prefix]
+    del bucket_of_row
     bucket_of[~counted] = n_buckets
     for bucket in range(n_buckets):
         positions = np.flatnonzero(bucket_of == bucket)
         if len(positions):
-            yield bucket << row_bits, positions
+            yield int(bounds[bucket]), positions
 
 
 def _empty_order(index: np.dtype) -> OrderCounts:
@@ -172,7 +197,8 @@ def _empty_order(index: np.dtype) -> OrderCounts:
 
 
 def adjusted_counts(tables: list[OrderCounts], eos_id: int, reset: bool) -> list[np.ndarray]:
-    """Kneser-Ney's adjusted counts (Chen & Goodman; KenLM's `adjust_counts`), one array per order.
+    """Kneser-Ney's adjusted counts (Chen & Goodman; KenLM's `adjust_counts`), one array per order,
+    in the tables' count dtype (no count of distinct left extensions exceeds the number of tokens).
 
     The highest order keeps raw counts. A lower-order n-gram's count is its number of distinct
     left extensions, i.e. of distinct (k+1)-gram types it is the suffix of, except:
@@ -186,9 +212,9 @@ def adjusted_counts(tables: list[OrderCounts], eos_id: int, reset: bool) -> list
     for k in range(1, order + 1):
         table = tables[k - 1]
         if k == order:
-            adjusted.append(table.counts.copy())
+            adjusted.append(table.counts)  # the table's own array, not a copy
             continue
-        distinct_left = np.bincount(tables[k].suffix, minlength=len(table.keys)).astype(np.int64)
+        distinct_left = np.bincount(tables[k].suffix, minlength=len(table.keys)).astype(table.counts.dtype)
         if k >= 2 and reset:
             distinct_left = np.where(table.first_is_eos, table.counts, distinct_left)
         elif k >= 2 and table.at_stream_start >= 0:

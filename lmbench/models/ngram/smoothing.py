@@ -80,6 +80,11 @@ class Estimate:
     stats: dict[str, float] = field(default_factory=dict)
 
 
+# N-grams of one order estimated at once: bounds the estimator's temporaries (about ten float64
+# arrays of this length) whatever the size of the order.
+ESTIMATE_CHUNK = 1 << 21
+
+
 def estimate(
     tables: list[OrderCounts],
     counts: list[np.ndarray],
@@ -90,52 +95,81 @@ def estimate(
 ) -> Estimate:
     """Probabilities and back-off weights of every order, lowest first (each needs the one below).
 
-    Memory: at 50M tokens an order has ~10M n-grams, so each temporary float array costs ~100 MB;
-    the arithmetic runs in place where the formula allows (same operations, same order, so the same
-    numbers), and an order's probabilities become log-probabilities in place once the next order has
-    read them.
+    Memory: an order is estimated in chunks of about `ESTIMATE_CHUNK` n-grams that hold whole
+    contexts (an order's n-grams are sorted by context), so that every sum over a context's
+    continuations is computed as a whole, in the same order as over the whole array: the same
+    numbers as one pass, with temporaries of a chunk's size instead of an order's (at 50M tokens an
+    order has ~13M n-grams, ~100 MB per float64 array). An order's probabilities become
+    log-probabilities in place once the next order has read them.
     """
     order = len(tables)
     lower = np.array([1.0 / vocab_size])  # order 0: uniform over the vocabulary
     log_probs, log_backoffs, stats, n_backoffs = [], [], {}, 0
     for k in range(1, order + 1):
-        table, x = tables[k - 1], counts[k - 1].astype(np.float64)
+        table, x = tables[k - 1], counts[k - 1]
         n_contexts = 1 if k == 1 else len(tables[k - 2].keys)
-        parent = np.zeros(len(x), dtype=np.int64) if k == 1 else table.keys // vocab_size
-        total = np.bincount(parent, weights=x, minlength=n_contexts)
-        has_children = total > 0
-        if smoothing == "addk":
-            probs = (x + add_k) / (total[parent] + add_k * vocab_size)
-            # Here the "back-off" slot holds the probability of any word unseen after c (1/V for an
-            # unseen context): add-k never consults a lower order.
-            context_term = add_k / (total + add_k * vocab_size)
-        else:
-            if smoothing == "wb":
-                distinct = np.bincount(parent, weights=(x > 0), minlength=n_contexts)
-                gamma = _safe_divide(distinct, distinct + total)
-                probs = (1.0 - gamma[parent]) * _safe_divide(x, total[parent])  # alpha
-            else:
-                probs = _discount_of_each(counts[k - 1], k, smoothing, discount, stats)
-                gamma = _safe_divide(np.bincount(parent, weights=probs, minlength=n_contexts), total)
-                np.subtract(x, probs, out=probs)
-                del x
-                probs = _safe_divide(probs, total[parent], out=probs)  # alpha
-            gamma = np.where(has_children, gamma, 1.0)  # no continuations: defer to order k-1
-            lower_term = gamma[parent]
-            lower_term *= lower[table.suffix]
-            probs += lower_term  # alpha + gamma * p_{k-1}
-            del lower_term
-            context_term = gamma
-        del parent
+        lookup = None if smoothing in ("wb", "addk") else _discounts(x, k, smoothing, discount, stats)
+        probs, context_term = np.empty(len(x)), np.empty(n_contexts)
+        for entries, contexts in _context_chunks(table.keys, k, n_contexts, vocab_size):
+            parent = np.zeros(len(x), dtype=np.int64) if k == 1 else table.keys[entries] // vocab_size - contexts.start
+            probs[entries], context_term[contexts], has_children = _estimate_chunk(
+                x[entries], parent, lower[table.suffix[entries]], contexts.stop - contexts.start, smoothing, lookup,
+                add_k, vocab_size)
+            if k > 1:
+                n_backoffs += int(has_children.sum())
         if k > 1:
             log_backoffs.append(np.log(context_term, out=context_term))
-            n_backoffs += int(has_children.sum())
             np.log(lower, out=lower)  # order k-1, read for the last time above
         log_probs.append(probs)
         stats[f"ngrams/order{k}"] = float(len(probs))
         lower = probs
     np.log(lower, out=lower)
     return Estimate(log_probs, log_backoffs, n_backoffs, stats)
+
+
+def _context_chunks(keys: np.ndarray, k: int, n_contexts: int, vocab_size: int):
+    """(n-gram slice, context slice) pairs covering order k's n-grams and the n_contexts rows of
+    order k-1, each n-gram in the chunk of its context (key // V), about ESTIMATE_CHUNK n-grams each."""
+    if k == 1:
+        yield slice(0, len(keys)), slice(0, 1)
+        return
+    c0, e0 = 0, 0
+    while c0 < n_contexts:
+        if e0 + ESTIMATE_CHUNK >= len(keys):
+            c1, e1 = n_contexts, len(keys)
+        else:
+            c1 = max(int(keys[e0 + ESTIMATE_CHUNK]) // vocab_size, c0 + 1)
+            e1 = int(np.searchsorted(keys, c1 * vocab_size))
+        yield slice(e0, e1), slice(c0, c1)
+        c0, e0 = c1, e1
+
+
+def _estimate_chunk(counts, parent, lower, n_contexts: int, smoothing: str, lookup, add_k: float, vocab_size: int):
+    """(p_k of each n-gram, the context term of each context, which contexts have continuations)
+    for n-grams with raw or adjusted `counts`, context `parent` (0..n_contexts-1) and lower-order
+    probability `lower` = p_{k-1}(w | c'); the context term is gamma (add-k: p of an unseen word)."""
+    x = counts.astype(np.float64)
+    total = np.bincount(parent, weights=x, minlength=n_contexts)
+    has_children = total > 0
+    if smoothing == "addk":
+        # The "back-off" slot holds the probability of any word unseen after c (1/V for an unseen
+        # context): add-k never consults a lower order.
+        return (x + add_k) / (total[parent] + add_k * vocab_size), add_k / (total + add_k * vocab_size), has_children
+    if smoothing == "wb":
+        distinct = np.bincount(parent, weights=(x > 0), minlength=n_contexts)
+        gamma = _safe_divide(distinct, distinct + total)
+        probs = (1.0 - gamma[parent]) * _safe_divide(x, total[parent])  # alpha
+    else:
+        probs = lookup[np.minimum(counts, 3)]  # the discount of each count
+        gamma = _safe_divide(np.bincount(parent, weights=probs, minlength=n_contexts), total)
+        np.subtract(x, probs, out=probs)
+        del x
+        probs = _safe_divide(probs, total[parent], out=probs)  # alpha
+    gamma = np.where(has_children, gamma, 1.0)  # no continuations: defer to order k-1
+    lower_term = gamma[parent]
+    lower_term *= lower
+    probs += lower_term  # alpha + gamma * p_{k-1}
+    return probs, gamma, has_children
 
 
 def _safe_divide(num: np.ndarray, den: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -147,23 +181,24 @@ def _safe_divide(num: np.ndarray, den: np.ndarray, out: np.ndarray | None = None
     return np.divide(num, den, out=out, where=den > 0)
 
 
-def _discount_of_each(
-    x: np.ndarray, k: int, smoothing: str, discount: float | None, stats: dict[str, float]
-) -> np.ndarray:
-    """The discount subtracted from each count of order k (0 for a zero count)."""
+def _discounts(x: np.ndarray, k: int, smoothing: str, discount: float | None, stats: dict[str, float]) -> np.ndarray:
+    """The discount subtracted from a count of order k, looked up by min(count, 3) (0 for 0)."""
     if smoothing == "mkn":
         d1, d2, d3 = modified_kn_discounts(x, k)
         # "D3plus", not "D3+": MLflow metric names allow no "+".
         stats.update({f"discount/order{k}/{name}": d for name, d in (("D1", d1), ("D2", d2), ("D3plus", d3))})
-        return np.array([0.0, d1, d2, d3])[np.minimum(x, 3)]
+        return np.array([0.0, d1, d2, d3])
     d = single_discount(x, k) if discount is None else discount
     stats[f"discount/order{k}"] = d
-    return np.where(x > 0, d, 0.0)
+    return np.array([0.0, d, d, d])
 
 
 def count_of_counts(x: np.ndarray) -> np.ndarray:
     """n[j] = number of n-grams with count j, for j = 0..4."""
-    return np.bincount(np.minimum(x, 5).astype(np.int64), minlength=6)[:5]
+    n = np.zeros(6, dtype=np.int64)
+    for start in range(0, len(x), ESTIMATE_CHUNK):
+        n += np.bincount(np.minimum(x[start : start + ESTIMATE_CHUNK], 5), minlength=6)
+    return n[:5]
 
 
 def modified_kn_discounts(x: np.ndarray, k: int) -> tuple[float, float, float]:
