@@ -119,11 +119,18 @@ class NeuralLM(ModelBase, keras.Model):
             return np.zeros(0, dtype=np.float64)
         starts = stream_starts(ids, batch_size, self.eos_id)
         inputs, targets, mask = pack_streams(ids, starts, self.eos_id)
+        # Every window as long as the first (the last one padded, its padding masked): one traced
+        # step of static shape, unrolled on a CPU, instead of a second one for the remainder and,
+        # with a third length, a step generalized to windows of any length (a loop, slower).
+        # A split shorter than a window: a power of two, so that short texts share a few traces.
+        window = min(self.eval_window, 1 << (inputs.shape[1] - 1).bit_length())
+        padding = [[0, 0], [0, -inputs.shape[1] % window]]
+        inputs, targets, mask = (np.pad(a, padding) for a in (inputs, targets, mask))
         out = np.zeros(targets.shape, dtype=np.float64)
         states = self.initial_state(inputs.shape[0])
         fn = self._scoring_step()
-        for t in range(0, inputs.shape[1], self.eval_window):
-            sl = slice(t, t + self.eval_window)
+        for t in range(0, inputs.shape[1], window):
+            sl = slice(t, t + window)
             logp, states = fn(tf.constant(inputs[:, sl]), tf.constant(targets[:, sl]), states)
             out[:, sl] = logp.numpy()
             if progress is not None:
@@ -133,7 +140,7 @@ class NeuralLM(ModelBase, keras.Model):
     def _scoring_step(self):
         if self._score_fn is None:
 
-            @tf.function(reduce_retracing=True)
+            @tf.function  # one trace per window shape, of which there are few (see `score`)
             def step(x, y, states):
                 hidden, states = self(x, states=states, training=False)
                 return -self.output_head.token_nll(hidden, y), states

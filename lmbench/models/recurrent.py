@@ -18,10 +18,10 @@ from lmbench.models.neural import NeuralLM
 CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
 
 # Without a GPU, Keras runs a recurrent layer as a loop of small ops, one iteration per time step;
-# a window of at most this many steps (training windows; generation) is unrolled into
-# straight-line code instead, which makes a CPU training step faster (`benchmarks/train_throughput.py`).
-# Scoring windows (256 steps) stay loops, and so does everything on a GPU, where unrolling would
-# switch cuDNN off.
+# on a CPU a window of known length is unrolled into straight-line code instead, in pieces of at
+# most this many steps (a training window of 35 is one piece, a scoring window of 256 four), which
+# makes training steps and scoring faster (`benchmarks/train_throughput.py`, `eval_throughput.py`).
+# On a GPU everything stays a loop: unrolling would switch cuDNN off.
 UNROLL_MAX_STEPS = 64
 
 
@@ -132,19 +132,28 @@ class RecurrentLM(NeuralLM):
             states = self.initial_state(tf.shape(inputs)[0])
         x = self.drop(self.embedding(inputs), training=training)
         steps = inputs.shape[1]
-        unroll = self._may_unroll and steps is not None and steps <= UNROLL_MAX_STEPS
+        unroll = self._may_unroll and steps is not None
         new_states = []
         for rnn, state in zip(self.rnns, states):
             rnn.unroll = unroll  # read when the layer's call is traced
-            if unroll and self.cell == "lstm":  # the same arithmetic, casts hoisted (unrolled_lstm)
-                if not rnn.built:
-                    rnn.build(x.shape)
-                x, *state = unrolled_lstm(rnn.cell, x, list(state))
+            if unroll:  # windows of at most UNROLL_MAX_STEPS, the state carried from one to the next
+                outputs, state = [], list(state)
+                for start in range(0, steps, UNROLL_MAX_STEPS):
+                    out, *state = self._unrolled(rnn, x[:, start : start + UNROLL_MAX_STEPS], state, training)
+                    outputs.append(out)
+                x = outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=1)
             else:
                 x, *state = rnn(x, initial_state=list(state), training=training)
             x = self.drop(x, training=training)
             new_states.append(state)
         return x, new_states
+
+    def _unrolled(self, rnn, x, state: list, training: bool):
+        if self.cell == "lstm":  # the same arithmetic, casts hoisted (unrolled_lstm)
+            if not rnn.built:
+                rnn.build(x.shape)
+            return unrolled_lstm(rnn.cell, x, state)
+        return rnn(x, initial_state=state, training=training)
 
     def get_config(self) -> dict:
         return {

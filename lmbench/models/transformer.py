@@ -239,7 +239,10 @@ class TransformerLM(NeuralLM):
         tail = min(self.stride, width)
         groups += [(b, min(b + batch_size, len(starts)), tail) for b in range(1, len(starts), batch_size)]
         for first, last, keep in groups:
-            logp = step(tf.constant(inputs[first:last]), tf.constant(targets[first:last, width - keep :])).numpy()
+            # The last group filled up to batch_size windows (copies of its last one, not read):
+            # every group after the first has one static shape, so one traced step.
+            rows = np.arange(first, last) if first == 0 else np.minimum(np.arange(first, first + batch_size), last - 1)
+            logp = step(tf.constant(inputs[rows]), tf.constant(targets[rows, width - keep :])).numpy()
             for w in range(first, last):
                 n = int(ends[w] - lows[w])
                 out[lows[w] : ends[w]] = logp[w - first, keep - n :]
@@ -251,7 +254,7 @@ class TransformerLM(NeuralLM):
         """log p of the last `targets.shape[1]` positions of each window."""
         if self._score_fn is None:
 
-            @tf.function(reduce_retracing=True)
+            @tf.function  # two traces: the first window, then groups of batch_size windows
             def step(x, y_tail):
                 h = self.features(x, training=False)[:, tf.shape(x)[1] - tf.shape(y_tail)[1] :]
                 return -self.output_head.token_nll(h, y_tail)
