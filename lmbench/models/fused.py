@@ -28,13 +28,16 @@ import functools
 import tensorflow as tf
 
 ROW_BUCKET = 64  # rows of a dynamic-size input are padded to a multiple of this
+# The smallest static row count of a bounded dynamic input: an adaptive softmax's rarest cluster
+# gets a dozen of a window's 700 positions, and padding those to 64 rows would compute 5x its logits.
+FIRST_ROW_BUCKET = 16
 
 
 def row_buckets(max_rows: int) -> list[int]:
-    """The static row counts a dynamic input of at most `max_rows` rows is padded to: ROW_BUCKET
-    doubled while below `max_rows`, then `max_rows` rounded up to ROW_BUCKET."""
+    """The static row counts a dynamic input of at most `max_rows` rows is padded to:
+    FIRST_ROW_BUCKET doubled while below `max_rows`, then `max_rows` rounded up to ROW_BUCKET."""
     top = -(-max(int(max_rows), 1) // ROW_BUCKET) * ROW_BUCKET
-    sizes = [ROW_BUCKET]
+    sizes = [FIRST_ROW_BUCKET]
     while sizes[-1] * 2 < top:
         sizes.append(sizes[-1] * 2)
     return sizes + [top] if sizes[-1] < top else sizes
