@@ -59,7 +59,11 @@ def naive_scores(model, ids: np.ndarray, stride: int) -> list[float]:
     "stride,positions,tied",
     [(1, "learned", False), (3, "learned", True), (C, "sinusoidal", False), (None, "sinusoidal", True)],
 )
-def test_score_equals_per_token_loop(stride, positions, tied):
+@pytest.mark.parametrize("score_positions", [1, 1024])  # groups of batch_size (the last partial), or one group
+def test_score_equals_per_token_loop(stride, positions, tied, score_positions, monkeypatch):
+    import lmbench.models.transformer as transformer
+
+    monkeypatch.setattr(transformer, "SCORE_POSITIONS", score_positions)
     model = tiny(eval_stride=stride, positions=positions, tie_embeddings=tied)
     ids = random_ids(29)
     fast = model.score(ids, batch_size=4)
