@@ -224,9 +224,10 @@ class TransformerLM(NeuralLM):
         """Log-probability (nats) of every token of `ids`, by sliding windows of `context` tokens.
 
         Position p's input is the token before it (a lone eos before ids[0], as the contract says).
-        Windows are independent, so `batch_size` of them (or more, see SCORE_POSITIONS) run at once. The first window scores all
-        its positions; every later one only its last `stride` (or fewer), so only those go through
-        the output projection, the costliest layer at word-level vocabularies.
+        Windows are independent, so `batch_size` of them (or more, see SCORE_POSITIONS) run at once.
+        The first window scores all its positions; every later one only its last `stride` (or
+        fewer), so only those go through the output projection, the costliest layer at word-level
+        vocabularies.
         """
         ids = np.asarray(ids)
         if len(ids) == 0:
