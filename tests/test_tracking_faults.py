@@ -158,3 +158,25 @@ def test_writes_kept_while_the_store_is_unreachable_are_sent_in_order():
     assert sent == [1, 2, 3] and not tracker._unlogged.writes
     with pytest.raises(RuntimeError, match="refused the write"):  # any other error is raised as it is
         tracker._write("tags", lambda: (_ for _ in ()).throw(RuntimeError("refused the write")))
+
+
+RACE = """
+import sys, time
+from lmbench.tracking.store import ensure_experiment
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))  # every process opens the fresh store at the same moment
+print(ensure_experiment(sys.argv[1], "lmbench"))
+"""
+
+
+def test_commands_started_together_on_a_fresh_sqlite_store_all_get_it(tmp_path):
+    """Two `lmbench` commands started at once in one folder (not a sweep, which makes its store
+    first) both used to create MLflow's tables, and the slower died: "table experiments already exists"."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    start = time.time() + 8  # after every interpreter has imported MLflow
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, uri, str(start)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
+    assert len({out.strip() for out, _ in results}) == 1  # one experiment, the same id for all
+    assert sorted(os.listdir(tmp_path)) == ["mlflow.db"]  # the lock leaves nothing behind

@@ -7,6 +7,7 @@ store; ending it), and the retry every write goes through while sqlite answers "
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import random
@@ -197,6 +198,7 @@ def ensure_experiment(uri: str, name: str) -> str:
     experiment is marked as model training, so that the MLflow UI opens it on its runs rather than
     on its GenAI overview of traces.
     """
+    create_sqlite_schema(uri)
     client = MlflowClient(tracking_uri=uri)
     try:
         existing = with_retry(client.get_experiment_by_name, name)
@@ -225,6 +227,22 @@ def ensure_experiment(uri: str, name: str) -> str:
         if existing is None:
             raise
         return existing.experiment_id
+
+
+def create_sqlite_schema(uri: str) -> None:
+    """MLflow's tables in a sqlite file, created by one process at a time: two `lmbench` commands
+    started together on a fresh store both create them, and the slower one fails with "table
+    experiments already exists" (sweeps create their store before their jobs; separate commands
+    cannot). The lock is the database folder's (flock on its descriptor: no file is left behind)."""
+    db = _sqlite_path(uri)
+    if db is None or not db.parent.is_dir():
+        return
+    folder = os.open(db.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        with_retry(MlflowClient(tracking_uri=uri).search_experiments, max_results=1)
+    finally:
+        os.close(folder)  # releases the lock
 
 
 def start_parent_run(uri: str, experiment: str, run_name_prefix: str, tags: dict[str, str]) -> str:
