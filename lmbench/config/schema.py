@@ -64,6 +64,9 @@ class TrainerConfig:
     warmup_steps: int = 0  # linear warm-up from 0 (any schedule)
     min_lr_ratio: float = 0.0  # cosine: final learning rate as a fraction of the initial one
     early_stopping_patience: Optional[int] = None  # stop after this many epochs without improvement
+    # A loss that is not finite ends the run at once; one still worse than a uniform guess (ln |V|)
+    # after this many steps ends it too (training/divergence.py); null: only the non-finite check.
+    divergence_grace_steps: Optional[int] = 100
     l1: float = 0.0  # L1 penalty on weight matrices (not biases or norms), added to the loss
     l2: float = 0.0  # L2 penalty likewise; for decoupled weight decay use optimizer=adamw
     checkpoint_every_n_steps: Optional[int] = 500  # plus one at every epoch end; null: epochs only
@@ -204,6 +207,18 @@ def head_config(head: Mapping | None):
 
 
 @dataclass
+class RecipeConfig:
+    """A family's training recipe (`conf/recipes.yaml`; lmbench/config/recipes.py): what the
+    optimizer group's default option and the trainer's clipping, warm-up and schedule read."""
+
+    optimizer: str = MISSING  # a Keras optimizer class, e.g. keras.optimizers.Adam
+    learning_rate: float = MISSING
+    clip_norm: Optional[float] = None
+    warmup_steps: int = 0
+    lr_schedule: str = "plateau"
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = MISSING
     tokenizer: Any = MISSING
@@ -212,6 +227,8 @@ class Config:
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    recipe: str = MISSING  # the name in `recipes` this run trains on (default: the model family's)
+    recipes: dict[str, RecipeConfig] = field(default_factory=dict)
     seed: int = 1234
     cache_dir: Optional[str] = None  # default: $LMBENCH_CACHE_DIR, else ~/.cache/lmbench
 
