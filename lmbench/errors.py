@@ -25,11 +25,12 @@ class TrackingError(LmbenchError):
 
 
 class TrainingDiverged(LmbenchError):
-    """The training loss became NaN or infinite."""
+    """Training diverged (a NaN or infinite loss, or one worse than a uniform guess past the grace
+    period: training/divergence.py), or a model scored a token with probability 0."""
 
-    def __init__(self, message: str, step: int):
+    def __init__(self, message: str, step: int, loss: float | None = None):
         super().__init__(message)
-        self.step = step
+        self.step, self.loss = step, loss
 
 
 def exit_with(prog: str, ex: BaseException) -> None:

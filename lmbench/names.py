@@ -72,6 +72,9 @@ SOURCE_RUN_ID = "lmbench.source_run_id"  # the run whose model a run fine-tunes 
 
 ERROR = "lmbench.error"
 FAILED_STEP = "lmbench.failed_step"
+# A run the divergence guard ended (FAILED): the step it diverged at. Reports list such runs as
+# diverged, never among figures; `lmbench.error` holds the paragraph the user was shown.
+DIVERGED = "lmbench.diverged"
 RESUMED_AT_STEP = "lmbench.resumed_at_step"
 STOPPED_EARLY_AT_EPOCH = "lmbench.stopped_early_at_epoch"
 # A run a validation observer stopped (a search's pruner): ends KILLED with these two tags.

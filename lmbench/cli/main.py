@@ -1,7 +1,10 @@
 """The `lmbench` command: Hydra composes the config, `run` does the work.
 
-User errors (`LmbenchError`) print one paragraph and exit with status 2; Hydra's own composition
-errors (unknown group option, misspelt override key) print Hydra's message and exit with status 1;
+User errors (`LmbenchError`) print one paragraph and exit with status 2 -- in a sweep too, except a
+diverged job, after which the sweep goes on (its report lists the run as diverged); Hydra's own
+composition errors print Hydra's message and exit with status 1, but the command line is checked
+first (`config.hints.command_line_problems`: unknown options and keys, wrong types), so that most
+mistakes get lmbench's paragraph and status 2;
 Ctrl-C prints how to continue the run (or sweep) and exits with status 130.
 """
 
@@ -21,9 +24,9 @@ from omegaconf import DictConfig
 from lmbench import names
 from lmbench.cli.search import trial_reporter
 from lmbench.cli.sweep import job_tags
-from lmbench.config import register_configs
+from lmbench.config import check_values, register_configs
 from lmbench.config.hints import command_line_problems, override_key_hints
-from lmbench.errors import LmbenchError, exit_with
+from lmbench.errors import LmbenchError, TrainingDiverged, exit_with
 from lmbench.paths import CONF_MODULE, CONF_SEARCH_PATH
 from lmbench.tracking import check_store, resolve_uri
 
@@ -60,6 +63,10 @@ def quiet_tensorflow_import() -> None:
 # `--config-dir` or `hydra.searchpath=[file://...]` add a user's own folder in front of them.
 @hydra.main(config_path=CONF_SEARCH_PATH, config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> float | None:
+    try:  # values out of range: one paragraph before TensorFlow loads (4-5 s) or any data is read
+        check_values(cfg)
+    except LmbenchError as ex:
+        exit_with("lmbench", ex)
     if cfg.tracking.enabled:  # a wrong, unreachable or refusing store: one paragraph, before TensorFlow loads
         try:
             check_store(resolve_uri(cfg.tracking.uri, Path.cwd()))
@@ -84,6 +91,13 @@ def _main(cfg: DictConfig) -> float | None:
         )
     except TrainingStopped:  # the run ended KILLED, tagged; the sweeper records the trial PRUNED
         raise reporter.pruned_error() from None
+    except TrainingDiverged as ex:  # the run ended FAILED, tagged lmbench.diverged
+        print(f"lmbench: error: {ex}", file=sys.stderr, flush=True)
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            sys.exit(2)
+        if reporter is not None:
+            raise  # a search's trial: the study records it FAIL and the search goes on
+        return None  # a sweep goes on with its other jobs; its report lists this one as diverged
     except LmbenchError as ex:
         logging.getLogger("lmbench").debug("user error", exc_info=True)
         print(f"lmbench: error: {ex}", file=sys.stderr, flush=True)

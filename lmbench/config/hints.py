@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 
@@ -9,6 +10,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ValidationError
 
 GROUPS = ("dataset", "tokenizer", "model", "optimizer", "trainer", "tracking", "experiment")
 
@@ -77,9 +79,10 @@ def command_line_problems(args: list[str], config_module: str) -> list[str]:
     """What is wrong with the command line's overrides, found before Hydra runs, so that a user
     reads lmbench's paragraph and not Hydra's search path or its advice to add a `+`.
 
-    An unknown option of a config group (`model=LSTM`: did you mean, and the options) and a key the
-    composed config lacks (`optimizer.lr`: did you mean, and the keys). Empty when nothing is found
-    to be wrong; whatever else Hydra refuses, Hydra reports.
+    An unknown option of a config group (`model=LSTM`: did you mean, and the options), a key the
+    composed config lacks (`optimizer.lr`: did you mean, and the keys) and a value of the wrong type
+    (`trainer.max_steps=abc`), in any value of a sweep. Empty when nothing is found to be wrong;
+    whatever else Hydra refuses, Hydra reports.
     """
     parsed, search = _overrides_and_search_path(args)
     if parsed is None:
@@ -91,12 +94,15 @@ def command_line_problems(args: list[str], config_module: str) -> list[str]:
             problems = _unknown_options(parsed, loader, search)
             if problems:
                 return problems
-            singles = [_first_value(o) for o in parsed if not o.key_or_group.startswith("hydra")]
-            try:
-                compose("config", overrides=[s for s in singles if s] + search)
-            except Exception as ex:
-                if "Could not override" in str(ex) or "not in struct" in str(ex):
-                    return override_key_hints(args, config_module)
+            for singles in _one_job_per_value(parsed):
+                try:
+                    compose("config", overrides=singles + search)
+                except Exception as ex:
+                    if "Could not override" in str(ex) or "not in struct" in str(ex):
+                        return override_key_hints(args, config_module)
+                    if isinstance(ex.__cause__, ValidationError):
+                        return [_wrong_type(ex.__cause__)]
+                    return []
     except Exception:
         return []
     finally:
@@ -128,12 +134,64 @@ def _unknown_options(parsed: list, loader, search: list[str]) -> list[str]:
     return problems
 
 
-def _first_value(o) -> str | None:
-    """The override as one value (a choice sweep's first), to compose one job's config."""
-    if not o.is_sweep_override():
-        return o.input_line
-    values = getattr(o.value(), "list", None)
-    if not values:
-        return None  # a range or interval sweep: its keys are checked by the jobs
-    prefix = o.input_line.split("=", 1)[0]
-    return f"{prefix}={values[0]}"
+def _one_job_per_value(parsed: list) -> list[list[str]]:
+    """Override lists of single values that together use every value of every choice sweep
+    (`trainer.max_steps=100,abc`: a job with 100, another with abc), so that a bad value anywhere
+    in a sweep is found before its first job runs. Range and interval sweeps are left to the jobs."""
+    fixed, sweeps = [], []
+    for o in parsed:
+        if o.key_or_group.startswith("hydra"):
+            continue
+        if not o.is_sweep_override():
+            fixed.append(o.input_line)
+            continue
+        values = getattr(o.value(), "list", None)
+        if values:
+            prefix = o.input_line.split("=", 1)[0]
+            sweeps.append([f"{prefix}={_as_override(v)}" for v in values])
+    jobs = [fixed + [values[0] for values in sweeps]]
+    for i, values in enumerate(sweeps):
+        for value in values[1:]:
+            jobs.append(fixed + [v[0] for v in sweeps[:i]] + [value] + [v[0] for v in sweeps[i + 1:]])
+    return jobs
+
+
+def _as_override(value) -> str:
+    """A parsed sweep value written back as Hydra override text."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return str(value)
+
+
+# What a schema type asks for, in the words of the paragraph (`Optional[...]` adds "or null").
+TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _wrong_type(error: ValidationError) -> str:
+    """One paragraph for a value of the wrong type (`trainer.max_steps=abc`): the key, what its type
+    asks for and what it got, from OmegaConf's error and the schema's field."""
+    key = str(error.full_key)
+    leaf = key.rpartition(".")[2]
+    annotation = next((str(f.type) for f in _fields_of(error.object_type) if f.name == leaf), "")
+    optional = annotation.startswith("Optional[")
+    base = annotation[len("Optional["):-1] if optional else annotation
+    if base.startswith("list["):
+        wants = f"a list of {TYPE_WORDS.get(base[5:-1], base[5:-1]).removeprefix('a ')}s in brackets, e.g. [1, 2]"
+    else:
+        wants = TYPE_WORDS.get(base, base or "a value of another type")
+    got = str(getattr(error, "msg", error)).splitlines()[0].rstrip(".")
+    return (
+        f"{key} takes {wants}{' or null' if optional else ''}, not what the command line gave ({got}). "
+        "`lmbench --cfg job` prints every key with its value."
+    )
+
+
+def _fields_of(cls) -> tuple:
+    try:
+        return dataclasses.fields(cls)
+    except TypeError:
+        return ()

@@ -4,8 +4,9 @@ Batches of `n_jobs` trials go to the launcher together (joblib runs them in para
 on until the study holds `n_trials` trials finished or running, counted over every launch and every
 worker, so a relaunched search runs only what is missing, and two workers on one study share the
 count (counting and asking under one lock, for a journal file). A job returns its value (a complete
-trial), raises `optuna.TrialPruned` (pruned), or fails: the trial is marked FAIL and the job's error
-stops the search, as a failed job stops any sweep.
+trial), raises `optuna.TrialPruned` (pruned), or fails: the trial is marked FAIL; a diverged trial
+(a learning rate that blows the model up) is a result and the search goes on, any other error stops
+the search, as a failed job stops any sweep.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
+from lmbench.errors import TrainingDiverged
 from lmbench.search.settings import SearchSettings, is_sweep_argument
 from lmbench.search.storage import StudyStorage
 from lmbench.search.study import DONE, OWNER, counted, open_study, reclaim_dead_trials, this_process
@@ -92,6 +94,9 @@ def _tell(study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
     elif isinstance(outcome, optuna.TrialPruned):
         study.tell(trial, state=TrialState.PRUNED)
         print(f"Trial {trial.number}: pruned", flush=True)
+    elif isinstance(outcome, TrainingDiverged):  # a point of the space that blows up: a result, not a fault
+        study.tell(trial, state=TrialState.FAIL)
+        print(f"Trial {trial.number}: diverged at step {outcome.step}", flush=True)
     else:
         study.tell(trial, state=TrialState.FAIL)
         if isinstance(outcome, BaseException):

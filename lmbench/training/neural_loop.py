@@ -6,7 +6,6 @@ stream states, so that a run killed at any moment continues where it stopped.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,13 +16,13 @@ from lmbench import names
 from lmbench.config import TrainerConfig
 from lmbench.data.batching import as_streams, n_windows
 from lmbench.data.types import CorpusData
-from lmbench.errors import TrainingDiverged
 from lmbench.models.neural import WEIGHTS_FILE, NeuralLM
 from lmbench.progress import progress_bar
 from lmbench.scoring import EvalResult, perplexity
 from lmbench.tracking import Tracker
 from lmbench.training import checkpoints
 from lmbench.training.checkpoints import TrainState
+from lmbench.training.divergence import DivergenceGuard
 from lmbench.training.result import FitResult, TrainingStopped, ValidationObserver
 from lmbench.training.steps import bptt_dataset, make_train_step, schedule_factor
 
@@ -46,6 +45,7 @@ class NeuralLoop:
         total = self.per_epoch * cfg.max_epochs
         self.total = min(total, cfg.max_steps) if cfg.max_steps is not None else total
         self.per_step_lr = cfg.warmup_steps > 0 or cfg.lr_schedule == "cosine"
+        self.guard = DivergenceGuard(len(data.vocab), cfg.divergence_grace_steps)
 
     def run(self, state: TrainState, resumed: bool) -> FitResult:
         """Train from `state` (after restoring checkpoints/last into the model when `resumed`)
@@ -61,7 +61,10 @@ class NeuralLoop:
             optimizer.learning_rate.assign(state.learning_rate)
         else:
             state.learning_rate = float(optimizer.learning_rate)
-        result = FitResult(steps=state.global_step, train_seconds=state.train_seconds, train_tokens=state.train_tokens)
+        result = FitResult(
+            steps=state.global_step, train_seconds=state.train_seconds, train_tokens=state.train_tokens,
+            steps_per_epoch=self.per_epoch,
+        )
         if state.best_valid_loss is not None:
             result.best_valid = self._best_so_far()
         while state.epoch <= cfg.max_epochs and not state.finished_training:
@@ -101,19 +104,15 @@ class NeuralLoop:
         return stream_states
 
     def _step(self, state: TrainState, x, y, stream_states):
-        """One optimizer step on window (x, y); a NaN/Inf loss raises `TrainingDiverged`."""
+        """One optimizer step on window (x, y); a diverging loss raises `TrainingDiverged` (after
+        the steps before it are logged: what a run logged is never lost)."""
         step = state.global_step + 1
         if self.per_step_lr:
             self.optimizer.learning_rate.assign(state.learning_rate * schedule_factor(self.cfg, step, self.total))
         t0 = time.perf_counter()
         loss, stream_states = self.step_fn(x, y, stream_states)
         loss = float(loss)
-        if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"training loss became {loss} at step {step} (epoch {state.epoch}); "
-                "lower optimizer.learning_rate or set trainer.clip_norm",
-                step=step,
-            )
+        self.guard.check(step, loss, state.epoch)
         tokens = int(np.prod(y.shape))
         state.train_seconds += time.perf_counter() - t0
         state.train_tokens += tokens

@@ -17,10 +17,20 @@ class FitResult:
     best_valid: EvalResult | None = None
     history: list[EvalResult] = field(default_factory=list)
     stopped_early: bool = False
+    steps_per_epoch: int = 0  # a network's windows per epoch (0: a counting model)
 
     @property
     def tokens_per_sec(self) -> float:
         return self.train_tokens / max(self.train_seconds, 1e-9)
+
+    def how_long(self) -> str:
+        """What was trained, in words: "counted", "2 epochs (1,326 steps)", "30% of epoch 1 (400 steps)"."""
+        if not self.steps or not self.steps_per_epoch:
+            return "counted"
+        full, rest = divmod(self.steps, self.steps_per_epoch)
+        epochs = f"{full} epoch{'s' if full != 1 else ''}" if full else ""
+        part = f"{rest / self.steps_per_epoch:.0%} of epoch {full + 1}" if rest else ""
+        return f"{' + '.join(p for p in (epochs, part) if p)} ({self.steps:,} steps)"
 
 
 # Called with (global step, the validation just scored) after every validation of a network (each

@@ -34,7 +34,7 @@ from lmbench.artifacts.bundle import BundleLoader
 from lmbench.artifacts.format import save_bundle
 from lmbench.artifacts.interpolation import component_folders
 from lmbench.artifacts.pyfunc import log_bundle
-from lmbench.config import check_target, to_yaml
+from lmbench.config import check_target, check_values, to_yaml
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.types import CorpusData
 from lmbench.errors import ConfigError, DataError, TrainingDiverged
@@ -43,6 +43,7 @@ from lmbench.models.neural import NeuralLM
 from lmbench.paths import default_cache_dir
 from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
 from lmbench.training import checkpoints, precision
+from lmbench.training.divergence import explain
 from lmbench.training.result import TrainingStopped, ValidationObserver
 from lmbench.training.steps import build_optimizer
 from lmbench.training.trainer import FitResult, Trainer
@@ -101,9 +102,11 @@ def run(
         tracker.finish("KILLED")
         print(f"Stopped at step {ex.step}: {ex.reason}", flush=True)
         raise
-    except TrainingDiverged as ex:
-        tracker.finish("FAILED", str(ex), step=ex.step)
-        raise
+    except TrainingDiverged as ex:  # one paragraph; a sweep's report lists the run as diverged
+        message = explain(ex, plan.cfg)
+        tracker.set_tags({names.DIVERGED: str(ex.step) if ex.step >= 0 else "scoring"})
+        tracker.finish("FAILED", message, step=ex.step)
+        raise TrainingDiverged(message, ex.step, ex.loss) from None
     except KeyboardInterrupt:
         tracker.finish("KILLED", "interrupted by the user")  # the CLI says how to continue
         raise
@@ -135,6 +138,7 @@ def prepare(cfg: DictConfig, launch_dir: Path) -> Plan:
     check_target(cfg.tokenizer, "tokenizer")
     check_target(cfg.model, "model", supplied=MODEL_SUPPLIED)
     check_target(cfg.optimizer, "optimizer", supplied=("global_clipnorm",))
+    check_values(cfg)  # value ranges, before any data is read
     policy = precision.resolve(cfg.trainer.precision)
     keras.mixed_precision.set_global_policy(policy)  # before any layer is built
     keras.utils.set_random_seed(cfg.seed)
@@ -239,7 +243,9 @@ def open_run(
     if resume is not None and resume.run_id is not None:
         tracker.resume(resume.run_id, resumed_at_step=resume.global_step)
     else:
-        params = flatten(plan.container)
+        # The run's own recipe is in its optimizer and trainer values and `recipe`; the table of every
+        # family's recipes would be 25 parameters that say nothing about this run.
+        params = flatten({k: v for k, v in plan.container.items() if k != "recipes"})
         params.update(
             {"data.vocab_size": len(data.vocab), **{f"data.{s}_tokens": len(data.splits[s]) for s in data.splits}}
         )
@@ -359,9 +365,8 @@ def print_outcome(
     plan: Plan, model: LanguageModel, fit: FitResult, summary: dict[str, float], tracker: Tracker, ui_hint: bool
 ) -> None:
     """One line of figures; and how to open the MLflow UI, unless a sweep says it once at its end."""
-    trained = f"{fit.epochs} epoch(s), {fit.steps} step(s)" if fit.steps else "counted"
     print(
-        f"{run_name_prefix(plan.cfg, model)}: {trained}, {fit.train_seconds:.1f} s train, "
+        f"{run_name_prefix(plan.cfg, model)}: {fit.how_long()}, {fit.train_seconds:.1f} s train, "
         f"{fit.tokens_per_sec:,.0f} tok/s | valid ppl {fit.best_valid.ppl:.2f} | "
         f"test ppl {summary[names.split_metric(names.TEST, names.PPL)]:.2f}, "
         f"bpc {summary[names.split_metric(names.TEST, names.BPC)]:.4f}",

@@ -9,37 +9,9 @@ import numpy as np
 import tensorflow as tf
 from hydra.utils import instantiate
 
-from lmbench.config import TrainerConfig
+from lmbench.config import TrainerConfig, check_optimizer_values
 from lmbench.errors import ConfigError
 from lmbench.models.neural import NeuralLM
-
-SCHEDULES = ("constant", "plateau", "cosine")
-
-
-# The ranges of the values Keras optimizers take, by key: Keras itself accepts a negative learning
-# rate (and trains, reporting a figure), a momentum of 2 or an epsilon of 0.
-OPTIMIZER_RANGES = {  # key: (low, high, whether low is allowed); None: no bound
-    "learning_rate": (0.0, None, False),
-    "momentum": (0.0, 1.0, True),
-    "beta_1": (0.0, 1.0, True),
-    "beta_2": (0.0, 1.0, True),
-    "rho": (0.0, 1.0, True),
-    "epsilon": (0.0, None, False),
-    "weight_decay": (0.0, None, True),
-}
-
-
-def check_optimizer_values(optimizer_cfg) -> None:
-    """Refuse optimizer values outside their range (a finite number in the ranges above; the
-    upper bounds are exclusive)."""
-    for key, (low, high, low_ok) in OPTIMIZER_RANGES.items():
-        value = optimizer_cfg.get(key)
-        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue  # absent, or a schedule object: Keras checks those
-        below = value < low or (value == low and not low_ok)
-        if not math.isfinite(value) or below or (high is not None and value >= high):
-            bounds = f"{'[' if low_ok else '('}{low}, {high if high is not None else 'inf'})"
-            raise ConfigError(f"optimizer.{key} must be a finite number in {bounds}, got {value}")
 
 
 def build_optimizer(optimizer_cfg):

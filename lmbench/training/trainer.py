@@ -8,10 +8,9 @@ through a float32 copy, so that no figure depends on the training precision.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from lmbench.config import TrainerConfig
+from lmbench.config import TrainerConfig, check_trainer_values
 from lmbench.data.batching import as_streams
 from lmbench.data.types import CorpusData, Split
 from lmbench.errors import ConfigError
@@ -23,7 +22,6 @@ from lmbench.training.checkpoints import TrainState
 from lmbench.training.counting import fit_counting
 from lmbench.training.neural_loop import NeuralLoop
 from lmbench.training.result import FitResult, ValidationObserver
-from lmbench.training.steps import SCHEDULES
 
 __all__ = ["FitResult", "Trainer"]
 
@@ -46,29 +44,7 @@ class Trainer:
     def check(self, model: LanguageModel, data: CorpusData) -> None:
         """Refuse an impossible set-up before anything is trained or logged."""
         cfg = self.cfg
-        if cfg.max_epochs < 1:
-            raise ConfigError(f"trainer.max_epochs must be >= 1, got {cfg.max_epochs}")
-        for key in ("max_steps", "checkpoint_every_n_steps", "early_stopping_patience", "validate_every_n_steps"):
-            value = getattr(cfg, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"trainer.{key} must be >= 1 or null, got {value}")
-        if cfg.eval_batch_size < 1:
-            raise ConfigError(f"trainer.eval_batch_size must be >= 1, got {cfg.eval_batch_size}")
-        if cfg.lr_schedule not in SCHEDULES:
-            raise ConfigError(f"trainer.lr_schedule={cfg.lr_schedule!r}; valid: {', '.join(SCHEDULES)}")
-        if cfg.warmup_steps < 0 or not 0.0 <= cfg.min_lr_ratio <= 1.0 or cfg.lr_decay_factor <= 0:
-            raise ConfigError("trainer.warmup_steps must be >= 0, min_lr_ratio in [0, 1], lr_decay_factor > 0")
-        if cfg.clip_norm is not None and not (math.isfinite(cfg.clip_norm) and cfg.clip_norm > 0):
-            raise ConfigError(f"trainer.clip_norm must be > 0, or null for no clipping, got {cfg.clip_norm}")
-        if cfg.l1 < 0 or cfg.l2 < 0:
-            raise ConfigError("trainer.l1 and trainer.l2 must be >= 0")
-        if cfg.min_delta < 0 or cfg.lr_decay_patience < 0:
-            raise ConfigError(
-                f"trainer.min_delta and trainer.lr_decay_patience must be >= 0, got {cfg.min_delta} and "
-                f"{cfg.lr_decay_patience}"
-            )
-        if cfg.batch_size < 1 or cfg.bptt < 1:
-            raise ConfigError(f"trainer.batch_size and trainer.bptt must be >= 1, got {cfg.batch_size} and {cfg.bptt}")
+        check_trainer_values(cfg)
         if isinstance(model, NeuralLM):
             as_streams(data.train.ids, cfg.batch_size, cfg.bptt)
             if model.context is not None and cfg.bptt > model.context:  # attention models
