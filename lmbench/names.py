@@ -105,3 +105,6 @@ MODEL = choice_tag("model")
 KIND = "lmbench.kind"  # "evaluation" on lmbench-evaluate's runs
 SOURCE = "lmbench.source"
 EVALUATED_ON = "lmbench.evaluated_on"
+# On an evaluation whose text had more unknown tokens than --max-oov-rate: which figures are not
+# comparable and why ("OOV rate above --max-oov-rate 0.05: notes 25.0%").
+NOT_COMPARABLE = "lmbench.not_comparable"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from test_families import TINY, compose_tiny
 from test_training import only_run
 
+from lmbench import names
 from lmbench.cli import evaluate as evaluate_cli
 from lmbench.cli import generate as generate_cli
 from lmbench.training.run import run
@@ -144,6 +146,90 @@ def test_evaluate_files_reports_the_oov_rate(tmp_path, capsys, monkeypatch):
     code, out, err = cli(evaluate_cli.main, capsys, str(folder / "out"), "--files", str(text), "--no-log")
     assert code == 0, err
     assert f"{len(unseen) / 12:.2%}" in out
+
+
+# Penn Treebank's form: lower-case, numbers as N, no commas or full stops, rare words as <unk>.
+# Penn Treebank's form: lower-case, numbers as N, no commas or full stops, rare words as <unk>.
+PTB_STYLE = ["the cat sat on the mat", "a dog saw N cats on the log", "the <unk> sat on N mats", "a cat saw the dog"]
+
+
+def train_bigram(folder, compose_config, lines: list[str], *overrides: str) -> tuple[Path, str]:
+    """A bigram model of `lines` (train, valid and test alike): (its bundle folder, its store's URI)."""
+    corpus = {split: folder / f"{split}.txt" for split in ("train", "valid", "test")}
+    for path in corpus.values():
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    cfg = compose_config(
+        "dataset=text_files", *(f"dataset.{split}={path}" for split, path in corpus.items()), "model=ngram",
+        "model.order=2", "model.smoothing=wb", f"tracking.uri={uri}", "tracking.experiment=tiny",
+        "tracking.log_model=false", "trainer.progress=false", *overrides,
+    )
+    run(cfg, output_dir=folder / "out", launch_dir=folder)
+    return folder / "out", uri
+
+
+def test_evaluate_warns_that_a_cased_text_is_not_comparable_and_says_how_to_write_it(
+    tmp_path, capsys, compose_config, cache_dir
+):
+    from mlflow import MlflowClient
+
+    model, uri = train_bigram(tmp_path, compose_config, PTB_STYLE)
+    cased = tmp_path / "cased.txt"
+    cased.write_text("The Cat sat on the mat.\nA dog saw 3 cats.\n", encoding="utf-8")
+    # 13 tokens with the two line ends; The, Cat, mat., A, 3 and cats. are unknown: 6/13 = 46.2%
+    code, out, err = cli(evaluate_cli.main, capsys, str(model), "--files", str(cased), "--tracking-uri", uri)
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if line.startswith("cased"))
+    assert row.split()[2] == "46.15%" and row.endswith("not comparable: 46.2% OOV")
+    warning = err[err.index("lmbench-evaluate: warning:"):]
+    assert warning.startswith(
+        "lmbench-evaluate: warning: 46.2% (cased) of the tokens are out of the model's vocabulary "
+        "(14 tokens from text_files), more than --max-oov-rate 0.05: these figures are not comparable"
+    )
+    assert "scored as the one token <unk>" in warning and "the better the perplexity looks" in warning
+    assert (
+        "It expects text as it was trained on: lower-case (no capital letter in its vocabulary), with numbers "
+        "written `N` (its vocabulary has `N` and no number), without commas and full stops" in warning
+    )
+    assert "tokenizer=bpe" in warning and "\n" not in warning.strip()  # one paragraph
+    client = MlflowClient(tracking_uri=uri)
+    [evaluation] = client.search_runs([client.get_experiment_by_name("lmbench-eval").experiment_id])
+    assert evaluation.data.tags[names.NOT_COMPARABLE] == "OOV rate above --max-oov-rate 0.05: cased 46.2%"
+
+    # The same words written as the model's text was: nothing unknown, no mark, no warning, no tag.
+    known = tmp_path / "known.txt"
+    known.write_text("the cat sat on the mat\na dog saw N cats\n", encoding="utf-8")
+    code, out, err = cli(evaluate_cli.main, capsys, str(model), "--files", str(known), "--tracking-uri", uri)
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if line.startswith("known"))
+    assert row.split()[2] == "0.00%" and "not comparable" not in out and "warning" not in err
+    runs = client.search_runs([client.get_experiment_by_name("lmbench-eval").experiment_id])  # newest first
+    assert [r.data.tags.get(names.NOT_COMPARABLE) for r in runs] == [None, evaluation.data.tags[names.NOT_COMPARABLE]]
+
+    # A limit the user raises: the same cased text passes.
+    args = (str(model), "--files", str(cased), "--no-log", "--max-oov-rate")
+    code, out, err = cli(evaluate_cli.main, capsys, *args, "0.5")
+    assert code == 0 and "not comparable" not in out and "warning" not in err
+    code, _, err = cli(evaluate_cli.main, capsys, *args, "5")
+    assert code == 2 and "--max-oov-rate: must be a share from 0 to 1" in err
+
+
+def test_what_the_tokenizer_normalizes_itself_is_said_and_costs_no_unknown_words(tmp_path, capsys, compose_config,
+                                                                               cache_dir):
+    from lmbench.artifacts.bundle import load_bundle
+
+    lines = ["The Cat sat on the mat , twice .", "A dog saw 3 cats on 12 logs ."]
+    model, _ = train_bigram(tmp_path, compose_config, lines, "tokenizer.lowercase=true", "tokenizer.number_token=N")
+    assert load_bundle(model).normalization() == [
+        "lower-cased by its tokenizer",
+        "with numbers written `N` by its tokenizer",
+        "with punctuation spaced off as words of its own (`end .`, not `end.`)",
+    ]
+    text = tmp_path / "new.txt"
+    text.write_text("A DOG SAW 7 CATS .\n", encoding="utf-8")  # cased and numbered: the tokenizer copes
+    code, out, err = cli(evaluate_cli.main, capsys, str(model), "--files", str(text), "--no-log")
+    assert code == 0 and "warning" not in err
+    assert next(line for line in out.splitlines() if line.startswith("new")).split()[2] == "0.00%"
 
 
 def test_generate_bpe_model_prints_detokenized_text(runs, capsys):

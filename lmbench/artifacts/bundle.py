@@ -19,7 +19,9 @@ from hydra.utils import instantiate
 
 from lmbench.artifacts.format import VOCAB_FILE, component_paths, load_model, read_meta
 from lmbench.artifacts.sources import resolve
+from lmbench.data.learned import LearnedTokenizer
 from lmbench.data.pipeline import count_oov
+from lmbench.data.tokenizers import NUMBER, WordTokenizer
 from lmbench.data.vocab import Vocabulary
 from lmbench.errors import ConfigError
 from lmbench.scoring import TextScore
@@ -61,6 +63,33 @@ class Bundle:
         tokens, ids, n_oov = encoded if encoded is not None else self.encode(text)
         logp = self.model.score(ids, batch_size=self.eval_batch_size, progress=progress) if len(ids) else np.zeros(0)
         return TextScore(tokens, np.asarray(logp, dtype=np.float64), n_oov, len(text))
+
+    def normalization(self) -> list[str]:
+        """How text must look to this model, in phrases ("lower-case", "numbers written `N`", ...):
+        what its tokenizer does to any text (its config), then, for word and character vocabularies,
+        what its training text already was that the tokenizer does not do, read off the vocabulary
+        (PTB's text came lower-cased, with numbers as N and most punctuation gone; its tokenizer
+        does none of that). A learned tokenizer's pieces spell any text: it lacks characters only."""
+        tok = self.tokenizer
+        done = {"lower-cased": tok.lowercase, "stripped of punctuation": tok.strip_punctuation,
+                f"with numbers written `{tok.number_token}`": tok.number_token}
+        phrases = [f"{what} by its tokenizer" for what, on in done.items() if on]
+        if isinstance(tok, LearnedTokenizer):
+            return phrases
+        words = [t for t in self.vocab.tokens if t not in (self.vocab.eos, self.vocab.unk)]
+        has_numbers = any(NUMBER.fullmatch(t) and any(c.isdigit() for c in t) for t in words)
+        stand_in = "N" if not has_numbers and "N" in self.vocab.index else None  # PTB's
+        if not tok.lowercase and not any(c.isupper() for t in words if t != stand_in for c in t):
+            phrases.append("lower-case (no capital letter in its vocabulary)")
+        if not has_numbers and not tok.number_token:
+            phrases.append("with numbers written `N` (its vocabulary has `N` and no number)" if stand_in
+                           else "without numbers (none in its vocabulary)")
+        if isinstance(tok, WordTokenizer):  # cut at spaces only: "end." is one word, not "end" and "."
+            if "," in self.vocab.index or "." in self.vocab.index:
+                phrases.append("with punctuation spaced off as words of its own (`end .`, not `end.`)")
+            elif not tok.strip_punctuation:
+                phrases.append("without commas and full stops (neither is in its vocabulary)")
+        return phrases
 
     def prompt_ids(self, prompt: str | None) -> np.ndarray:
         """A generation prompt as ids, without the end-of-sentence token the tokenizer adds after

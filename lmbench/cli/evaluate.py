@@ -7,18 +7,22 @@
 Text is cut by the model's own tokenizer (a subword model's trained pieces, from its bundle) and
 mapped to its own vocabulary: a token it never saw becomes its unknown token (`<unk>`), and the
 share of such tokens is reported as the OOV rate (none for `byte_bpe`) —
-a perplexity with many unknowns is flattering, since `<unk>` is an easy word. Each split or file is
-scored as one document, every token once, exactly as a run scores its splits: evaluating a run's
-own test split reproduces its logged test perplexity.
+a perplexity with many unknowns is flattering, since `<unk>` is an easy word. Above --max-oov-rate
+(5 % by default) a figure is marked "not comparable", and one paragraph says why and how the text
+should look to this model (`Bundle.normalization`). Each split or file is scored as one document,
+every token once, exactly as a run scores its splits: evaluating a run's own test split reproduces
+its logged test perplexity.
 
 Unless --no-log, an evaluation run is logged to MLflow (experiment `lmbench-eval` by default),
 tagged with the source run (`lmbench.source_run_id`), with metrics `eval/<name>/{loss,ppl,bpc,
-tokens,oov_rate}` per split or file (and `eval/all/...` when there are several).
+tokens,oov_rate}` per split or file (and `eval/all/...` when there are several); marked figures
+also give it the tag `lmbench.not_comparable`.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
@@ -35,6 +39,7 @@ from lmbench.scoring import Totals
 
 PROG = "lmbench-evaluate"
 DEFAULT_EXPERIMENT = "lmbench-eval"
+MAX_OOV_RATE = 0.05
 
 
 def dataset_config(name: str | None, bundle, overrides: list[str]):
@@ -86,7 +91,33 @@ def evaluate(bundle, named_texts: list[tuple[str, str]], *, show_progress: bool 
     return results
 
 
-def log_evaluation(bundle, source: str, results, args) -> str | None:
+def too_unknown(results: dict[str, dict[str, float]], max_oov_rate: float) -> dict[str, float]:
+    """name -> OOV rate of each text whose rate passes the limit: its figures are not comparable."""
+    return {name: r["oov_rate"] for name, r in results.items() if r["oov_rate"] > max_oov_rate}
+
+
+def oov_warning(bundle, too_many: dict[str, float], max_oov_rate: float) -> str:
+    """One paragraph: how much is unknown, what that does to perplexity, how text should look to
+    this model, and what to do."""
+    shares = ", ".join(f"{rate:.1%} ({name})" for name, rate in too_many.items())
+    dataset = bundle.meta.get("dataset", "its training corpus")
+    own = bundle.meta.get("metrics", {}).get(names.split_metric(names.TEST, names.PPL))
+    own = f" (its own {dataset} test perplexity: {own:.2f})" if own is not None else ""
+    form = bundle.normalization()
+    expects = f" It expects text as it was trained on: {', '.join(form)}." if form else ""
+    return (
+        f"{PROG}: warning: {shares} of the tokens are out of the model's vocabulary ({len(bundle.vocab):,} "
+        f"tokens from {dataset}), more than --max-oov-rate {max_oov_rate:g}: these figures are not "
+        f"comparable with perplexities on text the model knows. Every unknown word is scored as the one "
+        f"token {bundle.vocab.unk}, which stands for all rare words of the training text and so is "
+        f"predicted far more readily than any real word: the more words are unknown, the better the "
+        f"perplexity looks{own}.{expects} Normalize the text the same way, train a model on text like it, "
+        f"or use a subword or character tokenizer (tokenizer=bpe, tokenizer=char), which leaves few or no "
+        f"tokens unknown."
+    )
+
+
+def log_evaluation(bundle, source: str, results, args, too_many: dict[str, float]) -> str | None:
     uri = tracking.resolve_uri(args.tracking_uri, Path.cwd())
     tracker = tracking.Tracker(True, uri, args.experiment)
     what = (
@@ -103,10 +134,14 @@ def log_evaluation(bundle, source: str, results, args) -> str | None:
     }
     if bundle.source_run_id:
         tags[names.SOURCE_RUN_ID] = bundle.source_run_id
+    if too_many:
+        rates = ", ".join(f"{name} {rate:.1%}" for name, rate in too_many.items())
+        tags[names.NOT_COMPARABLE] = f"OOV rate above --max-oov-rate {args.max_oov_rate:g}: {rates}"
     tracker.start(
         f"eval-{bundle.family}",
         tags,
-        {"source": source, "evaluated_on": what, "eval_batch_size": bundle.eval_batch_size},
+        {"source": source, "evaluated_on": what, "eval_batch_size": bundle.eval_batch_size,
+         "max_oov_rate": args.max_oov_rate},
     )
     run_id = tracker.run_id
     try:
@@ -116,6 +151,14 @@ def log_evaluation(bundle, source: str, results, args) -> str | None:
         raise
     tracker.finish("FINISHED")
     return run_id
+
+
+def share_of_tokens(text: str) -> float:
+    """--max-oov-rate: a share from 0 to 1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a share from 0 to 1 (0.05 is 5 %), got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,6 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"], help="for --files")
     parser.add_argument("--allow-binary", action="store_true", help="for --files: read control bytes as text")
     parser.add_argument(
+        "--max-oov-rate", type=share_of_tokens, default=MAX_OOV_RATE, metavar="RATE",
+        help=f"above this share of unknown tokens a figure is marked not comparable (default {MAX_OOV_RATE})",
+    )
+    parser.add_argument(
         "--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment (default {DEFAULT_EXPERIMENT})"
     )
     parser.add_argument("--no-log", action="store_true", help="print only; log no MLflow run")
@@ -146,12 +193,17 @@ def main(argv: list[str] | None = None) -> None:
     try:
         bundle = load_bundle(args.model, tracking_uri=args.tracking_uri)
         results = evaluate(bundle, targets(args, bundle))
-        run_id = None if args.no_log else log_evaluation(bundle, args.model, results, args)
+        too_many = too_unknown(results, args.max_oov_rate)
+        run_id = None if args.no_log else log_evaluation(bundle, args.model, results, args, too_many)
     except LmbenchError as ex:
         exit_with(PROG, ex)
     print(f"{'text':<16} {'tokens':>10} {'OOV rate':>9} {'ppl':>10} {'bits/char':>10}")
     for name, r in results.items():
-        print(f"{name:<16} {r['tokens']:>10,} {r['oov_rate']:>9.2%} {r['ppl']:>10.2f} {r['bpc']:>10.4f}")
+        row = f"{name:<16} {r['tokens']:>10,} {r['oov_rate']:>9.2%} {r['ppl']:>10.2f} {r['bpc']:>10.4f}"
+        print(f"{row}  not comparable: {too_many[name]:.1%} OOV" if name in too_many else row)
+    if too_many:
+        print(flush=True)
+        print(oov_warning(bundle, too_many, args.max_oov_rate), file=sys.stderr)
     if run_id:
         print(f"Logged as MLflow run {run_id} (experiment '{args.experiment}')")
 
