@@ -61,6 +61,29 @@ def test_optuna_database_storage_works_beside_sqlalchemy_2(tmp_path):
     assert [t.value for t in again.trials] == [t.value for t in study.trials] and len(again.trials) == 3
 
 
+def test_the_trials_table_shows_numbers_at_4_significant_digits():
+    """Optuna samples 3.549789049598131; the table shows 3.55, and trained tokens as a whole count."""
+    from lmbench.search.report import markdown, trial_rows
+    from lmbench.tracking import RunRecord
+
+    lr, dropout = "optimizer.learning_rate", "model.dropout"
+    space = {lr: FloatDistribution(2.0, 40.0, log=True), dropout: FloatDistribution(0.0, 0.5)}
+    study = optuna.create_study()
+    sampled = {(3.549789049598131, 0.31105438551991593): 9.612345678, (17.4221019247619, 0.3927): 123.456}
+    for params, value in sampled.items():
+        trial = optuna.trial.create_trial(params=dict(zip((lr, dropout), params)), distributions=space, value=value)
+        study.add_trial(trial)
+    runs = [RunRecord(str(k) * 32, f"lstm-{k}", "FINISHED", "1", {"lmbench.trial": str(k)}, {},
+                      {"train/tokens": 25600.0}) for k in (1, 0)]
+    table = markdown(trial_rows(study, runs)).splitlines()
+    assert table[0].split(" | ")[2:8] == ["value", "best", dropout, lr, "steps", "trained_tokens"]
+    rows = [line.strip("| ").split(" | ") for line in table[2:]]
+    assert [row[2:] for row in rows] == [
+        ["9.612", "yes", "0.3111", "3.55", "", "25600", "00000000"],
+        ["123.5", "", "0.3927", "17.42", "", "25600", "11111111"],
+    ]
+
+
 def test_search_spaces_in_hydras_sweep_grammar():
     space = parse_space({
         "optimizer.learning_rate": "tag(log, interval(2.0, 40.0))",

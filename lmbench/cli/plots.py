@@ -1,6 +1,9 @@
 """The report's plots: every run in one colour across all of them.
 
-    valid_ppl.png           validation perplexity per epoch        (log scale)
+    valid_ppl.png           validation perplexity per epoch        (log scale); when no run
+                            validated at more than one epoch's end (runs shorter than an epoch,
+                            e.g. experiment=quick), the per-step curves below instead, so that each
+                            run is a line, not one dot
     valid_ppl_steps.png     validation perplexity per training step, for runs that validated
                             inside epochs (trainer.validate_every_n_steps); a run without steps
                             (the n-gram) is its level, a dashed line
@@ -9,11 +12,13 @@
     bpc_vs_params.png       test bits/char against parameters       the trade-offs families are
     bpc_vs_train_time.png   test bits/char against training time    compared for
 
-Files only (the Agg backend), also on machines without a display.
+Each point of the two trade-off plots carries its run's name, placed where it overlaps no other
+name and no point. Files only (the Agg backend), also on machines without a display.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +26,22 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-from matplotlib.ticker import EngFormatter, LogLocator, MaxNLocator, NullFormatter, ScalarFormatter  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    EngFormatter,
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+    ScalarFormatter,
+)
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from lmbench import names, tracking
+
+DPI = 100
+MARKER_SIZE = 60  # scatter points, in points squared
 
 
 def colours(rows: list) -> dict[str, Any]:
@@ -34,30 +52,40 @@ def colours(rows: list) -> dict[str, Any]:
 
 def write_plots(uri: str, rows: list, out: Path) -> None:
     c = colours(rows)
-    valid_ppl = names.split_metric(names.VALID, names.PPL)
-    plot_history(uri, rows, valid_ppl, out / "valid_ppl.png", "epoch", "validation perplexity", log_y=True, colours=c)
-    plot_valid_per_step(uri, rows, out / "valid_ppl_steps.png", c)
-    plot_history(
-        uri,
-        rows,
-        names.TRAIN_LOSS,
-        out / "train_loss.png",
-        "step",
-        "training loss (nats/token)",
-        log_y=False,
-        colours=c,
-    )
-    plot_bpc(rows, out / "test_bpc.png", c)
-    plot_tradeoff(rows, "params", "parameters", out / "bpc_vs_params.png", c)
-    plot_tradeoff(rows, "train_s", "training time (s)", out / "bpc_vs_train_time.png", c)
+    per_epoch = histories(uri, rows, names.split_metric(names.VALID, names.PPL))
+    per_step = histories(uri, rows, names.split_metric(names.VALID_STEP, names.PPL))
+    # A run validates per epoch at each epoch's end: runs shorter than an epoch are one dot each
+    # there, so valid_ppl.png shows their per-step curves where they have some.
+    dots = all(len(h) <= 1 for h in per_epoch.values())
+    stepped = any(per_step.values())
+    if stepped:
+        also = [out / "valid_ppl.png"] if dots else []
+        _save(plot_valid_per_step(rows, per_step, c), out / "valid_ppl_steps.png", *also)
+    if not (dots and stepped):
+        hint = "\n(one point per run: trainer.validate_every_n_steps=N draws each run's curve)" if dots else ""
+        valid = plot_curves(rows, per_epoch, c, "epoch", "validation perplexity", f"valid/ppl per epoch{hint}", True)
+        _save(valid, out / "valid_ppl.png")
+    train_loss = histories(uri, rows, names.TRAIN_LOSS)
+    _save(plot_curves(rows, train_loss, c, "step", "training loss (nats/token)", f"{names.TRAIN_LOSS} per step", False),
+          out / "train_loss.png")
+    _save(plot_bpc(rows, c), out / "test_bpc.png")
+    _save(plot_tradeoff(rows, "params", "parameters", c), out / "bpc_vs_params.png")
+    _save(plot_tradeoff(rows, "train_s", "training time", c), out / "bpc_vs_train_time.png")
 
 
-def plot_valid_per_step(uri: str, rows: list, path: Path, colours: dict[str, Any]) -> None:
-    """Validation perplexity against training steps; written only when some run has such points."""
-    key = names.split_metric(names.VALID_STEP, names.PPL)
-    curves = {r.run_id: tracking.metric_history(uri, r.run_id, key) for r in rows}
-    if not any(curves.values()):
-        return
+def histories(uri: str, rows: list, key: str) -> dict[str, list[tuple[int, float]]]:
+    """run id -> the (step, value) points logged under `key`."""
+    return {r.run_id: tracking.metric_history(uri, r.run_id, key) for r in rows}
+
+
+def _save(fig: Figure, *paths: Path) -> None:
+    for path in paths:
+        fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def plot_valid_per_step(rows: list, curves: dict[str, list], colours: dict[str, Any]) -> Figure:
+    """Validation perplexity against training steps: a line per run that validated in steps."""
     fig, ax = plt.subplots(figsize=(8, 5))
     for r in rows:
         if curves[r.run_id]:
@@ -65,74 +93,120 @@ def plot_valid_per_step(uri: str, rows: list, path: Path, colours: dict[str, Any
             ax.plot(steps, values, marker="o", label=_label(r), color=colours[r.run_id])
         elif r.valid_ppl is not None:  # counted, not trained in steps: its level
             ax.axhline(r.valid_ppl, linestyle="--", label=f"{_label(r)}, no steps", color=colours[r.run_id])
-    ax.set_yscale("log")
-    for set_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-        set_formatter(ScalarFormatter())
+    _plain_log_y(ax)
     ax.set(xlabel="training step", ylabel="validation perplexity", title="validation perplexity per training step")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
-def plot_tradeoff(rows: list, attribute: str, xlabel: str, path: Path, colours: dict[str, Any]) -> None:
-    """Test bits/char (lower is better) against a cost, each run a labelled point."""
-    points = [r for r in rows if r.test_bpc is not None and getattr(r, attribute)]
+def plot_curves(
+    rows: list, curves: dict[str, list], colours: dict[str, Any], xlabel: str, ylabel: str, title: str, log_y: bool
+) -> Figure:
+    """A metric's history, a line per run."""
     fig, ax = plt.subplots(figsize=(8, 5))
-    for r in points:
-        x = getattr(r, attribute)
-        ax.scatter([x], [r.test_bpc], color=colours[r.run_id], s=60, label=_label(r), zorder=3)
-        ax.annotate(r.model, (x, r.test_bpc), xytext=(5, 4), textcoords="offset points", fontsize="small")
-    xs = [getattr(r, attribute) for r in points]
+    for r in rows:
+        if curves[r.run_id]:
+            steps, values = zip(*curves[r.run_id])
+            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, label=_label(r), color=colours[r.run_id])
+    if log_y:
+        _plain_log_y(ax)
+    ax.set_xlim(left=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are whole numbers
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(True, alpha=0.3)
+    if ax.has_data():
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _plain_log_y(ax) -> None:
+    ax.set_yscale("log")
+    for set_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        set_formatter(ScalarFormatter())  # 150, not 1.5 x 10^2
+
+
+def plot_tradeoff(rows: list, attribute: str, what: str, colours: dict[str, Any]) -> Figure:
+    """Test bits/char (lower is better) against a cost (`params` or `train_s`), each run a named point."""
+    points = [r for r in rows if r.test_bpc is not None and getattr(r, attribute)]
+    seconds_per_unit, unit = time_unit([r.train_s for r in points]) if attribute == "train_s" else (1.0, "")
+    xs = [getattr(r, attribute) / seconds_per_unit for r in points]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.scatter(xs, [r.test_bpc for r in points], c=[colours[r.run_id] for r in points], s=MARKER_SIZE, zorder=3)
     log_x = bool(xs) and max(xs) > 10 * min(xs)  # a log axis only where the costs span decades
     if log_x:
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 0.5, 1, 2, 5, 10, ...
-    ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 4.2M and 10 (s), not 4.2 x 10^6
+    # Parameters with SI prefixes (4.2M, not 4.2 x 10^6); times as plain numbers of one unit (0.5 s,
+    # where an SI formatter writes "500m").
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}") if unit else EngFormatter(sep=""))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    if points:
-        ax.legend(fontsize="small")
+    ax.margins(0.12)  # room for the names beside the outermost points
+    xlabel = f"{what} ({unit})" if unit else what
     ax.set(
-        xlabel=xlabel + (" (log scale)" if log_x else ""),
+        xlabel=xlabel + (", log scale" if log_x else ""),
         ylabel="test bits per character (lower is better)",
-        title=f"test bits/char against {xlabel}",
+        title=f"test bits/char against {what}",
     )
     ax.grid(True, alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig.tight_layout()  # before the names are placed: it moves the axes, and with them the points
+    place_labels(ax, list(zip(xs, [r.test_bpc for r in points])), [_label(r) for r in points])
+    return fig
+
+
+def time_unit(seconds: list[float]) -> tuple[float, str]:
+    """(seconds per unit, unit) for a time axis: seconds up to 5 minutes, then minutes up to 5 hours."""
+    longest = max(seconds, default=0.0)
+    return (1.0, "s") if longest < 300 else (60.0, "min") if longest < 5 * 3600 else (3600.0, "h")
+
+
+# Where a name may go around its point, in the order tried: each ring nearer first, and in a ring
+# right, left, above, below, then the diagonals. A name beyond the first ring gets a line to its point.
+DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1))
+PLACES = [(distance, d) for distance in (6, 16, 28, 42) for d in DIRECTIONS]  # distances in points
+HA = {1: "left", 0: "center", -1: "right"}
+VA = {1: "bottom", 0: "center", -1: "top"}
+
+
+def place_labels(ax, points: list[tuple[float, float]], labels: list[str]) -> None:
+    """Annotate each point (data coordinates) with its label at the first place where the label
+    stays inside the axes and overlaps no point and no label placed before it; where none is left,
+    at the last place tried. Call it once the figure's layout is final: it measures in pixels."""
+    if not points:
+        return
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    radius = math.sqrt(MARKER_SIZE) / 2 * fig.dpi / 72  # a marker's radius in pixels
+    centres = ax.transData.transform(points)
+    taken = [Bbox.from_bounds(x - radius, y - radius, 2 * radius, 2 * radius) for x, y in centres]
+    for point, label in zip(points, labels):
+        for distance, (dx, dy) in PLACES:
+            note = ax.annotate(
+                label, point, xytext=(dx * distance, dy * distance), textcoords="offset points",
+                ha=HA[dx], va=VA[dy], fontsize="small",
+                arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6} if distance > PLACES[0][0] else None,
+            )
+            note.update_positions(renderer)
+            box = Text.get_window_extent(note, renderer)  # the name alone: an annotation's box spans its line
+            free = _contains(inside, box) and not any(box.overlaps(other) for other in taken)
+            if free or (distance, (dx, dy)) == PLACES[-1]:
+                break
+            note.remove()
+        taken.append(box)
+
+
+def _contains(outer: Bbox, inner: Bbox) -> bool:
+    return outer.x0 <= inner.x0 and inner.x1 <= outer.x1 and outer.y0 <= inner.y0 and inner.y1 <= outer.y1
 
 
 def _label(r) -> str:
     return f"{r.run} ({r.tokenizer})"
 
 
-def plot_history(
-    uri: str, rows: list, key: str, path: Path, xlabel: str, ylabel: str, log_y: bool, colours: dict[str, Any]
-) -> None:
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for r in rows:
-        history = tracking.metric_history(uri, r.run_id, key)
-        if history:
-            steps, values = zip(*history)
-            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, label=_label(r), color=colours[r.run_id])
-    if log_y:
-        ax.set_yscale("log")
-        for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-            axis_formatter(ScalarFormatter())  # 150, not 1.5 x 10^2
-    ax.set_xlim(left=0)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are whole numbers
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{key} per {xlabel}")
-    ax.grid(True, alpha=0.3)
-    if ax.has_data():
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_bpc(rows: list, path: Path, colours: dict[str, Any]) -> None:
+def plot_bpc(rows: list, colours: dict[str, Any]) -> Figure:
     scored = sorted((r for r in rows if r.test_bpc is not None), key=lambda r: r.test_bpc)
     fig, ax = plt.subplots(figsize=(8, 1.5 + 0.4 * max(1, len(scored))))
     ax.barh([_label(r) for r in scored], [r.test_bpc for r in scored], color=[colours[r.run_id] for r in scored])
@@ -142,5 +216,4 @@ def plot_bpc(rows: list, path: Path, colours: dict[str, Any]) -> None:
     ax.margins(x=0.15)  # room for the value labels
     ax.set(xlabel="test bits per character (lower is better)", title="test bits/char")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig

@@ -46,7 +46,7 @@ def trial_rows(study: optuna.Study, runs: list[tracking.RunRecord]) -> list[dict
             "best": "yes" if best is not None and t.number == best.number else "",
             **{k: t.params.get(k) for k in keys},
             "steps": t.last_step,
-            "trained_tokens": run.metrics.get(names.TRAIN_TOKENS) if run else None,
+            "trained_tokens": _whole(run.metrics.get(names.TRAIN_TOKENS)) if run else None,
             "run_id": run.run_id if run else None,
         })
     return rows
@@ -98,7 +98,13 @@ def markdown(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def _whole(value: float | None) -> int | None:
+    """A count MLflow keeps as a float (25600.0): 25600 in the table, not 2.56e+04."""
+    return None if value is None else int(value)
+
+
 def _cell(value: object) -> str:
+    """A table cell: a value or a parameter at 4 significant digits (Optuna samples 3.549789049598131)."""
     if value is None:
         return ""
     if isinstance(value, float):
