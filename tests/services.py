@@ -1,5 +1,7 @@
 """Services that tests start for themselves and tear down: a private PostgreSQL cluster and an
-`mlflow server` in front of it, both on 127.0.0.1 only, on free ports.
+`mlflow server` in front of it, both on 127.0.0.1 only, on free ports; a headless chromium driven
+over the DevTools protocol on a pipe (no port at all); and a sweep's runs, logged as lmbench's own
+jobs log them, for the tests that read them back.
 
 Reusable by any test module (the fixtures are session-scoped; import them in a conftest or use
 the context managers directly). PostgreSQL comes from Debian's `postgresql` package (.ci/run
@@ -11,8 +13,12 @@ Without the binaries the fixtures skip and say what to install.
 
 from __future__ import annotations
 
+import base64
+import fcntl
+import json
 import os
 import secrets
+import select
 import shutil
 import socket
 import subprocess
@@ -193,3 +199,153 @@ def basic_auth_server(backend_uri: str, folder: Path, admin_password: str) -> It
            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}  # CSRF; the same for every worker
     with mlflow_server(backend_uri, folder / "artifacts", "--app-name", "basic-auth", env=env) as server:
         yield server
+
+
+class Chromium:
+    """Headless chromium with one page, driven over the DevTools protocol on a pipe
+    (`--remote-debugging-pipe`: commands on its fd 3, answers on fd 4, each a JSON text ending in a
+    NUL byte), so that a test reads what a user sees (where each element is drawn, a screenshot) with
+    no port and nothing but the standard library. Frames of another origin (MLflow shows an HTML
+    artifact in a sandboxed frame) are targets of their own: `frame()` attaches to one."""
+
+    def __init__(self, executable: str, profile: Path, width: int, height: int):
+        to_browser, self._out = os.pipe()
+        self._in, from_browser = os.pipe()
+        # Numbered above 4, so that bash's redirections onto 3 and 4 cannot clobber one; closed on exec,
+        # so that chromium has them only as its fds 3 and 4.
+        ends = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_browser, from_browser)]
+        for fd in (to_browser, from_browser):
+            os.close(fd)
+        self.process = subprocess.Popen(
+            ["bash", "-c", f'exec "$@" 3<&{ends[0]} 4>&{ends[1]}', "bash", executable, "--headless", "--no-sandbox",
+             "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--hide-scrollbars", "--remote-debugging-pipe", f"--user-data-dir={profile}",
+             f"--window-size={width},{height}", "about:blank"],
+            pass_fds=ends, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for fd in ends:
+            os.close(fd)
+        self._buffer, self._last_id = b"", 0
+        try:
+            page = next(t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page")
+            self.page = self.call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
+            self.call("Emulation.setDeviceMetricsOverride", self.page, width=width, height=height,
+                      deviceScaleFactor=1, mobile=False)
+        except BaseException:  # a browser that does not answer is not left running
+            self.close()
+            raise
+
+    def call(self, method: str, session: str | None = None, timeout: float = 60, **params) -> dict:
+        """One DevTools command (in a page's or frame's session); its result. Events are skipped."""
+        self._last_id += 1
+        message = {"id": self._last_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = session
+        os.write(self._out, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\0" not in self._buffer:
+                if not select.select([self._in], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                    raise TimeoutError(f"chromium did not answer {method} within {timeout} s")
+                chunk = os.read(self._in, 1 << 20)
+                if not chunk:
+                    raise RuntimeError("chromium exited")
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            answer = json.loads(raw)
+            if answer.get("id") == self._last_id:
+                if "error" in answer:
+                    raise RuntimeError(f"{method}: {answer['error']}")
+                return answer["result"]
+
+    def open(self, url: str) -> None:
+        self.call("Page.navigate", self.page, url=url)
+
+    def evaluate(self, expression: str, session: str | None = None):
+        """The value of a JavaScript expression in the page (or a frame's session)."""
+        result = self.call("Runtime.evaluate", session or self.page, expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, session: str | None = None, timeout: float = 60):
+        """The expression's value once it is truthy (the page's scripts render after loading)."""
+        deadline = time.monotonic() + timeout
+        while not (value := self.evaluate(expression, session)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{expression!r} still false after {timeout} s")
+            time.sleep(0.2)
+        return value
+
+    def frame(self, timeout: float = 60) -> str:
+        """A session in the page's first frame of another origin, once it exists."""
+        deadline = time.monotonic() + timeout
+        while not (frames := [t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "iframe"]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no frame of another origin after {timeout} s")
+            time.sleep(0.2)
+        return self.call("Target.attachToTarget", targetId=frames[0]["targetId"], flatten=True)["sessionId"]
+
+    def screenshot(self, path: Path) -> None:
+        """What the window shows (the first screen, not the whole page), as PNG."""
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", self.page, format="png")["data"]))
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=10)
+            self.process.wait(timeout=30)
+        except (OSError, RuntimeError, TimeoutError, subprocess.TimeoutExpired):  # it died, or hangs
+            self.process.kill()
+            self.process.wait(timeout=30)
+        finally:
+            os.close(self._out)
+            os.close(self._in)
+
+
+@contextmanager
+def chromium(executable: str, folder: Path, width: int = 1280, height: int = 800) -> Iterator[Chromium]:
+    """A fresh headless chromium (profile in `folder`, a window of width x height), closed afterwards."""
+    browser = Chromium(executable, folder, width, height)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of a sweep as the test logs it: its family and test figures, or the step it diverged at."""
+
+    family: str
+    test_ppl: float | None = None
+    test_bpc: float | None = None
+    diverged_at: int | None = None
+
+
+def log_sweep(uri: str, experiment: str, jobs: Sequence[Job]) -> str:
+    """A sweep's runs as lmbench's sweep and jobs log them (no training): the parent run
+    (`tracking.start_parent_run`), then each job a child run through lmbench's `Tracker`, with its
+    tags, a short training curve and its summary; a diverged job ends FAILED with the divergence
+    guard's tags. The parent is left running for the report (`write_report`); its id."""
+    from lmbench import names, tracking  # here: conftest imports this module, and MLflow takes seconds to load
+
+    parent = tracking.start_parent_run(uri, experiment, "quick", {names.ROLE: "sweep"})
+    for number, job in enumerate(jobs):
+        tracker = tracking.Tracker(True, uri, experiment, final_wait_s=0)
+        tags = {names.FAMILY: job.family, names.MODEL: job.family, names.TOKENIZER: "word", names.DATASET: "ptb",
+                names.SWEEP_ID: parent, names.JOB_NUM: str(number)}
+        tracker.start(f"{job.family}-ptb", tags, {"trainer.max_steps": 400}, parent_run_id=parent)
+        for step in range(100, (job.diverged_at or 400) + 1, 100):
+            tracker.log_metrics({names.TRAIN_LOSS: 18.0 if job.diverged_at else 9.0 - step / 100}, step=step)
+        if job.diverged_at is not None:
+            tracker.set_tags({names.DIVERGED: str(job.diverged_at)})
+            tracker.finish("FAILED", f"training diverged at step {job.diverged_at}. Try: lower the learning rate.",
+                           step=job.diverged_at)
+            continue
+        tracker.log_metrics({names.split_metric(names.VALID, names.PPL): job.test_ppl * 1.05}, step=1)
+        tracker.log_metrics({
+            names.split_metric(names.TEST, names.PPL): job.test_ppl,
+            names.split_metric(names.TEST, names.BPC): job.test_bpc,
+            names.split_metric(names.BEST_VALID, names.PPL): job.test_ppl * 1.05,
+            names.PARAMS: 4.6e6, names.TRAIN_SECONDS: 30.0, names.TRAIN_TOKENS_PER_SEC: 9000.0,
+        })
+        tracker.finish()
+    return parent

@@ -1,21 +1,17 @@
-"""What the MLflow UI shows of a sweep, checked in a real browser (Debian's chromium, headless)
-against `mlflow server` on 127.0.0.1: the page lmbench prints opens on the runs (MLflow 3 otherwise
-opens an experiment on its GenAI overview of traces), and a sweep's parent run opens on its
-comparison table. Skipped where chromium is not installed (.ci/run installs it)."""
+"""What the MLflow UI shows of a sweep, checked in a real browser (Debian's chromium, headless, on a
+laptop's 1280 x 800 window) against `mlflow server` on 127.0.0.1: the page lmbench prints at a
+sweep's end shows every family's test perplexity on the first screen, and the experiment link opens
+on the runs (MLflow 3.17 otherwise opens an experiment on its GenAI overview of traces). The first
+screen is also saved as a PNG, for a person to look at. Skipped where chromium is not installed
+(.ci/run installs it)."""
 
 from __future__ import annotations
 
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
-from mlflow import MlflowClient
-from test_report import log_run
+from services import Job, chromium, log_sweep, mlflow_server
 
 from lmbench import tracking
 from lmbench.cli import report
@@ -25,69 +21,59 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+WIDTH, HEIGHT = 1280, 800
+FIRST_SCREEN_COPY = "/tmp/mlflow_ui_first_screen.png"  # where a person looks at the last run's screen
+JOBS = (
+    Job("ngram", 141.19, 1.3083), Job("rnn", 289.72, 1.4852), Job("lstm", 415.68, 1.5937),
+    Job("transformer", 307.14, 1.4980), Job("rnn", diverged_at=200),
+)
+# The rows of report.html's first table, each cell with its text, whether it is drawn whole inside
+# the frame's viewport (not scrolled away, not cut off at the frame's right edge), and its centre.
+ROWS = """[...document.querySelector('table').rows].slice(1).map(tr => [...tr.cells].map(td => {
+  const r = td.getBoundingClientRect();
+  return {text: td.textContent, x: (r.left + r.right) / 2, y: (r.top + r.bottom) / 2,
+          inside: r.left >= 0 && r.top >= 0 && r.right <= innerWidth && r.bottom <= innerHeight};
+}))"""
+# Where the frame is in the window, and whether the window draws it at a point (nothing over it).
+FRAME = "(() => { const r = document.querySelector('iframe').getBoundingClientRect(); return [r.left, r.top]; })()"
+FRAME_AT = "document.elementFromPoint({x}, {y}) === document.querySelector('iframe')"
 
 
 @pytest.fixture
 def server(tmp_path):
-    """`mlflow server` over a fresh sqlite store, bound to 127.0.0.1 only; its base URL."""
-    port = free_port()
-    db = tmp_path / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()  # the schema, before the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
-         "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    pytest.fail("mlflow server did not answer on 127.0.0.1 within 60 s")
-                time.sleep(0.5)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts") as running:
+        yield running.url
 
 
-def page_text(url: str, tmp_path) -> str:
-    """The text of the page once the browser has rendered it (scripts run, 20 s of virtual time)."""
-    profile = tmp_path / f"chromium-{time.monotonic_ns()}"
-    dom = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--window-size=1600,1100", "--virtual-time-budget=20000", "--dump-dom", url],
-        capture_output=True, text=True, timeout=120,
-    ).stdout
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
-
-
-def test_the_printed_pages_show_the_runs_and_the_sweeps_table(server, tmp_path):
-    client = MlflowClient(tracking_uri=server)
-    experiment_id = tracking.ensure_experiment(server, "quick")
-    parent = tracking.start_parent_run(server, "quick", "quick", {"lmbench.role": "sweep"})
-    log_run(client, experiment_id, parent, "ngram-ptb-1", "ngram", "word", 141.19, 1.3083)
-    log_run(client, experiment_id, parent, "lstm-ptb-2", "lstm", "word", 415.68, 1.5937)
-    report.write_report(server, tmp_path / "report", parent_run_id=parent)
+def test_the_printed_page_shows_every_familys_test_perplexity_on_the_first_screen(server, tmp_path):
+    parent = log_sweep(server, "quick", JOBS)
+    report.write_report(server, tmp_path / "report", parent_run_id=parent)  # as the sweep's end does
     tracking.end_run(server, parent)
-    parent_name = client.get_run(parent).info.run_name
+    url = report.report_hint(server, parent).split("open ")[-1]  # what the sweep prints: "open <url>"
 
-    experiment_page = page_text(tracking.ui_url(server, experiment_id), tmp_path)
-    assert parent_name in experiment_page and "matching runs" in experiment_page
-    assert "Detect Issues" not in experiment_page  # not the GenAI overview
+    with chromium(CHROMIUM, tmp_path / "chromium", WIDTH, HEIGHT) as browser:
+        browser.open(url)
+        frame = browser.frame()  # report.html, in the artifact view's sandboxed frame
+        rows = browser.wait_for(ROWS, frame)
+        browser.screenshot(tmp_path / "first_screen.png")
+        shutil.copy(tmp_path / "first_screen.png", FIRST_SCREEN_COPY)
+        left, top = browser.evaluate(FRAME)
 
-    parent_page = page_text(tracking.ui_url(server, experiment_id, parent), tmp_path)
-    assert "This sweep's runs" in parent_page  # the description, rendered
-    assert "ngram-ptb-1" in parent_page and "141.19" in parent_page
+        def seen(cell) -> bool:  # on the first screen, in the frame's view, nothing drawn over it
+            x, y = left + cell["x"], top + cell["y"]
+            return cell["inside"] and 0 <= x < WIDTH and 0 <= y < HEIGHT and browser.evaluate(FRAME_AT.format(x=x, y=y))
+
+        shown = [[cell["text"] for cell in row] for row in rows if all(seen(cell) for cell in row)]
+        report_text = browser.evaluate("document.body.innerText", frame)
+
+        experiment_id = tracking.get_run(server, parent).experiment_id
+        browser.open(tracking.ui_url(server, experiment_id))
+        runs_page = browser.wait_for("document.body.innerText.includes('matching runs') && document.body.innerText")
+
+    ranked = [job for job in JOBS if job.test_ppl is not None]
+    for job in ranked:  # family, model, test ppl, bits/char
+        assert [job.family, job.family, f"{job.test_ppl:.2f}", f"{job.test_bpc:.4f}"] in shown, (job, rows)
+    assert [row[0] for row in shown] == [job.family for job in sorted(ranked, key=lambda job: job.test_ppl)]
+    assert len(rows) == len(ranked)  # the diverged run is no row: a note of its own
+    assert re.search(r"rnn-ptb-\w+ \(rnn\) diverged at step 200", report_text) and "Not finished" not in report_text
+    assert "Detect Issues" not in runs_page  # the experiment link: its runs, not the GenAI overview

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import re
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -66,7 +68,70 @@ def test_report_of_a_sweep_ranks_its_runs_and_logs_to_the_parent(sweep, tmp_path
         assert (out / png).read_bytes()[:8] == PNG_MAGIC
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert {f"report/{name}" for name in ("comparison.md", "comparison.csv", "valid_ppl.png",
-                                         "train_loss.png", "test_bpc.png")} <= logged
+                                         "train_loss.png", "test_bpc.png", "report.html")} <= logged
+    description = client.get_run(parent).data.tags["mlflow.note.content"]
+    assert description.startswith(  # the ranking in the lines the UI shows before "Show more"
+        "**Test perplexity, best first:** transformer_small 3.90 · ngram_small 141.20 · lstm_small 150.00. "
+        "Table, notes and plots: Artifacts → `report/report.html`"
+    )
+    assert f"{report.REPORT_PAGE}?workflowType=machine_learning" in printed.splitlines()[-1]  # the page to open
+
+
+def test_report_html_is_one_self_contained_page_with_the_table_first_and_every_plot(sweep, tmp_path):
+    uri, _, parent = sweep
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "old_plot.png").write_bytes(PNG_MAGIC)  # an earlier report's, not drawn this time
+    report.write_report(uri, out, parent_run_id=parent)
+    page = (out / "report.html").read_text()
+
+    drawn = {p.name for p in out.glob("*.png")} - {"old_plot.png"}
+    assert page.count('src="data:image/png;base64,') == len(drawn) >= 5
+    assert all(f'alt="{Path(name).stem}"' in page for name in drawn) and 'alt="old_plot"' not in page
+    assert not re.search(r"<script|<link|(src|href)=\"(?!data:)", page)  # nothing fetched, nothing run
+    ranking = page[page.index("<table>"):page.index("</table>")]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", ranking)
+    assert cells[:4] == ["transformer", "transformer_small", "3.90", "1.9600"]  # best first
+    assert "rnn-ptb-4 (FAILED)" in page and page.index("Not finished") > page.index("</table>")
+
+
+def test_a_diverged_run_is_a_note_of_its_own_never_a_figure(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("quick", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp, tags={"lmbench.role": "sweep"}).info.run_id
+    log_run(client, exp, parent, "lstm-ptb-1", "lstm", "word", 150.0, 1.4)
+    diverged = log_run(client, exp, parent, "rnn-ptb-2", "rnn", "word", 1.05e9, 9.1, status="FAILED")
+    client.set_tag(diverged, "lmbench.diverged", "200")
+    client.set_tag(diverged, "lmbench.error", "training diverged: the loss averaged 18.2 nats. Try: lower the lr.")
+    killed = log_run(client, exp, parent, "gru-ptb-3", "gru", "word", 200.0, 1.5, status="KILLED")
+
+    table = report.write_report(uri, tmp_path / "report", parent_run_id=parent)
+    c = report.compare(report.tracking.find_runs(uri, parent_run_id=parent))
+    assert [r.run for r in c.rows] == ["lstm-ptb-1"] and killed not in {r.run_id for r in c.rows}
+    assert "1050000000" not in table and "1.05e" not in table  # its figures are no result
+    assert "> Diverged, left out of the ranking: rnn-ptb-2 (rnn_small) diverged at step 200." in table
+    assert "> Not finished, left out: gru-ptb-3 (KILLED)." in table  # a note apart from the diverged
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "rnn-ptb-2 (rnn_small) diverged at step 200" in page and "Try: lower the lr." in page
+    description = client.get_run(parent).data.tags["mlflow.note.content"]
+    assert "lstm_small 150.00; rnn-ptb-2 (rnn_small) diverged at step 200." in description
+
+
+def budget_run(family: str, max_steps: str) -> report.tracking.RunRecord:
+    """A finished run as compare() reads it, trained for `max_steps` of 32 x 35 tokens on PTB."""
+    params = {"trainer.max_steps": max_steps, "data.train_tokens": "929589", "trainer.batch_size": "32",
+              "trainer.bptt": "35"}
+    return report.tracking.RunRecord(f"id-{family}", f"{family}-ptb", "FINISHED", "1",
+                                     {"lmbench.family": family}, params, {"test/ppl": 150.0})
+
+
+def test_the_budget_note_speaks_of_the_ngram_and_only_where_one_is_in_the_table():
+    with_ngram = report.compare([budget_run("ngram", "null"), budget_run("lstm", "400")])
+    [note] = [n for n in with_ngram.notes if "of one epoch" in n]
+    assert note.startswith("Networks trained on 48% of one epoch") and "the n-gram counted all of its" in note
+    search = report.compare([budget_run("lstm", "400"), budget_run("rnn", "200")])  # a search: no n-gram
+    assert not [n for n in search.notes if "epoch" in n or "n-gram" in n]
 
 
 def test_report_selects_by_experiment_and_filter(sweep, tmp_path):
@@ -89,7 +154,8 @@ def test_report_shows_what_each_search_trial_tried_and_leaves_out_evaluation_run
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("search", artifact_location=(tmp_path / "artifacts").as_uri())
     parent = client.create_run(exp, tags={"lmbench.role": "sweep"}).info.run_id
-    trials = {"0.5": ("7.3", 180.0), "0.1": ("12.0", 150.0)}  # dropout -> (lr, test ppl)
+    # dropout -> (lr as Optuna samples it, test ppl)
+    trials = {"0.31105438551991593": ("3.549789049598131", 180.0), "0.1": ("12.0", 150.0)}
     for dropout, (lr, ppl) in trials.items():
         run_id = log_run(client, exp, parent, f"lstm-ptb-{dropout}", "lstm", "word", ppl, 1.4)
         overrides = f"hparams_search=lstm_ptb optimizer.learning_rate={lr} model.dropout={dropout} tracking.uri=x"
@@ -99,11 +165,11 @@ def test_report_shows_what_each_search_trial_tried_and_leaves_out_evaluation_run
 
     c = report.compare(report.tracking.find_runs(uri, parent_run_id=parent))
     assert [r.settings for r in c.rows] == [
-        "optimizer.learning_rate=12.0 model.dropout=0.1",
-        "optimizer.learning_rate=7.3 model.dropout=0.5",
-    ]  # what differs between trials; the search name and the tracking store do not
+        "optimizer.learning_rate=12 model.dropout=0.1",
+        "optimizer.learning_rate=3.55 model.dropout=0.3111",
+    ]  # what differs between trials, at 4 significant digits; the search name and the tracking store do not
     assert evaluation not in {r.run_id for r in c.rows}
-    assert "| optimizer.learning_rate=12.0 model.dropout=0.1 |" in report.markdown(c)
+    assert "| optimizer.learning_rate=12 model.dropout=0.1 |" in report.markdown(c)
 
 
 def test_settings_leave_out_the_presets_family_choice_and_hydras_plus(tmp_path):

@@ -88,10 +88,12 @@ def test_four_parallel_jobs_all_arrive_under_one_parent(tmp_path):
     assert "| run | family | model |" in proc.stdout
     assert proc.stdout.count(f"mlflow ui --backend-store-uri {store}") == 1  # once, not after every job
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/comparison.md", "report/comparison.csv", "report/valid_ppl.png", "report/comparison.json"} <= report
-    # The parent's page in the MLflow UI opens on the table; the experiment opens on its runs.
+    assert {"report/comparison.md", "report/comparison.csv", "report/valid_ppl.png", "report/comparison.json",
+            "report/report.html"} <= report
+    # The printed link opens report.html in the parent's artifact view; its description ranks the runs.
+    assert f"/runs/{parent.info.run_id}/artifacts/report/report.html" in proc.stdout
     parent = client.get_run(parent.info.run_id)
-    assert "| run | family | model |" in parent.data.tags["mlflow.note.content"]
+    assert parent.data.tags["mlflow.note.content"].startswith("**Test perplexity, best first:** ngram ")
     assert client.get_experiment_by_name("sweep").tags["mlflow.experimentKind"] == "custom_model_development"
 
 

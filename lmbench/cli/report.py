@@ -4,8 +4,11 @@
     lmbench-report --experiment lmbench       # the finished runs of an experiment
     lmbench-report --filter "tags.lmbench.dataset = 'ptb'"
 
-Writes `comparison.md`, `comparison.csv`, `valid_ppl.png` (validation perplexity per epoch, every
-run on one chart), `train_loss.png` and `test_bpc.png` into --out, and prints the Markdown table.
+Writes `comparison.md`, `comparison.csv`, the plots (lmbench/cli/plots.py) and `report.html` (the
+table, the notes and every plot on one self-contained page) into --out, and prints the Markdown
+table. With --parent, the folder is logged to the parent run under `report/`, and the MLflow UI link
+lmbench prints for a sweep opens `report/report.html` in the run's artifact view: the comparison on
+the first screen (the parent's description is cut after two rows under "Show more").
 The selectors combine; the store is --tracking-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db.
 
 Runs are read through lmbench.tracking (the one module that imports MLflow) as plain records.
@@ -21,7 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmbench import names, tracking
+from lmbench.cli import html_report
 from lmbench.errors import exit_with
+
+REPORT_HTML = "report.html"
+REPORT_PAGE = f"report/{REPORT_HTML}"  # on a sweep's parent run: the page lmbench's UI link opens
 
 COLUMNS = (  # (csv header, markdown header)
     ("run", "run"), ("family", "family"), ("model", "model"), ("settings", "settings"), ("params", "params"),
@@ -70,9 +77,28 @@ class Row:
 
 
 @dataclass
+class Diverged:
+    """A run the divergence guard ended: it has no figures to rank, only what went wrong."""
+
+    run: str
+    model: str
+    at: str  # the step; or where else it diverged ("scoring": a token scored with probability 0)
+    error: str  # the paragraph the run's user was shown (what to try)
+
+    @classmethod
+    def of(cls, r: tracking.RunRecord) -> Diverged:
+        model = r.tags.get(names.MODEL, r.tags.get(names.FAMILY, "?"))
+        return cls(r.name, model, r.tags[names.DIVERGED], r.tags.get(names.ERROR, ""))
+
+    def said(self) -> str:
+        return f"{self.run} ({self.model}) diverged " + (f"at step {self.at}" if self.at.isdigit() else f"in {self.at}")
+
+
+@dataclass
 class Comparison:
     rows: list[Row]  # finished runs, by test perplexity
     notes: list[str]
+    diverged: list[Diverged]
 
 
 def compare(runs: list[tracking.RunRecord]) -> Comparison:
@@ -82,7 +108,7 @@ def compare(runs: list[tracking.RunRecord]) -> Comparison:
     rows = sorted((Row.of(r) for r in finished), key=lambda row: (row.test_ppl is None, row.test_ppl or 0.0))
     varying = _varying_overrides(rows)
     for row in rows:
-        row.settings = " ".join(f"{k}={row.overrides[k]}" for k in varying if k in row.overrides)
+        row.settings = " ".join(f"{k}={_setting(row.overrides[k])}" for k in varying if k in row.overrides)
     notes = []
     tokenizers = sorted({row.tokenizer for row in rows})
     if len(tokenizers) > 1:
@@ -93,19 +119,28 @@ def compare(runs: list[tracking.RunRecord]) -> Comparison:
     datasets = sorted({row.dataset for row in rows})
     if len(datasets) > 1:
         notes.append(f"Datasets differ ({', '.join(datasets)}): compare runs within one dataset.")
-    budget = _budget_note(finished)
+    budget = _budget_note(finished) if any(row.family == "ngram" for row in rows) else None
     if budget:
         notes.append(budget)
-    left_out = [r for r in runs if r.status != "FINISHED"]
+    diverged = [Diverged.of(r) for r in runs if _diverged(r)]
+    if diverged:
+        notes.append(f"Diverged, left out of the ranking: {'; '.join(d.said() for d in diverged)}. A diverged "
+                     "run's lmbench.error tag says what to try.")
+    left_out = [r for r in runs if r.status != "FINISHED" and not _diverged(r)]
     if left_out:
         listed = ", ".join(f"{r.name} ({r.status})" for r in left_out)
         notes.append(f"Not finished, left out: {listed}.")
-    return Comparison(rows, notes)
+    return Comparison(rows, notes, diverged)
+
+
+def _diverged(r: tracking.RunRecord) -> bool:
+    return r.status == "FAILED" and names.DIVERGED in r.tags
 
 
 def _budget_note(runs: list[tracking.RunRecord]) -> str | None:
-    """A warning when networks were stopped before one epoch (trainer.max_steps): the table then
-    compares budgets, not trained models."""
+    """A warning, for a table with an n-gram, when networks were stopped before one epoch
+    (trainer.max_steps): the n-gram has counted its whole training split, so the table compares
+    budgets, not trained models."""
     short = []
     for r in runs:
         p = r.params
@@ -121,8 +156,9 @@ def _budget_note(runs: list[tracking.RunRecord]) -> str | None:
     return (
         f"Networks trained on {min(short):.0%}"
         + (f"-{max(short):.0%}" if max(short) > min(short) else "")
-        + " of one epoch (trainer.max_steps): this ranks what each family learns on a small budget, "
-        "not trained models; a fully estimated n-gram leads such budgets."
+        + " of one epoch (trainer.max_steps) while the n-gram counted all of its training split: this ranks "
+        "what each network learns on a small budget against a fully estimated n-gram, which leads such budgets; "
+        "it does not rank trained models."
     )
 
 
@@ -138,6 +174,17 @@ def _overrides(line: str) -> dict[str, str]:
     writes `False` where the command line said `false`)."""
     pairs = (o.lstrip("+~").split("=", 1) for o in line.split() if "=" in o)
     return {k: v.lower() if v in ("True", "False") else v for k, v in pairs}
+
+
+def _setting(value: str) -> str:
+    """An override's value as the table shows it: a float at 4 significant digits (an Optuna trial's
+    `optimizer.learning_rate=3.549789049598131` reads 3.55), anything else as written."""
+    if "." not in value and "e" not in value.lower():
+        return value  # an integer, a word, a list
+    try:
+        return format(float(value), ".4g")
+    except ValueError:
+        return value
 
 
 def _varying_overrides(rows: list[Row]) -> list[str]:
@@ -168,24 +215,56 @@ CELLS = {
     "train_s": lambda v: _fmt(v, ".1f"),
     "tokens_per_s": lambda v: _fmt(v, ",.0f"),
 }
-NUMERIC = ("valid_ppl", "test_ppl", "test_bpc", "train_s", "tokens_per_s")
-# The parent run's description in the MLflow UI: the figures that rank runs, narrow enough to read.
-DESCRIPTION_COLUMNS = ("run", "family", "model", "settings", "valid_ppl", "test_ppl", "test_bpc", "train_s")
+NUMERIC = ("params", "valid_ppl", "test_ppl", "test_bpc", "train_s", "tokens_per_s")
+ALL_COLUMNS = tuple(name for name, _ in COLUMNS)
+# The first screen of report.html, narrow enough for the MLflow UI's artifact pane (a third of a
+# laptop's screen): what ranks the runs. Run names (the plots' legends) are in the full table below.
+RANKING_COLUMNS = ("family", "model", "test_ppl", "test_bpc", "settings")
+# The parent run's description in the MLflow UI, of which only a few lines show before "Show more".
+DESCRIPTION_COLUMNS = ("family", "model", "settings", "test_ppl", "test_bpc")
 
 
-def markdown(c: Comparison, columns: tuple[str, ...] = tuple(name for name, _ in COLUMNS)) -> str:
-    """The table (a column of settings only when a run has some), then the notes."""
+def cells(c: Comparison, columns: tuple[str, ...]) -> tuple[list[str], list[list[str]], list[bool]]:
+    """(headers, rows of formatted cells, which columns are numeric); a column of settings only when
+    a run has some."""
     headers = dict(COLUMNS)
     shown = [k for k in columns if k != "settings" or any(r.settings for r in c.rows)]
-    lines = [
-        "| " + " | ".join(headers[k] for k in shown) + " |",
-        "|" + "".join("---:|" if k in NUMERIC else "---|" for k in shown),
-    ]
-    for r in c.rows:
-        lines.append("| " + " | ".join(CELLS.get(k, str)(getattr(r, k)) for k in shown) + " |")
-    if not c.rows:
-        lines.append("| (no finished runs) |" + " |" * (len(shown) - 1))
+    rows = [[CELLS.get(k, str)(getattr(r, k)) for k in shown] for r in c.rows]
+    return [headers[k] for k in shown], rows, [k in NUMERIC for k in shown]
+
+
+def markdown(c: Comparison, columns: tuple[str, ...] = ALL_COLUMNS) -> str:
+    """The table, then the notes."""
+    headers, rows, numeric = cells(c, columns)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "".join("---:|" if n else "---|" for n in numeric)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if not rows:
+        lines.append("| (no finished runs) |" + " |" * (len(headers) - 1))
     return "\n".join(lines + [""] + [f"> {note}" for note in c.notes])
+
+
+def html(c: Comparison, title: str, plots: list[Path]) -> str:
+    """report.html: the ranking first (the first screen in the MLflow UI), then the notes, the
+    diverged runs' paragraphs, the plots and every figure."""
+    ranked = "ranked by test perplexity, best first" if c.rows else "no finished runs"
+    return html_report.page(f"lmbench comparison: {title}", f"{len(c.rows)} finished runs, {ranked}.", [
+        html_report.table(*cells(c, RANKING_COLUMNS)),
+        html_report.notes(c.notes),
+        html_report.explained([(d.said() + ":", d.error) for d in c.diverged if d.error]),
+        html_report.images(plots),
+        html_report.heading("Every figure"),
+        html_report.table(*cells(c, ALL_COLUMNS)),
+    ])
+
+
+def description(c: Comparison, shown: int = 8) -> str:
+    """The parent run's description: the ranking in a line or two (the UI shows about four lines
+    before "Show more"), where the whole report is, then a compact table."""
+    ranking = " · ".join(f"{r.model} {CELLS['test_ppl'](r.test_ppl)}" for r in c.rows[:shown])
+    more = f" · {len(c.rows) - shown} more" if len(c.rows) > shown else ""
+    diverged = "".join(f"; {d.said()}" for d in c.diverged)
+    return (f"**Test perplexity, best first:** {ranking or 'no finished runs'}{more}{diverged}. "
+            f"Table, notes and plots: Artifacts → `{REPORT_PAGE}`\n\n{markdown(c, DESCRIPTION_COLUMNS)}")
 
 
 def write_csv(c: Comparison, path: Path) -> None:
@@ -224,8 +303,8 @@ def write_report(
     parent_run_id: str | None = None,
     filter_string: str | None = None,
 ) -> str:
-    """Write the table and plots into `out`; with a parent run, log them to it under `report/`.
-    Returns the Markdown table."""
+    """Write the tables, plots and report.html into `out`; with a parent run, log them to it under
+    `report/` and describe it with the ranking. Returns the Markdown table."""
     from lmbench.cli import plots  # matplotlib loads only when a report is drawn, not with every lmbench
 
     runs = newest_per_job(tracking.find_runs(uri, experiment, parent_run_id, filter_string))
@@ -237,12 +316,29 @@ def write_report(
     table = markdown(c)
     (out / "comparison.md").write_text(table + "\n")
     write_csv(c, out / "comparison.csv")
+    before = _pngs(out)
     plots.write_plots(uri, c.rows, out)
-    if parent_run_id:  # the parent's page in the MLflow UI opens on the table (its description)
+    drawn = [p for p, mtime in _pngs(out).items() if before.get(p) != mtime]  # not an earlier report's
+    title = tracking.get_run(uri, parent_run_id).name if parent_run_id else experiment or filter_string or "runs"
+    (out / REPORT_HTML).write_text(html(c, title, drawn))
+    if parent_run_id:
         tracking.log_artifacts(uri, parent_run_id, out, "report")
-        tracking.describe_run(uri, parent_run_id, f"### This sweep's runs\n\n{markdown(c, DESCRIPTION_COLUMNS)}")
+        tracking.describe_run(uri, parent_run_id, description(c))
         tracking.log_table(uri, parent_run_id, table_columns(c), "report/comparison.json")
     return table
+
+
+def report_hint(uri: str, parent_run_id: str) -> str:
+    """Where a sweep's comparison is in the MLflow UI (the command that serves a local store, and the
+    page): `report.html` in the parent run's artifact view, the table on the first screen."""
+    experiment_id = tracking.get_run(uri, parent_run_id).experiment_id
+    return tracking.ui_hint(uri, experiment_id, parent_run_id, REPORT_PAGE)
+
+
+def _pngs(folder: Path) -> dict[Path, int]:
+    """The folder's PNGs and when each was written, in the order they were."""
+    found = {p: p.stat().st_mtime_ns for p in folder.glob("*.png")}
+    return dict(sorted(found.items(), key=lambda item: (item[1], item[0].name)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -261,13 +357,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.experiment is None and args.parent is None and args.filter is None:
         args.experiment = "lmbench"  # the default experiment of `lmbench`
     try:
-        label = tracking.get_run(uri, args.parent).name if args.parent else args.experiment or "runs"
+        parent = tracking.get_run(uri, args.parent) if args.parent else None
+        label = parent.name if parent else args.experiment or "runs"
         out = args.out or Path("reports") / re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
         table = write_report(uri, out, experiment=args.experiment, parent_run_id=args.parent, filter_string=args.filter)
     except Exception as ex:  # an unknown experiment or run id, a bad filter, an unreachable store
         exit_with("lmbench-report", ex)
     print(table.rstrip())
-    print(f"\nWritten to {out}/ (comparison.md, comparison.csv, valid_ppl.png, train_loss.png, test_bpc.png)")
+    print(f"\nWritten to {out}/ ({REPORT_HTML}: the table and plots on one page; comparison.md, comparison.csv, "
+          "the plots as PNGs)")
+    if parent:
+        print(f"Logged to run {parent.run_id}; in the MLflow UI:\n  {report_hint(uri, parent.run_id)}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, read_write
 
 from lmbench import names, tracking
-from lmbench.cli.report import write_report
+from lmbench.cli.report import report_hint, write_report
 from lmbench.cli.search import check_search, is_search
 from lmbench.errors import ConfigError, DataError, LmbenchError, exit_with
 from lmbench.paths import DATA_DIR_ENV
@@ -117,7 +117,7 @@ def check_launcher_store(launcher: DictConfig, uri: str) -> None:
             f"the tracking store {uri} is a file on this machine, but {target.rsplit('.', 1)[-1]} runs jobs on "
             "other machines, which cannot write to it (and sqlite must not be shared over a network "
             "filesystem). Start an MLflow tracking server and set MLFLOW_TRACKING_URI=http://<host>:<port> "
-            "(README \"More than one machine\")"
+            "(docs/machines.md)"
         )
 
 
@@ -199,12 +199,12 @@ class SweepCallback(Callback):
 
                 interpolate_sweep(config, sweep.uri, sweep.parent_run_id, folder)
             table = write_report(sweep.uri, folder / "report", parent_run_id=sweep.parent_run_id)
-            print(f"\n{table}\nReport (Markdown, CSV, plots): {folder / 'report'}", flush=True)
+            print(f"\n{table}\nReport (report.html, Markdown, CSV, plots): {folder / 'report'}", flush=True)
         finally:  # every job has finished, whether or not the report could be written
             tracking.end_run(sweep.uri, sweep.parent_run_id, "FINISHED")
-        experiment_id = tracking.get_run(sweep.uri, sweep.parent_run_id).experiment_id
-        hint = tracking.ui_hint(sweep.uri, experiment_id, sweep.parent_run_id)
-        print(f"Sweep {sweep.parent_run_id} done. Compare its runs in the MLflow UI:\n  {hint}", flush=True)
+        hint = report_hint(sweep.uri, sweep.parent_run_id)  # report.html in the parent's artifact view
+        print(f"Sweep {sweep.parent_run_id} done. Its comparison (table and plots) in the MLflow UI:\n  {hint}",
+              flush=True)
 
     def _abandon(self) -> None:
         """At exit of a sweep that did not reach on_multirun_end: end the parent run FAILED."""

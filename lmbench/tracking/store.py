@@ -33,6 +33,10 @@ DEFAULT_DB = "mlflow.db"
 # MLflow draws a progress bar for every artifact copy (each model logged or loaded): noise on a
 # local store. Set the variable to "true" to see them.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# Against a tracking server MLflow prints "View run ... / View experiment at: <server>/#/experiments/<id>"
+# whenever a run ends: MLflow 3.17's UI opens that experiment link on its GenAI overview of traces.
+# lmbench prints its own links (ui_hint), which open the runs and a sweep's report.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 # MLflow's HTTP client retries a request 7 times with a back-off factor of 2 (about four minutes
 # against a server that is down) and waits 120 s for an answer. lmbench bounds both through MLflow's
 # own settings, so that a server that is not there is reported within seconds, and a server that
@@ -174,18 +178,27 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
-def ui_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
-    """The page of a run (or an experiment) in the MLflow UI: at the tracking server itself for an
-    http(s) store, else where `mlflow ui` serves by default. `workflowType=machine_learning` opens
-    MLflow 3's model-training view (runs and metric charts) instead of its GenAI overview."""
+def ui_url(uri: str, experiment_id: str, run_id: str | None = None, artifact: str | None = None) -> str:
+    """The page of an experiment (its runs), a run, or one of a run's artifacts in the MLflow UI: at
+    the tracking server itself for an http(s) store, else where `mlflow ui` serves by default.
+
+    MLflow 3.17's UI chooses between its GenAI and its model-training pages by the URL's
+    `workflowType`, else by what this browser last chose with the switch at its top left, else
+    GenAI: a plain experiment link opens on the GenAI overview of traces, whatever the
+    experiment's `mlflow.experimentKind` tag says. `workflowType=machine_learning` opens the runs.
+    An artifact's page shows the file (an HTML file rendered, in a frame) beside the run's others.
+    """
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    page = f"#/experiments/{experiment_id}"
+    if run_id:
+        page += f"/runs/{run_id}" + (f"/artifacts/{artifact}" if artifact else "")
     return f"{base}/{page}?workflowType=machine_learning"
 
 
-def ui_hint(uri: str, experiment_id: str, run_id: str | None = None) -> str:
-    """How to look at a run in the MLflow UI: the command that serves a local store, and the page."""
-    url = ui_url(uri, experiment_id, run_id)
+def ui_hint(uri: str, experiment_id: str, run_id: str | None = None, artifact: str | None = None) -> str:
+    """How to look at a run (or one of its artifacts) in the MLflow UI: the command that serves a
+    local store, and the page."""
+    url = ui_url(uri, experiment_id, run_id, artifact)
     return f"open {url}" if uri.startswith(("http://", "https://")) else f"{ui_command(uri)}\n  then open {url}"
 
 
@@ -195,8 +208,8 @@ def ensure_experiment(uri: str, name: str) -> str:
     Done explicitly (not via mlflow.set_experiment) because parallel jobs racing on a fresh store or
     on set_experiment lose runs (see ECOSYSTEM.md); a lost creation race is resolved by a re-read.
     For a local sqlite store, artifacts go beside the database, not into the launch folder. The
-    experiment is marked as model training, so that the MLflow UI opens it on its runs rather than
-    on its GenAI overview of traces.
+    experiment is tagged as model training, the type MLflow UIs that ask for one ask a user to pick;
+    which page 3.17's UI opens it on depends on the link instead (ui_url).
     """
     create_sqlite_schema(uri)
     client = MlflowClient(tracking_uri=uri)
