@@ -1,7 +1,7 @@
 """`lmbench launcher=ray` against a Ray cluster at an address (tests/ray_cluster.py starts it, in a
 network namespace of its own): the four families as four Ray tasks, one MLflow parent run, four
 child runs, the comparison report on the parent. Needs `pip install -e ".[ray]"` (best in a venv
-of its own: README "Ray") and permission to run `unshare -n`."""
+of its own: docs/machines.md, "Ray") and permission to run `unshare -n`."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 an x86 CPU with AVX512_BF16 or AMX-BF16, or GPUs of compute capability 8.0 and up -- and in
 `float32` elsewhere (emulated bfloat16 is slower than float32). Evaluation is float32 either way
 (`Trainer._scorer`). bfloat16 is the default because one-epoch perplexities stay within the
-float32 seed spread while steps are faster; the measurements are in docs/architecture.md, the
+float32 seed spread while steps are faster; the measurements are in experiments/README.md, the
 benchmark is `benchmarks/train_throughput.py --mixed-bf16`.
 """
 
