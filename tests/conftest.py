@@ -1,14 +1,20 @@
-"""Shared fixtures: the real Hydra config, and a download/token-id cache that stays in tmp_path."""
+"""Shared fixtures: the real Hydra config, a download/token-id cache that stays in tmp_path, and
+PostgreSQL with an `mlflow server` in front of it for the session (started by tests/helpers.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hydra import compose, initialize_config_dir
 
 from lmbench.config import register_configs
 from lmbench.paths import CONF_DIR
+
+if TYPE_CHECKING:
+    from helpers import MlflowServer, Postgres
 
 
 @pytest.fixture
@@ -42,5 +48,20 @@ def float32_policy_between_tests():
     keras.mixed_precision.set_global_policy("float32")
 
 
-# PostgreSQL and `mlflow server`, started once per session by the tests that ask for them.
-from services import postgres, tracking_server  # noqa: E402, F401
+# PostgreSQL and `mlflow server`, started once per session by the tests that ask for them (helpers
+# is imported in them, not here: it loads MLflow, which takes seconds).
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    from helpers import postgres_cluster
+
+    with postgres_cluster(("mlflow", "optuna")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def tracking_server(postgres, tmp_path_factory) -> Iterator[MlflowServer]:
+    """One `mlflow server` over PostgreSQL for the session; tests keep apart by experiment name."""
+    from helpers import mlflow_server
+
+    with mlflow_server(postgres.uri("mlflow"), tmp_path_factory.mktemp("server") / "artifacts") as server:
+        yield server

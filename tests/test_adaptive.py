@@ -151,7 +151,7 @@ def test_a_network_with_the_adaptive_head_scores_as_its_log_probs_say():
 
 
 def test_a_tiny_adaptive_run_reproduces_its_logged_test_ppl_after_loading(tmp_path):
-    from test_training import only_run, tiny_cfg
+    from helpers import only_run, tiny_cfg
 
     from lmbench.artifacts.bundle import load_bundle
     from lmbench.training.run import run

@@ -4,8 +4,8 @@ the key and its range, and no MLflow run (nor experiment) is created."""
 from __future__ import annotations
 
 import pytest
+from helpers import tiny_cfg
 from mlflow import MlflowClient
-from test_training import tiny_cfg
 
 from lmbench.errors import ConfigError, DataError
 from lmbench.training.run import run

@@ -4,7 +4,7 @@ dataset.allow_binary=true."""
 from __future__ import annotations
 
 import pytest
-from test_training import compose_on
+from helpers import compose_on
 
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.text import decode_text, read_text

@@ -6,8 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from test_sweep import lmbench, sweep_runs
-from test_training import only_run, tiny_cfg
+from helpers import lmbench, only_run, sweep_runs, tiny_cfg
 
 from lmbench.errors import TrainingDiverged
 from lmbench.training.divergence import MARGIN, WINDOW, DivergenceGuard, explain

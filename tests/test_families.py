@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import TINY, compose_tiny, only_run, tiny_cfg
 from omegaconf import OmegaConf
-from test_training import only_run, tiny_cfg
 
 from lmbench.paths import CONF_DIR
 from lmbench.training.run import run
@@ -16,26 +16,9 @@ MODEL_DIR = CONF_DIR / "model"
 NOT_NEURAL = ("ngram", "interpolated")  # tested in test_training.py / test_ngram*.py and test_interpolated.py
 NEURAL_MODELS = sorted(p.stem for p in MODEL_DIR.glob("*.yaml") if not p.stem.startswith(NOT_NEURAL))
 
-# Shrink each family to seconds of work; keys by the YAML's builder, so a new family's YAML gets a
-# clear KeyError here rather than a silent full-size run.
-TINY = {
-    "lmbench.models.recurrent.RecurrentLM": ["model.hidden_size=16", "model.embedding_dim=16", "model.num_layers=1"],
-    "lmbench.models.transformer.TransformerLM": [
-        "model.n_layer=1", "model.n_head=2", "model.d_model=16", "model.d_ff=32",
-    ],
-}
-
-
 def expected_family(model_yaml: Path) -> str:
     node = OmegaConf.load(model_yaml)
     return "transformer" if node._target_.endswith("TransformerLM") else node.cell
-
-
-def compose_tiny(tmp_path: Path, model: str, *overrides: str, config_dir: Path = CONF_DIR):
-    return tiny_cfg(
-        tmp_path, "trainer.max_steps=3", "trainer.eval_batch_size=4", "tracking.log_every_n_steps=2",
-        *overrides, model=(f"model={model}",), config_dir=config_dir, n_train=200, n_eval=20,
-    )
 
 
 def tracked_run(tmp_path: Path, model: str, *overrides: str, **kwargs):
@@ -80,8 +63,6 @@ def test_model_from_a_yaml_outside_lmbench_via_the_search_path(tmp_path, lstm_me
 
 
 def test_bptt_longer_than_the_transformer_context_is_refused_before_tracking(tmp_path):
-    from test_training import tiny_cfg
-
     from lmbench.errors import ConfigError
     from lmbench.training.run import run
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import compose_on
 from mlflow import MlflowClient
-from test_training import compose_on
 
 from lmbench.artifacts import finetune
 from lmbench.artifacts.bundle import load_bundle

@@ -14,8 +14,8 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from helpers import TINY_LSTM, tiny_cfg
 from mlflow import MlflowClient
-from test_training import TINY_LSTM, tiny_cfg
 
 from lmbench.artifacts.bundle import load_bundle
 from lmbench.data.pipeline import load_corpus

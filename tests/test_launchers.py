@@ -8,10 +8,8 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+from helpers import TINY_LSTM, compose_hydra, lmbench, sweep_runs
 from omegaconf import OmegaConf
-from test_sweep import lmbench, sweep_runs
-from test_sweep_presets import compose_hydra
-from test_training import TINY_LSTM
 
 from lmbench.cli.sweep import check_launcher_store
 from lmbench.errors import ConfigError

@@ -11,7 +11,7 @@ import re
 import shutil
 
 import pytest
-from services import Job, chromium, log_sweep, mlflow_server
+from helpers import Job, chromium, log_sweep, mlflow_server
 
 from lmbench import tracking
 from lmbench.cli import report

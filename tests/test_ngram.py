@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import itertools
-import warnings
 
 import numpy as np
 import pytest
+from helpers import EOS, HELD_OUT, TRAIN, V, fitted
 
 import lmbench.models.ngram.model as ngram_model
 from lmbench.errors import ConfigError, DataError
@@ -14,36 +14,7 @@ from lmbench.models.base import CountingModel
 from lmbench.models.ngram import NGramLM
 from lmbench.models.ngram.smoothing import SMOOTHINGS, DiscountFallbackWarning
 
-V, EOS = 40, 0  # id V-1 never occurs in training: it exercises the uniform order 0
 ALL_SETTINGS = list(itertools.product(SMOOTHINGS, (1, 2, 3, 4), (True, False)))
-
-
-def markov_corpus(n_sentences: int, seed: int) -> np.ndarray:
-    """Sentences from a skewed random Markov chain: repeated n-grams of every count, some rare."""
-    transitions = np.random.default_rng(0).dirichlet(np.full(V - 2, 0.2), size=V)
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_sentences):
-        word = EOS
-        for _ in range(rng.integers(1, 9)):
-            word = int(rng.choice(np.arange(1, V - 1), p=transitions[word]))
-            out.append(word)
-        out.append(EOS)
-    return np.array(out, dtype=np.uint16)
-
-
-TRAIN = markov_corpus(60, seed=1)
-# Held-out text: other sentences of the chain, plus the never-seen word and random (unseen) contexts.
-HELD_OUT = np.concatenate([markov_corpus(8, seed=2), [V - 1, 5, V - 1, EOS], [7, 3, 3, 9, 21, EOS]])
-HELD_OUT = HELD_OUT.astype(np.int32)
-
-
-def fitted(smoothing: str, order: int, reset: bool = True, **kwargs) -> NGramLM:
-    model = NGramLM(V, EOS, order=order, smoothing=smoothing, reset_at_eos=reset, **kwargs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DiscountFallbackWarning)  # tiny data: expected at order 4
-        model.fit(TRAIN)
-    return model
 
 
 def test_honours_the_model_contract():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_ngram import EOS, HELD_OUT, V, fitted
+from helpers import EOS, HELD_OUT, V, fitted
 
 from lmbench.errors import ConfigError
 

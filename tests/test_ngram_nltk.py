@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import HELD_OUT, TRAIN, V, fitted
 from nltk.lm import Laplace, Lidstone, Vocabulary
 from nltk.lm.counter import NgramCounter
 from nltk.lm.models import AbsoluteDiscountingInterpolated, KneserNeyInterpolated, WittenBellInterpolated
 from nltk.lm.smoothing import AbsoluteDiscounting, KneserNey, WittenBell
-from test_ngram import HELD_OUT, TRAIN, V, fitted
 
 NAMES = ["</s>"] + [f"w{i}" for i in range(1, V - 1)] + ["<unk>"]  # id V-1 (never seen) is unk
 

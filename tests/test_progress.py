@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from test_training import tiny_cfg
+from helpers import tiny_cfg
 
 from lmbench.progress import progress_bar
 from lmbench.training.run import run
@@ -29,7 +29,7 @@ def test_a_run_stopped_inside_an_epoch_names_the_share_it_trains(tmp_path, capsy
 def test_validate_every_n_steps_draws_a_validation_curve_per_step(tmp_path):
     """valid_step/* at steps 4, 8 and the epoch's end (the last step), valid/* per epoch as before;
     the report draws the per-step curve."""
-    from test_training import only_run
+    from helpers import only_run
 
     from lmbench.cli import report
 

@@ -7,8 +7,7 @@ import math
 import mlflow
 import pandas as pd
 import pytest
-from test_families import TINY, compose_tiny
-from test_training import only_run
+from helpers import TINY, compose_tiny, only_run
 
 from lmbench.artifacts.bundle import load_bundle
 from lmbench.training.run import run
@@ -85,7 +84,7 @@ def test_the_model_file_defines_its_class_without_mlflow_warnings():
 def test_pyfunc_of_a_bpe_run_brings_its_trained_tokenizer(tmp_path, monkeypatch):
     """A run with tokenizer=bpe: its MLflow model holds tokenizer.json, rebuilds that very tokenizer
     (never trained again) and scores the test text to the run's logged figures."""
-    from test_training import logged_bundle_files
+    from helpers import logged_bundle_files
 
     from lmbench.data.learned import MODEL_FILE, LearnedTokenizer
 

@@ -1,7 +1,7 @@
-"""`lmbench launcher=ray` against a Ray cluster at an address (tests/ray_cluster.py starts it, in a
-network namespace of its own): the four families as four Ray tasks, one MLflow parent run, four
-child runs, the comparison report on the parent. Needs `pip install -e ".[ray]"` (best in a venv
-of its own: docs/machines.md, "Ray") and permission to run `unshare -n`."""
+"""`lmbench launcher=ray` against a Ray cluster at an address (`main` below starts it, this file
+run as a script in a network namespace of its own): the four families as four Ray tasks, one MLflow
+parent run, four child runs, the comparison report on the parent. Needs `pip install -e ".[ray]"`
+(best in a venv of its own: docs/machines.md, "Ray") and permission to run `unshare -n`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_sweep import sweep_runs
-from test_training import write_corpus
+from helpers import free_port, mlflow_server, sweep_runs, write_corpus
 
 HERE = Path(__file__).parent
 
@@ -34,7 +33,7 @@ def test_four_families_on_a_ray_cluster_nest_under_one_parent(tmp_path):
            "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(
-        ["unshare", "-n", sys.executable, str(HERE / "ray_cluster.py"), str(tmp_path),
+        ["unshare", "-n", sys.executable, str(HERE / "test_ray_cluster.py"), str(tmp_path),
          "model=ngram,rnn,lstm,transformer", "tracking.experiment=ray", f"cache_dir={tmp_path / 'cache'}",
          "dataset=text_files", *(f"dataset.{split}={path}" for split, path in corpus.items()),
          "trainer.max_steps=12", "trainer.batch_size=4", "trainer.bptt=8", "trainer.eval_batch_size=2",
@@ -54,3 +53,45 @@ def test_four_families_on_a_ray_cluster_nest_under_one_parent(tmp_path):
     # The report went through the server into its artifact folder (the sqlite client cannot list it).
     report = sorted(p.name for p in (tmp_path / "artifacts").glob(f"*/{parent.info.run_id}/artifacts/report/*"))
     assert {"comparison.md", "comparison.csv", "valid_ppl.png"} <= set(report), report
+
+
+# -- the cluster's side: this file run as a script, inside the namespace ----------------------------
+
+RAY = Path(sys.executable).parent / "ray"
+
+
+def main(folder: Path, overrides: list[str]) -> int:
+    """A 4-job sweep on a local Ray cluster into an MLflow server, run by the test above
+    inside a network namespace of its own (`unshare -n`, loopback only): Ray binds its ports on every
+    interface even when told 127.0.0.1, so the cluster must not be reachable from outside.
+
+        unshare -n <python with ray> tests/test_ray_cluster.py <folder> <lmbench override> ...
+
+    Brings up the loopback interface, starts a Ray head (`ray start --head`) and `mlflow server` over
+    <folder>/mlflow.db, runs `python -m lmbench launcher=ray <overrides>` in <folder> with RAY_ADDRESS
+    and MLFLOW_TRACKING_URI set (its output in <folder>/sweep.log), stops Ray, exits with lmbench's
+    status. Ray's workers inherit nothing from the sweep's process: what they need comes through
+    hydra.job.env_set (lmbench/cli/sweep.py).
+    """
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    port = free_port()
+    subprocess.run(
+        [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+         "--object-store-memory=200000000", "--include-dashboard=false", "--disable-usage-stats"],
+        check=True, capture_output=True, text=True, timeout=180,
+        cwd=folder,  # Ray's workers start here, and Hydra's relative job folders (multirun/...) with them
+    )
+    try:
+        with mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts") as server:
+            env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}", "MLFLOW_TRACKING_URI": server.url}
+            with (folder / "sweep.log").open("w") as log:
+                return subprocess.run(
+                    [sys.executable, "-m", "lmbench", "launcher=ray", *overrides],
+                    cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=900,
+                ).returncode
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]).resolve(), sys.argv[2:]))

@@ -129,7 +129,7 @@ def test_a_new_family_without_a_recipe_trains_on_the_default_and_one_with_a_reci
 
 
 def test_the_run_logs_the_recipe_it_used_not_the_table_of_recipes(tmp_path):
-    from test_training import only_run, tiny_cfg
+    from helpers import only_run, tiny_cfg
 
     from lmbench.training.run import run
 

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import write_corpus
 from mlflow import MlflowClient
-from test_training import write_corpus
 
 
 def command(tmp_path: Path, run_dir: Path, db: Path) -> list[str]:

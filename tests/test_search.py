@@ -18,10 +18,9 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from helpers import lmbench, sweep_runs, write_corpus
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
-from test_sweep import lmbench, sweep_runs
-from test_training import write_corpus
 
 from lmbench.errors import ConfigError
 from lmbench.search.settings import read_settings

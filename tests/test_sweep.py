@@ -6,49 +6,16 @@ tracking URI left to its default, so the callback and the jobs must agree on the
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import lmbench, sweep_runs
 from hydra.types import RunMode
-from mlflow import MlflowClient
 from omegaconf import OmegaConf
-from test_training import write_corpus
 
 from lmbench.cli.sweep import job_env, job_tags
 from lmbench.tracking import with_retry
-
-
-def lmbench(tmp_path: Path, *overrides: str, ok: bool = True, splits: tuple[str, ...] = ("train", "valid", "test")
-            ) -> subprocess.CompletedProcess:
-    """`python -m lmbench` on the tiny corpus (written into tmp_path; `splits` name the corpus files
-    passed as dataset.<split>, the others are left to `overrides`), store in tmp_path/mlflow.db."""
-    paths = {split: path for split, path in write_corpus(tmp_path).items() if split in splits}
-    env = {**os.environ, "LMBENCH_CACHE_DIR": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "lmbench", *overrides, "dataset=text_files",
-         *(f"dataset.{split}={path}" for split, path in paths.items()),
-         "trainer.batch_size=4", "trainer.bptt=8", "trainer.eval_batch_size=2", "trainer.progress=false"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def sweep_runs(tmp_path: Path, experiment: str):
-    """(client, parent run, child runs) of the only sweep in the store at tmp_path/mlflow.db."""
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("lmbench.role") == "sweep"]
-    assert len(parents) == 1
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert len(children) == len(runs) - 1  # nothing in the experiment outside the sweep
-    return client, parents[0], children
 
 
 def test_four_parallel_jobs_all_arrive_under_one_parent(tmp_path):

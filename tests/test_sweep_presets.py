@@ -5,23 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers import compose_hydra
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from lmbench.cli.search import SWEEPER, check_search
-from lmbench.config import check_target, register_configs
+from lmbench.config import check_target
 from lmbench.paths import CONF_DIR
 from lmbench.search.settings import PRUNERS, read_settings
 from lmbench.training.run import MODEL_SUPPLIED
 
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
-
-
-def compose_hydra(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
 
 
 def jobs_of(cfg) -> list[list[str]]:

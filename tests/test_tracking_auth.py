@@ -1,4 +1,4 @@
-"""Who may write: `mlflow server --app-name basic-auth` (tests/services.py), credentials given to
+"""Who may write: `mlflow server --app-name basic-auth` (tests/helpers.py), credentials given to
 jobs only through MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD. A job with wrong, missing or
 insufficient credentials is refused before training in one paragraph; the credentials appear
 nowhere in what a run logs or prints."""
@@ -10,10 +10,9 @@ import secrets
 from pathlib import Path
 
 import pytest
+from helpers import basic_auth_server, corpus_args, run_cli
 from mlflow import MlflowClient
 from mlflow.server import get_app_client
-from services import basic_auth_server
-from test_tracking_server import corpus_args, run_cli
 
 ADMIN_PASSWORD = secrets.token_hex(8)
 TRAINER, TRAINER_PASSWORD = "trainer", "tr-" + secrets.token_hex(8)

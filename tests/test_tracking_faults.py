@@ -10,10 +10,9 @@ import sys
 import time
 
 import pytest
+from helpers import corpus_args, free_port, mlflow_server, run_cli
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
-from services import free_port, mlflow_server
-from test_tracking_server import corpus_args, run_cli
 
 from lmbench import names
 from lmbench.cli.sweep import check_launcher_store

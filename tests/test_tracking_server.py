@@ -1,5 +1,5 @@
 """lmbench against a real tracking server: `mlflow server` over PostgreSQL, artifacts served by the
-server (tests/services.py starts both on 127.0.0.1). Nothing is shared between the process that
+server (tests/helpers.py starts both on 127.0.0.1). Nothing is shared between the process that
 trains and the one that reads but the server's URL: each works in its own folder with its own
 cache, and the run folder is deleted before its model is used.
 """
@@ -7,41 +7,17 @@ cache, and the run folder is deleted before its model is used.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import corpus_args, run_cli
 from mlflow import MlflowClient
-from test_training import write_corpus
 
 from lmbench import names
 
 TINY_RNN = ("model.hidden_size=16", "model.embedding_dim=16", "model.num_layers=1")
 pytestmark = pytest.mark.usefixtures("tracking_server")
-
-
-def run_cli(
-    folder: Path, uri: str, *argv: str, module: str = "lmbench", ok: bool = True
-) -> subprocess.CompletedProcess:
-    """`python -m <module> argv` (`python argv` when module is empty) in `folder` with its own cache,
-    the store given only as the server's URL."""
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "LMBENCH_CACHE_DIR": str(folder / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3",
-           "MLFLOW_TRACKING_URI": uri}
-    command = [sys.executable, *(("-m", module) if module else ()), *argv]
-    proc = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
-    assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def corpus_args(data: Path) -> list[str]:
-    """The tiny corpus, in a data folder of its own (as LMBENCH_DATA_DIR would be on every machine)."""
-    data.mkdir(parents=True, exist_ok=True)
-    return ["dataset=text_files", *(f"dataset.{s}={p}" for s, p in write_corpus(data).items()),
-            "trainer.batch_size=4", "trainer.bptt=8", "trainer.eval_batch_size=2", "trainer.progress=false"]
 
 
 def no_local_store(folder: Path) -> None:

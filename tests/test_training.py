@@ -3,103 +3,16 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from mlflow import MlflowClient
+from helpers import logged_bundle_files, only_run, tiny_cfg
 
-from lmbench.config import register_configs
 from lmbench.data import Split
 from lmbench.errors import TrainingDiverged
 from lmbench.models.neural import pack_streams, stream_starts
-from lmbench.paths import CONF_DIR
 from lmbench.scoring import evaluate
 from lmbench.training.run import run
-
-SENTENCES = [
-    "the cat sat on the mat",
-    "the dog sat on the log",
-    "a cat saw a dog",
-    "a dog saw the cat on the mat",
-]
-
-
-def write_corpus(folder: Path, n_train: int = 400, n_eval: int = 40, seed: int = 0) -> dict[str, Path]:
-    rng = np.random.default_rng(seed)
-    paths = {}
-    for split, n in (("train", n_train), ("valid", n_eval), ("test", n_eval)):
-        lines = [SENTENCES[i] for i in rng.integers(0, len(SENTENCES), n)]
-        paths[split] = folder / f"{split}.txt"
-        paths[split].write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return paths
-
-
-TINY_LSTM = ("model.hidden_size=32", "model.embedding_dim=32", "model.num_layers=1")
-
-
-def compose_on(
-    tmp_path: Path, paths: dict[str, Path], *overrides: str, model: tuple[str, ...] = TINY_LSTM,
-    config_dir: Path = CONF_DIR,
-):
-    """A tiny-model run on the corpus files `paths` (split -> file), tracked in `tmp_path`/mlflow.db;
-    later `overrides` win over the defaults here."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                "dataset=text_files",
-                *(f"dataset.{split}={path}" for split, path in paths.items()),
-                f"cache_dir={tmp_path / 'cache'}",
-                *model,
-                "optimizer=adam",
-                "optimizer.learning_rate=0.01",
-                "trainer.batch_size=4",
-                "trainer.bptt=8",
-                "trainer.eval_batch_size=2",
-                "trainer.progress=false",
-                f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-                "tracking.experiment=tiny",
-                "tracking.log_every_n_steps=10",
-                *overrides,
-            ],
-        )
-
-
-def tiny_cfg(
-    tmp_path: Path,
-    *overrides: str,
-    model: tuple[str, ...] = TINY_LSTM,
-    config_dir: Path = CONF_DIR,
-    n_train: int = 400,
-    n_eval: int = 40,
-):
-    """A run on a tiny corpus written into `tmp_path`, tracked in `tmp_path`/mlflow.db."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    paths = write_corpus(tmp_path, n_train=n_train, n_eval=n_eval)
-    return compose_on(tmp_path, paths, *overrides, model=model, config_dir=config_dir)
-
-
-def only_run(uri: str, experiment: str = "tiny"):
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 1
-    return client, runs[0]
-
-
-def logged_bundle_files(uri: str, run_id: str, tmp_path: Path) -> set[str]:
-    """Names of the files in the run's logged MLflow model's bundle (runs:/<id>/model)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=str(tmp_path / "dl")))
-    from lmbench.artifacts.format import find_bundle_folder
-
-    assert (local / "MLmodel").is_file()
-    return {p.name for p in find_bundle_folder(local).iterdir()}
 
 
 def test_tiny_lstm_learns_and_is_tracked(tmp_path):

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_training import only_run, tiny_cfg
+from helpers import only_run, tiny_cfg
 
 from lmbench.config import TrainerConfig
 from lmbench.models.recurrent import RecurrentLM

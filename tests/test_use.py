@@ -6,8 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
-from test_families import TINY, compose_tiny
-from test_training import only_run
+from helpers import TINY, compose_tiny, only_run
 
 from lmbench import names
 from lmbench.cli import evaluate as evaluate_cli
@@ -130,7 +129,7 @@ def test_evaluate_own_test_split_reproduces_the_run_and_is_logged(runs, capsys, 
 
 def test_evaluate_files_reports_the_oov_rate(tmp_path, capsys, monkeypatch):
     # A corpus with <unk> in train, so that unseen words have somewhere to go.
-    from test_training import tiny_cfg
+    from helpers import tiny_cfg
 
     folder = tmp_path / "unk"
     cfg = tiny_cfg(folder, "model=ngram", "model.order=2", "tokenizer.max_size=6", model=())

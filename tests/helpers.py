@@ -1,14 +1,26 @@
-"""Services that tests start for themselves and tear down: a private PostgreSQL cluster and an
-`mlflow server` in front of it, both on 127.0.0.1 only, on free ports; a headless chromium driven
-over the DevTools protocol on a pipe (no port at all); and a sweep's runs, logged as lmbench's own
-jobs log them, for the tests that read them back.
+"""Helpers shared by more than one test module (the fixtures are in conftest.py).
 
-Reusable by any test module (the fixtures are session-scoped; import them in a conftest or use
-the context managers directly). PostgreSQL comes from Debian's `postgresql` package (.ci/run
-installs it); its binaries live in /usr/lib/postgresql/<version>/bin, off the PATH. PostgreSQL
-refuses to run as root, so as root the cluster runs as the `postgres` user the package creates,
-in a temporary folder that user owns (the unix socket too: nothing in /run/postgresql is used).
-Without the binaries the fixtures skip and say what to install.
+- A tiny corpus and tiny runs on it (from test_training): `write_corpus` writes a 4-sentence
+  grammar's train/valid/test files, `compose_on` / `tiny_cfg` compose a tiny-model run on them
+  tracked in tmp_path/mlflow.db, `only_run` and `logged_bundle_files` read the run back;
+  `compose_tiny` does so for any model config (with `TINY`, the per-builder shrinking overrides),
+  `compose_hydra` composes the root config with its `hydra` node.
+- lmbench's CLI in a subprocess: `lmbench` (a sweep or run on the tiny corpus, store in
+  tmp_path/mlflow.db) and `sweep_runs` (its parent and child runs); `run_cli` and `corpus_args`
+  for a process that knows the store only as a tracking server's URL.
+- A synthetic n-gram corpus: `TRAIN` and `HELD_OUT` from a skewed Markov chain over `V` ids with
+  `EOS`, and `fitted`, an NGramLM trained on it.
+- Services that tests start for themselves and tear down: a private PostgreSQL cluster and an
+  `mlflow server` in front of it, both on 127.0.0.1 only, on free ports; a headless chromium driven
+  over the DevTools protocol on a pipe (no port at all); and a sweep's runs, logged as lmbench's own
+  jobs log them, for the tests that read them back.
+
+  The session-scoped `postgres` and `tracking_server` fixtures (conftest.py) are built on these
+  context managers; tests may also use them directly. PostgreSQL comes from Debian's `postgresql`
+  package (.ci/run installs it); its binaries live in /usr/lib/postgresql/<version>/bin, off the
+  PATH. PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` user the
+  package creates, in a temporary folder that user owns (the unix socket too: nothing in
+  /run/postgresql is used). Without the binaries the fixtures skip and say what to install.
 """
 
 from __future__ import annotations
@@ -26,12 +38,217 @@ import sys
 import tempfile
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from mlflow import MlflowClient
+
+from lmbench.config import register_configs
+from lmbench.models.ngram import NGramLM
+from lmbench.models.ngram.smoothing import DiscountFallbackWarning
+from lmbench.paths import CONF_DIR
+
+# -- a tiny corpus and tiny runs on it -------------------------------------------------------------
+
+SENTENCES = [
+    "the cat sat on the mat",
+    "the dog sat on the log",
+    "a cat saw a dog",
+    "a dog saw the cat on the mat",
+]
+
+
+def write_corpus(folder: Path, n_train: int = 400, n_eval: int = 40, seed: int = 0) -> dict[str, Path]:
+    rng = np.random.default_rng(seed)
+    paths = {}
+    for split, n in (("train", n_train), ("valid", n_eval), ("test", n_eval)):
+        lines = [SENTENCES[i] for i in rng.integers(0, len(SENTENCES), n)]
+        paths[split] = folder / f"{split}.txt"
+        paths[split].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return paths
+
+
+TINY_LSTM = ("model.hidden_size=32", "model.embedding_dim=32", "model.num_layers=1")
+
+
+def compose_on(
+    tmp_path: Path, paths: dict[str, Path], *overrides: str, model: tuple[str, ...] = TINY_LSTM,
+    config_dir: Path = CONF_DIR,
+):
+    """A tiny-model run on the corpus files `paths` (split -> file), tracked in `tmp_path`/mlflow.db;
+    later `overrides` win over the defaults here."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                "dataset=text_files",
+                *(f"dataset.{split}={path}" for split, path in paths.items()),
+                f"cache_dir={tmp_path / 'cache'}",
+                *model,
+                "optimizer=adam",
+                "optimizer.learning_rate=0.01",
+                "trainer.batch_size=4",
+                "trainer.bptt=8",
+                "trainer.eval_batch_size=2",
+                "trainer.progress=false",
+                f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                "tracking.experiment=tiny",
+                "tracking.log_every_n_steps=10",
+                *overrides,
+            ],
+        )
+
+
+def tiny_cfg(
+    tmp_path: Path,
+    *overrides: str,
+    model: tuple[str, ...] = TINY_LSTM,
+    config_dir: Path = CONF_DIR,
+    n_train: int = 400,
+    n_eval: int = 40,
+):
+    """A run on a tiny corpus written into `tmp_path`, tracked in `tmp_path`/mlflow.db."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    paths = write_corpus(tmp_path, n_train=n_train, n_eval=n_eval)
+    return compose_on(tmp_path, paths, *overrides, model=model, config_dir=config_dir)
+
+
+def only_run(uri: str, experiment: str = "tiny"):
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def logged_bundle_files(uri: str, run_id: str, tmp_path: Path) -> set[str]:
+    """Names of the files in the run's logged MLflow model's bundle (runs:/<id>/model)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=str(tmp_path / "dl")))
+    from lmbench.artifacts.format import find_bundle_folder
+
+    assert (local / "MLmodel").is_file()
+    return {p.name for p in find_bundle_folder(local).iterdir()}
+
+
+# Shrink each family to seconds of work; keys by the YAML's builder, so a new family's YAML gets a
+# clear KeyError here rather than a silent full-size run.
+TINY = {
+    "lmbench.models.recurrent.RecurrentLM": ["model.hidden_size=16", "model.embedding_dim=16", "model.num_layers=1"],
+    "lmbench.models.transformer.TransformerLM": [
+        "model.n_layer=1", "model.n_head=2", "model.d_model=16", "model.d_ff=32",
+    ],
+}
+
+
+def compose_tiny(tmp_path: Path, model: str, *overrides: str, config_dir: Path = CONF_DIR):
+    return tiny_cfg(
+        tmp_path, "trainer.max_steps=3", "trainer.eval_batch_size=4", "tracking.log_every_n_steps=2",
+        *overrides, model=(f"model={model}",), config_dir=config_dir, n_train=200, n_eval=20,
+    )
+
+
+def compose_hydra(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+# -- lmbench's CLI in a subprocess -----------------------------------------------------------------
+
+def lmbench(tmp_path: Path, *overrides: str, ok: bool = True, splits: tuple[str, ...] = ("train", "valid", "test")
+            ) -> subprocess.CompletedProcess:
+    """`python -m lmbench` on the tiny corpus (written into tmp_path; `splits` name the corpus files
+    passed as dataset.<split>, the others are left to `overrides`), store in tmp_path/mlflow.db."""
+    paths = {split: path for split, path in write_corpus(tmp_path).items() if split in splits}
+    env = {**os.environ, "LMBENCH_CACHE_DIR": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmbench", *overrides, "dataset=text_files",
+         *(f"dataset.{split}={path}" for split, path in paths.items()),
+         "trainer.batch_size=4", "trainer.bptt=8", "trainer.eval_batch_size=2", "trainer.progress=false"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def sweep_runs(tmp_path: Path, experiment: str):
+    """(client, parent run, child runs) of the only sweep in the store at tmp_path/mlflow.db."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("lmbench.role") == "sweep"]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == len(runs) - 1  # nothing in the experiment outside the sweep
+    return client, parents[0], children
+
+
+def run_cli(
+    folder: Path, uri: str, *argv: str, module: str = "lmbench", ok: bool = True
+) -> subprocess.CompletedProcess:
+    """`python -m <module> argv` (`python argv` when module is empty) in `folder` with its own cache,
+    the store given only as the server's URL."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "LMBENCH_CACHE_DIR": str(folder / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3",
+           "MLFLOW_TRACKING_URI": uri}
+    command = [sys.executable, *(("-m", module) if module else ()), *argv]
+    proc = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def corpus_args(data: Path) -> list[str]:
+    """The tiny corpus, in a data folder of its own (as LMBENCH_DATA_DIR would be on every machine)."""
+    data.mkdir(parents=True, exist_ok=True)
+    return ["dataset=text_files", *(f"dataset.{s}={p}" for s, p in write_corpus(data).items()),
+            "trainer.batch_size=4", "trainer.bptt=8", "trainer.eval_batch_size=2", "trainer.progress=false"]
+
+
+# -- a synthetic corpus for the n-gram models ------------------------------------------------------
+
+V, EOS = 40, 0  # id V-1 never occurs in training: it exercises the uniform order 0
+
+
+def markov_corpus(n_sentences: int, seed: int) -> np.ndarray:
+    """Sentences from a skewed random Markov chain: repeated n-grams of every count, some rare."""
+    transitions = np.random.default_rng(0).dirichlet(np.full(V - 2, 0.2), size=V)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_sentences):
+        word = EOS
+        for _ in range(rng.integers(1, 9)):
+            word = int(rng.choice(np.arange(1, V - 1), p=transitions[word]))
+            out.append(word)
+        out.append(EOS)
+    return np.array(out, dtype=np.uint16)
+
+
+TRAIN = markov_corpus(60, seed=1)
+# Held-out text: other sentences of the chain, plus the never-seen word and random (unseen) contexts.
+HELD_OUT = np.concatenate([markov_corpus(8, seed=2), [V - 1, 5, V - 1, EOS], [7, 3, 3, 9, 21, EOS]])
+HELD_OUT = HELD_OUT.astype(np.int32)
+
+
+def fitted(smoothing: str, order: int, reset: bool = True, **kwargs) -> NGramLM:
+    model = NGramLM(V, EOS, order=order, smoothing=smoothing, reset_at_eos=reset, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DiscountFallbackWarning)  # tiny data: expected at order 4
+        model.fit(TRAIN)
+    return model
+
+
+# -- services: PostgreSQL, mlflow server, chromium, a logged sweep ---------------------------------
 
 STARTUP_TIMEOUT_S = 180  # generous: five agents share two cores here
 
@@ -168,19 +385,6 @@ def mlflow_server(
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    with postgres_cluster(("mlflow", "optuna")) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="session")
-def tracking_server(postgres, tmp_path_factory) -> Iterator[MlflowServer]:
-    """One `mlflow server` over PostgreSQL for the session; tests keep apart by experiment name."""
-    with mlflow_server(postgres.uri("mlflow"), tmp_path_factory.mktemp("server") / "artifacts") as server:
-        yield server
 
 
 @contextmanager
@@ -325,7 +529,7 @@ def log_sweep(uri: str, experiment: str, jobs: Sequence[Job]) -> str:
     (`tracking.start_parent_run`), then each job a child run through lmbench's `Tracker`, with its
     tags, a short training curve and its summary; a diverged job ends FAILED with the divergence
     guard's tags. The parent is left running for the report (`write_report`); its id."""
-    from lmbench import names, tracking  # here: conftest imports this module, and MLflow takes seconds to load
+    from lmbench import names, tracking  # here: only the tests that log a sweep need lmbench's tracking
 
     parent = tracking.start_parent_run(uri, experiment, "quick", {names.ROLE: "sweep"})
     for number, job in enumerate(jobs):
