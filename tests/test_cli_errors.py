@@ -142,3 +142,32 @@ def test_a_run_folder_that_cannot_be_created_is_one_paragraph(tmp_path):
     proc = lmbench(tmp_path, "model=ngram", "tracking=none", f"hydra.run.dir={blocker / 'run'}")
     assert proc.returncode == 2
     assert_clean_error(proc, f"lmbench: error: hydra.run.dir={blocker / 'run'} cannot be created (Not a directory")
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("trainer.max_steps=abc", "trainer.max_steps takes a whole number or null"),
+    ("tracking.enabled=maybe", "tracking.enabled takes true or false"),
+    ("dataset.split_fractions=3", "dataset.split_fractions takes a list of numbers"),
+])
+def test_a_wrong_type_is_one_paragraph_with_exit_2(tmp_path, override, needle):
+    proc = lmbench(tmp_path, override)
+    assert_clean_error(proc, f"lmbench: error: {needle}")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_wrong_type_in_any_value_of_a_sweep_stops_it_before_its_first_job(tmp_path):
+    proc = lmbench(tmp_path, "-m", "model=ngram", "trainer.max_steps=100,abc")
+    assert_clean_error(proc, "lmbench: error: trainer.max_steps takes a whole number or null")
+    assert proc.returncode == 2 and "Sweep:" not in proc.stdout and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("optimizer.learning_rate=-1", "optimizer.learning_rate must be a finite number in (0.0, inf), got -1"),
+    ("trainer.divergence_grace_steps=-3", "trainer.divergence_grace_steps must be >= 0"),
+    ("model.head.chunk_logits=0", "model.head.chunk_logits must be an integer >= 1"),
+])
+def test_values_out_of_range_are_refused_before_any_data_is_read(tmp_path, override, needle):
+    """The corpus named here does not exist: the value's paragraph comes first, so no data was read."""
+    proc = lmbench(tmp_path, "dataset=text_files", f"dataset.file={tmp_path / 'missing.txt'}", override)
+    assert_clean_error(proc, f"lmbench: error: {needle}")
+    assert "missing.txt" not in proc.stderr and proc.returncode == 2

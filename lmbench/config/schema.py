@@ -71,7 +71,8 @@ class TrainerConfig:
     l2: float = 0.0  # L2 penalty likewise; for decoupled weight decay use optimizer=adamw
     checkpoint_every_n_steps: Optional[int] = 500  # plus one at every epoch end; null: epochs only
     # Also validate every this many steps inside an epoch (valid_step/* at the global step, for
-    # curves per step); null: at epoch ends only. Decay, early stopping, the best checkpoint: epochs.
+    # curves per step); null: at epoch ends only, except that a run max_steps ends inside its first
+    # epoch validates 4 times. Decay, early stopping, the best checkpoint: epochs.
     validate_every_n_steps: Optional[int] = None
     resume: Optional[bool] = None  # null: continue from checkpoints/last of the run folder if any
     precision: str = "auto"  # auto | float32 | mixed_bfloat16 (training/precision.py)

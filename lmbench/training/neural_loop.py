@@ -46,6 +46,14 @@ class NeuralLoop:
         self.total = min(total, cfg.max_steps) if cfg.max_steps is not None else total
         self.per_step_lr = cfg.warmup_steps > 0 or cfg.lr_schedule == "cosine"
         self.guard = DivergenceGuard(len(data.vocab), cfg.divergence_grace_steps)
+        self.validate_every = self._validation_interval()
+
+    def _validation_interval(self) -> int | None:
+        """trainer.validate_every_n_steps; unset, a run that ends inside its first epoch (max_steps)
+        validates 4 times, so that it has a validation curve, not one point."""
+        if self.cfg.validate_every_n_steps or self.total >= self.per_epoch:
+            return self.cfg.validate_every_n_steps
+        return max(1, -(-self.total // 4))
 
     def run(self, state: TrainState, resumed: bool) -> FitResult:
         """Train from `state` (after restoring checkpoints/last into the model when `resumed`)
@@ -93,7 +101,7 @@ class NeuralLoop:
                 if step % self.tracker.log_every_n_steps == 0 or step == self.total:
                     self._log_window(state, bar, time.perf_counter() - window_start)
                     window_start = time.perf_counter()
-                if cfg.validate_every_n_steps and step % cfg.validate_every_n_steps == 0 and step < self.total:
+                if self.validate_every and step % self.validate_every == 0 and step < self.total:
                     if state.step_in_epoch < n:  # the epoch's end validates anyway
                         valid = self.evaluate(self.model, self.data.valid)
                         self._log_valid_step(valid, step)
@@ -138,7 +146,7 @@ class NeuralLoop:
         lr = float(self.optimizer.learning_rate)
         self.tracker.log_metrics({names.TRAIN_LR: lr, names.TRAIN_EPOCH: epoch}, step=epoch)
         valid = self.validate(self.model, self.data, epoch, result)
-        if self.cfg.validate_every_n_steps:
+        if self.validate_every:
             self._log_valid_step(valid, state.global_step)
         self._observe(state, valid, last=state.global_step >= self.total)
         stop = self._after_validation(valid, state, result)
