@@ -12,6 +12,9 @@ from __future__ import annotations
 # -- figures of a scored split: <split>/<figure> ----------------------------------------------------
 LOSS, PPL, BPC, TOKENS, TOKENS_PER_SEC, OOV_RATE = "loss", "ppl", "bpc", "tokens", "tokens_per_sec", "oov_rate"
 TRAIN, VALID, TEST, BEST_VALID = "train", "valid", "test", "best_valid"
+# In the units of the raw text, whatever the tokenizer (lmbench/scoring.py): exp(nats / words), and
+# nats / ln 2 / UTF-8 bytes.
+WORD_PPL, BITS_PER_BYTE = "word_ppl", "bits_per_byte"
 
 
 VALID_STEP = "valid_step"  # valid/* again, at the global step (trainer.validate_every_n_steps)
@@ -69,6 +72,16 @@ COMPONENTS = "lmbench.components"  # a mixture's component runs
 COMPONENT_FAMILIES = "lmbench.component_families"
 INIT_FROM = "lmbench.init_from"
 SOURCE_RUN_ID = "lmbench.source_run_id"  # the run whose model a run fine-tunes or evaluates
+
+
+def scored_ids_tag(split: str) -> str:
+    """`lmbench.scored_ids.<split>`: the digest of the token ids a run scored its split on
+    (`scoring.ids_digest`); runs with equal digests can be compared token by token."""
+    return f"lmbench.scored_ids.{split}"
+
+
+# The artifact folder of a run's per-token scores: token_scores/<split>.npz (scoring.TokenScores)
+TOKEN_SCORES = "token_scores"
 
 ERROR = "lmbench.error"
 FAILED_STEP = "lmbench.failed_step"

@@ -21,6 +21,7 @@ table { border-collapse: collapse; margin: 4px 0; }
 th, td { padding: 3px 8px; border-bottom: 1px solid #d1d9e0; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; }
 td.num, th.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+p.verdict { margin: 8px 0; }
 ul.notes { padding-left: 18px; margin: 8px 0; }
 ul.notes li { margin: 3px 0; }
 p.error { margin: 2px 0 8px 18px; color: #59636e; font-size: 13px; }
@@ -40,6 +41,11 @@ def table(headers: list[str], rows: list[list[str]], numeric: list[bool]) -> str
 
 def notes(lines: list[str]) -> str:
     return '<ul class="notes">' + "".join(f"<li>{escape(line)}</li>" for line in lines) + "</ul>" if lines else ""
+
+
+def verdict(head: str, sentence: str) -> str:
+    """The sentence that ends a comparison, after its head in bold."""
+    return f"<p class=verdict><b>{escape(head)}:</b> {escape(sentence)}</p>"
 
 
 def explained(items: list[tuple[str, str]]) -> str:

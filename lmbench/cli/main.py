@@ -6,6 +6,10 @@ composition errors print Hydra's message and exit with status 1, but the command
 first (`config.hints.command_line_problems`: unknown options and keys, wrong types), so that most
 mistakes get lmbench's paragraph and status 2;
 Ctrl-C prints how to continue the run (or sweep) and exits with status 130.
+
+`sweep.seeds=N` is command-line sugar, rewritten before Hydra sees it into Hydra's range sweep
+`seed=range(1,N+1)`: every job of the sweep once per seed 1..N, which the report then shows as one
+row per job with mean ± sd (cli/groups.py). It is no config key (a preset cannot set it).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
+from hydra import initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -26,7 +32,7 @@ from lmbench.cli.search import trial_reporter
 from lmbench.cli.sweep import job_tags
 from lmbench.config import check_values, register_configs
 from lmbench.config.hints import command_line_problems, override_key_hints
-from lmbench.errors import LmbenchError, TrainingDiverged, exit_with
+from lmbench.errors import ConfigError, LmbenchError, TrainingDiverged, exit_with
 from lmbench.paths import CONF_MODULE, CONF_SEARCH_PATH
 from lmbench.tracking import check_store, resolve_uri
 
@@ -112,9 +118,51 @@ def _main(cfg: DictConfig) -> float | None:
     return summary.get(names.split_metric(names.BEST_VALID, names.PPL))
 
 
+SEEDS = "sweep.seeds="
+
+
+def seeds_as_sweep(args: list[str]) -> list[str]:
+    """The command line with `sweep.seeds=N` written as `seed=range(1,N+1)`; ConfigError where it
+    cannot be: N not a whole number >= 1, a seed given too, or no sweep (no -m, no multirun preset)."""
+    given = [a for a in args if a.lstrip("+").startswith(SEEDS)]
+    if not given:
+        return args
+    value = given[-1].lstrip("+")[len(SEEDS):]
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"sweep.seeds takes a whole number of seeds >= 1, not {value!r}")
+    if any(a.lstrip("+~").startswith("seed=") for a in args):
+        raise ConfigError("sweep.seeds=N sweeps seed=1..N: give either sweep.seeds or seed=..., not both")
+    if not _multirun(args):
+        raise ConfigError(
+            f"sweep.seeds={value} runs every job of a sweep once per seed 1..{value}, and this command line is no "
+            f"sweep: add -m (`lmbench -m model=lstm,transformer sweep.seeds={value}`), or use a preset that "
+            f"sweeps (`lmbench experiment=quick sweep.seeds={value}`). For one run with another seed: seed=2."
+        )
+    return [a for a in args if a not in given] + [f"seed=range(1,{int(value) + 1})"]
+
+
+def _multirun(args: list[str]) -> bool:
+    """Whether Hydra would run these arguments as a sweep: -m, or a config (a preset, hydra.mode=...)
+    that sets hydra.mode to MULTIRUN, found as Hydra finds it (composed in multirun mode)."""
+    if "-m" in args or "--multirun" in args:
+        return True
+    overrides = [a for a in args if "=" in a and not a.startswith("-") and not a.lstrip("+").startswith(SEEDS)]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
+            mode = GlobalHydra.instance().hydra.get_mode(config_name="config", overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+    return mode == RunMode.MULTIRUN
+
+
 def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     register_configs()
+    try:  # Hydra reads sys.argv itself: the rewritten line is also what a sweep records as its command
+        sys.argv[1:] = seeds_as_sweep(sys.argv[1:])
+    except ConfigError as ex:
+        exit_with("lmbench", ex)
     problems = command_line_problems(sys.argv[1:], CONF_MODULE)
     if problems:  # one paragraph each, instead of Hydra's message (search path, "use +key")
         for problem in problems:

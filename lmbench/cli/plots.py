@@ -13,7 +13,9 @@
     bpc_vs_train_time.png   test bits/char against training time    compared for
 
 Each point of the two trade-off plots carries its run's name, placed where it overlaps no other
-name and no point. Files only (the Agg backend), also on machines without a display.
+name and no point. A row of several seeds (report.py) is drawn at its mean, with error bars of ±
+one sd (a band along the training-loss curve). Files only (the Agg backend), also on machines
+without a display.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from matplotlib.ticker import (  # noqa: E402
 )
 from matplotlib.transforms import Bbox  # noqa: E402
 
-from lmbench import names, tracking
+from lmbench import names, stats, tracking
 
 DPI = 100
 MARKER_SIZE = 60  # scatter points, in points squared
@@ -73,9 +75,34 @@ def write_plots(uri: str, rows: list, out: Path) -> None:
     _save(plot_tradeoff(rows, "train_s", "training time", c), out / "bpc_vs_train_time.png")
 
 
-def histories(uri: str, rows: list, key: str) -> dict[str, list[tuple[int, float]]]:
-    """run id -> the (step, value) points logged under `key`."""
-    return {r.run_id: tracking.metric_history(uri, r.run_id, key) for r in rows}
+def histories(uri: str, rows: list, key: str) -> dict[str, list[tuple[int, float, float]]]:
+    """row's run id -> (step, mean, sd) of what its runs logged under `key` at each step (sd 0 where
+    one run logged it)."""
+    curves = {}
+    for r in rows:
+        at: dict[int, list[float]] = {}
+        for run_id in r.run_ids:
+            for step, value in tracking.metric_history(uri, run_id, key):
+                at.setdefault(step, []).append(value)
+        curves[r.run_id] = [(step, *_mean_sd(at[step])) for step in sorted(at)]
+    return curves
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    mean, sd = stats.mean_sd(values)
+    return mean, sd or 0.0
+
+
+def _spread(ax, xs, ys, sds, colour, band: bool = False) -> None:
+    """± one sd around a row's curve or points where it is several seeds: bars, or for a dense
+    curve a band."""
+    if not any(sds):
+        return
+    if band:
+        ax.fill_between(xs, [y - e for y, e in zip(ys, sds)], [y + e for y, e in zip(ys, sds)],
+                        color=colour, alpha=0.2, linewidth=0)
+    else:
+        ax.errorbar(xs, ys, yerr=sds, fmt="none", ecolor=colour, capsize=3)
 
 
 def _save(fig: Figure, *paths: Path) -> None:
@@ -89,8 +116,9 @@ def plot_valid_per_step(rows: list, curves: dict[str, list], colours: dict[str, 
     fig, ax = plt.subplots(figsize=(8, 5))
     for r in rows:
         if curves[r.run_id]:
-            steps, values = zip(*curves[r.run_id])
+            steps, values, sds = zip(*curves[r.run_id])
             ax.plot(steps, values, marker="o", label=_label(r), color=colours[r.run_id])
+            _spread(ax, steps, values, sds, colours[r.run_id])
         elif r.valid_ppl is not None:  # counted, not trained in steps: its level
             ax.axhline(r.valid_ppl, linestyle="--", label=f"{_label(r)}, no steps", color=colours[r.run_id])
     _plain_log_y(ax)
@@ -108,8 +136,10 @@ def plot_curves(
     fig, ax = plt.subplots(figsize=(8, 5))
     for r in rows:
         if curves[r.run_id]:
-            steps, values = zip(*curves[r.run_id])
-            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, label=_label(r), color=colours[r.run_id])
+            steps, values, sds = zip(*curves[r.run_id])
+            few = len(steps) < 30
+            ax.plot(steps, values, marker="o" if few else None, label=_label(r), color=colours[r.run_id])
+            _spread(ax, steps, values, sds, colours[r.run_id], band=not few)
     if log_y:
         _plain_log_y(ax)
     ax.set_xlim(left=0)
@@ -135,6 +165,11 @@ def plot_tradeoff(rows: list, attribute: str, what: str, colours: dict[str, Any]
     xs = [getattr(r, attribute) / seconds_per_unit for r in points]
     fig, ax = plt.subplots(figsize=(8, 5))
     ax.scatter(xs, [r.test_bpc for r in points], c=[colours[r.run_id] for r in points], s=MARKER_SIZE, zorder=3)
+    for r, x in zip(points, xs):
+        if r.sd.get("test_bpc") or r.sd.get(attribute):
+            x_sd = r.sd.get(attribute, 0.0) / seconds_per_unit
+            ax.errorbar(x, r.test_bpc, yerr=r.sd.get("test_bpc", 0.0), xerr=x_sd, fmt="none",
+                        ecolor=colours[r.run_id], capsize=3, zorder=2)
     log_x = bool(xs) and max(xs) > 10 * min(xs)  # a log axis only where the costs span decades
     if log_x:
         ax.set_xscale("log")
@@ -203,15 +238,19 @@ def _contains(outer: Bbox, inner: Bbox) -> bool:
 
 
 def _label(r) -> str:
-    return f"{r.run} ({r.tokenizer})"
+    """A run's name; a row of several seeds, its label and how many."""
+    return f"{r.label} ({r.tokenizer}, {r.n} seeds)" if r.n > 1 else f"{r.run} ({r.tokenizer})"
 
 
 def plot_bpc(rows: list, colours: dict[str, Any]) -> Figure:
     scored = sorted((r for r in rows if r.test_bpc is not None), key=lambda r: r.test_bpc)
     fig, ax = plt.subplots(figsize=(8, 1.5 + 0.4 * max(1, len(scored))))
-    ax.barh([_label(r) for r in scored], [r.test_bpc for r in scored], color=[colours[r.run_id] for r in scored])
-    for i, r in enumerate(scored):
-        ax.annotate(f"{r.test_bpc:.3f}", (r.test_bpc, i), xytext=(3, 0), textcoords="offset points", va="center")
+    spread = [r.sd.get("test_bpc", 0.0) for r in scored]
+    ax.barh([_label(r) for r in scored], [r.test_bpc for r in scored], color=[colours[r.run_id] for r in scored],
+            xerr=spread if any(spread) else None, capsize=3)
+    for i, (r, sd) in enumerate(zip(scored, spread)):
+        said = f"{r.test_bpc:.3f}" + (f" ± {sd:.3f}" if sd else "")
+        ax.annotate(said, (r.test_bpc + sd, i), xytext=(3, 0), textcoords="offset points", va="center")
     ax.invert_yaxis()  # best at the top
     ax.margins(x=0.15)  # room for the value labels
     ax.set(xlabel="test bits per character (lower is better)", title="test bits/char")

@@ -1,8 +1,14 @@
-"""Comparison report: runs from MLflow as one table and three plots.
+"""Comparison report: runs from MLflow as one table, paired intervals and plots.
 
     lmbench-report --parent RUN_ID            # the child runs of a sweep; also logged to the parent
     lmbench-report --experiment lmbench       # the finished runs of an experiment
     lmbench-report --filter "tags.lmbench.dataset = 'ptb'"
+    lmbench-report --experiment quick --pair lstm transformer    # one more paired interval
+
+Runs that differ only in their seed are one row: the mean ± sd of its runs (cli/groups.py). Every
+row is compared with the best by test bits/char (and any `--pair`) by a paired bootstrap over the
+test split's lines (cli/pairs.py, lmbench/stats.py), and a sentence says which differences are
+significant at 95 %: the last line of the Markdown, on report.html and in the parent's description.
 
 Writes `comparison.md`, `comparison.csv`, the plots (lmbench/cli/plots.py) and `report.html` (the
 table, the notes and every plot on one self-contained page) into --out, and prints the Markdown
@@ -23,59 +29,20 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmbench import names, tracking
-from lmbench.cli import html_report
+from lmbench import names, stats, tracking
+from lmbench.cli import html_report, pairs
+from lmbench.cli.groups import SPREAD, Row, table_rows
 from lmbench.errors import exit_with
 
 REPORT_HTML = "report.html"
 REPORT_PAGE = f"report/{REPORT_HTML}"  # on a sweep's parent run: the page lmbench's UI link opens
 
 COLUMNS = (  # (csv header, markdown header)
-    ("run", "run"), ("family", "family"), ("model", "model"), ("settings", "settings"), ("params", "params"),
-    ("tokenizer", "tokenizer"), ("dataset", "dataset"), ("valid_ppl", "valid ppl"),
-    ("test_ppl", "test ppl"), ("test_bpc", "test bits/char"), ("train_s", "train time (s)"),
-    ("tokens_per_s", "tokens/s"),
+    ("run", "run"), ("family", "family"), ("model", "model"), ("settings", "settings"), ("n", "n"),
+    ("params", "params"), ("tokenizer", "tokenizer"), ("dataset", "dataset"), ("valid_ppl", "valid ppl"),
+    ("test_ppl", "test ppl"), ("test_word_ppl", "test word ppl"), ("test_bpc", "test bits/char"),
+    ("train_s", "train time (s)"), ("tokens_per_s", "tokens/s"),
 )
-
-
-@dataclass
-class Row:
-    run_id: str
-    run: str
-    family: str
-    model: str
-    params: float | None
-    tokenizer: str
-    dataset: str
-    valid_ppl: float | None
-    test_ppl: float | None
-    test_bpc: float | None
-    train_s: float | None
-    tokens_per_s: float | None
-    overrides: dict[str, str]  # the job's command-line overrides (sweeps, searches)
-    settings: str = ""  # those of them that differ between the compared runs
-
-    @classmethod
-    def of(cls, r: tracking.RunRecord) -> Row:
-        m, t = r.metrics, r.tags
-        family = t.get(names.FAMILY, "?")
-        return cls(
-            run_id=r.run_id,
-            run=r.name,
-            family=family,
-            model=t.get(names.MODEL, family),  # the config-group choice, e.g. lstm_small
-            params=m.get(names.PARAMS),
-            tokenizer=t.get(names.TOKENIZER, "?"),
-            dataset=t.get(names.DATASET, "?"),
-            valid_ppl=m.get(names.split_metric(names.BEST_VALID, names.PPL)),
-            test_ppl=m.get(names.split_metric(names.TEST, names.PPL)),
-            test_bpc=m.get(names.split_metric(names.TEST, names.BPC)),
-            train_s=m.get(names.TRAIN_SECONDS),
-            tokens_per_s=m.get(names.TRAIN_TOKENS_PER_SEC),
-            overrides=_overrides(t.get(names.OVERRIDES, "")),
-        )
-
-
 @dataclass
 class Diverged:
     """A run the divergence guard ended: it has no figures to rank, only what went wrong."""
@@ -96,25 +63,25 @@ class Diverged:
 
 @dataclass
 class Comparison:
-    rows: list[Row]  # finished runs, by test perplexity
+    rows: list[Row]  # finished runs grouped by seed, by test perplexity
     notes: list[str]
     diverged: list[Diverged]
+    pairing: pairs.Pairing | None = None  # from the runs' token scores: intervals and the sentence
 
 
 def compare(runs: list[tracking.RunRecord]) -> Comparison:
-    """Finished runs sorted by test ppl (runs without one last), with notes on what not to compare."""
+    """Finished runs grouped by seed and sorted by test ppl (rows without one last), with notes on
+    what not to compare. The paired intervals need the runs' token scores: `write_report` adds them."""
     runs = [r for r in runs if r.tags.get(names.ROLE) != "sweep" and r.tags.get(names.KIND) != "evaluation"]
     finished = [r for r in runs if r.status == "FINISHED"]
-    rows = sorted((Row.of(r) for r in finished), key=lambda row: (row.test_ppl is None, row.test_ppl or 0.0))
-    varying = _varying_overrides(rows)
-    for row in rows:
-        row.settings = " ".join(f"{k}={_setting(row.overrides[k])}" for k in varying if k in row.overrides)
+    rows = table_rows(finished)
     notes = []
     tokenizers = sorted({row.tokenizer for row in rows})
     if len(tokenizers) > 1:
         notes.append(
             f"Tokenizers differ ({', '.join(tokenizers)}): perplexities are per token of different units "
-            "and are not comparable across them; rank by test bits/char."
+            "and are not comparable across them; compare test word ppl (per word of the raw text, whatever "
+            "the tokenizer; runs logged before it have none) or test bits/char."
         )
     datasets = sorted({row.dataset for row in rows})
     if len(datasets) > 1:
@@ -162,40 +129,6 @@ def _budget_note(runs: list[tracking.RunRecord]) -> str | None:
     )
 
 
-# Override keys a table leaves out: tracking says nothing about the model, and a preset's family
-# choice (`+experiment/family=lstm`) or a model choice (`model=lstm`) is the family and model
-# columns already.
-SILENT_OVERRIDES = ("tracking.", "hydra", "experiment/family")
-SILENT_KEYS = ("model", "sweep.trial")  # the model column says it; a trial number is no setting
-
-
-def _overrides(line: str) -> dict[str, str]:
-    """key -> value of a run's overrides, without Hydra's +/++/~, booleans as typed (a sweeper
-    writes `False` where the command line said `false`)."""
-    pairs = (o.lstrip("+~").split("=", 1) for o in line.split() if "=" in o)
-    return {k: v.lower() if v in ("True", "False") else v for k, v in pairs}
-
-
-def _setting(value: str) -> str:
-    """An override's value as the table shows it: a float at 4 significant digits (an Optuna trial's
-    `optimizer.learning_rate=3.549789049598131` reads 3.55), anything else as written."""
-    if "." not in value and "e" not in value.lower():
-        return value  # an integer, a word, a list
-    try:
-        return format(float(value), ".4g")
-    except ValueError:
-        return value
-
-
-def _varying_overrides(rows: list[Row]) -> list[str]:
-    """Override keys whose values differ between rows (what a sweep or a search varied), in the
-    order they first appear, without the `+`/`++` Hydra needs to add a key."""
-    keys = list(dict.fromkeys(
-        k for row in rows for k in row.overrides if not k.startswith(SILENT_OVERRIDES) and k not in SILENT_KEYS
-    ))
-    return [k for k in keys if len({row.overrides.get(k) for row in rows}) > 1]
-
-
 def _fmt(value: float | None, spec: str) -> str:
     return "" if value is None or math.isnan(value) else format(value, spec)
 
@@ -211,45 +144,88 @@ CELLS = {
     "params": _params,
     "valid_ppl": lambda v: _fmt(v, ".2f"),
     "test_ppl": lambda v: _fmt(v, ".2f"),
+    "test_word_ppl": lambda v: _fmt(v, ".2f"),
     "test_bpc": lambda v: _fmt(v, ".4f"),
     "train_s": lambda v: _fmt(v, ".1f"),
     "tokens_per_s": lambda v: _fmt(v, ",.0f"),
 }
-NUMERIC = ("params", "valid_ppl", "test_ppl", "test_bpc", "train_s", "tokens_per_s")
+NUMERIC = ("n", "params", "valid_ppl", "test_ppl", "test_word_ppl", "test_bpc", "train_s", "tokens_per_s")
+# Columns shown only where a row has something in them.
+OPTIONAL = {
+    "settings": lambda r: bool(r.settings),
+    "n": lambda r: r.n > 1,
+    "test_word_ppl": lambda r: r.test_word_ppl is not None,
+}
 ALL_COLUMNS = tuple(name for name, _ in COLUMNS)
 # The first screen of report.html, narrow enough for the MLflow UI's artifact pane (a third of a
 # laptop's screen): what ranks the runs. Run names (the plots' legends) are in the full table below.
-RANKING_COLUMNS = ("family", "model", "test_ppl", "test_bpc", "settings")
+# Test word ppl joins them where tokenizers differ (ranking_columns).
+RANKING_COLUMNS = ("family", "model", "n", "test_ppl", "test_bpc", "settings")
 # The parent run's description in the MLflow UI, of which only a few lines show before "Show more".
-DESCRIPTION_COLUMNS = ("family", "model", "settings", "test_ppl", "test_bpc")
+DESCRIPTION_COLUMNS = ("family", "model", "settings", "n", "test_ppl", "test_bpc")
+
+
+def _cell(r: Row, key: str) -> str:
+    """A figure, as `mean ± sd` where the row is several seeds."""
+    show = CELLS.get(key, str)
+    text = show(getattr(r, key))
+    return f"{text} ± {show(r.sd[key])}" if text and key in r.sd else text
 
 
 def cells(c: Comparison, columns: tuple[str, ...]) -> tuple[list[str], list[list[str]], list[bool]]:
-    """(headers, rows of formatted cells, which columns are numeric); a column of settings only when
-    a run has some."""
+    """(headers, rows of formatted cells, which columns are numeric); the OPTIONAL columns only
+    where a row has something in them."""
     headers = dict(COLUMNS)
-    shown = [k for k in columns if k != "settings" or any(r.settings for r in c.rows)]
-    rows = [[CELLS.get(k, str)(getattr(r, k)) for k in shown] for r in c.rows]
+    shown = [k for k in columns if k not in OPTIONAL or any(OPTIONAL[k](r) for r in c.rows)]
+    rows = [[_cell(r, k) for k in shown] for r in c.rows]
     return [headers[k] for k in shown], rows, [k in NUMERIC for k in shown]
 
 
-def markdown(c: Comparison, columns: tuple[str, ...] = ALL_COLUMNS) -> str:
-    """The table, then the notes."""
-    headers, rows, numeric = cells(c, columns)
+def ranking_columns(c: Comparison) -> tuple[str, ...]:
+    """Where tokenizers differ, perplexities per token do not compare: test word ppl does."""
+    if len({r.tokenizer for r in c.rows}) < 2:
+        return RANKING_COLUMNS
+    at = RANKING_COLUMNS.index("test_bpc")
+    return (*RANKING_COLUMNS[:at], "test_word_ppl", *RANKING_COLUMNS[at:])
+
+
+def _markdown_table(headers: list[str], rows: list[list[str]], numeric: list[bool]) -> list[str]:
     lines = ["| " + " | ".join(headers) + " |", "|" + "".join("---:|" if n else "---|" for n in numeric)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def markdown(c: Comparison, columns: tuple[str, ...] = ALL_COLUMNS) -> str:
+    """The table, the notes, then the paired intervals and the sentence that ends the comparison."""
+    headers, rows, numeric = cells(c, columns)
+    lines = _markdown_table(headers, rows, numeric)
     if not rows:
         lines.append("| (no finished runs) |" + " |" * (len(headers) - 1))
-    return "\n".join(lines + [""] + [f"> {note}" for note in c.notes])
+    lines += [""] + [f"> {note}" for note in c.notes]
+    if c.pairing is not None:
+        if c.pairing.compared:
+            lines += ["", *_markdown_table(*c.pairing.table())]
+        lines += ["", f"**{c.pairing.head()}:** {c.pairing.verdict()}"]
+    return "\n".join(lines)
+
+
+def _counted(c: Comparison) -> str:
+    runs = sum(r.n for r in c.rows)
+    if not runs:
+        return "no finished runs"
+    grouped = f" in {len(c.rows)} rows (runs that differ only in seed: one row, mean ± sd)"
+    return f"{runs} finished runs{grouped if runs > len(c.rows) else ''}, ranked by test perplexity, best first"
 
 
 def html(c: Comparison, title: str, plots: list[Path]) -> str:
-    """report.html: the ranking first (the first screen in the MLflow UI), then the notes, the
-    diverged runs' paragraphs, the plots and every figure."""
-    ranked = "ranked by test perplexity, best first" if c.rows else "no finished runs"
-    return html_report.page(f"lmbench comparison: {title}", f"{len(c.rows)} finished runs, {ranked}.", [
-        html_report.table(*cells(c, RANKING_COLUMNS)),
+    """report.html: the ranking and the sentence first (the first screen in the MLflow UI), then
+    the notes, the paired intervals, the diverged runs' paragraphs, the plots and every figure."""
+    p = c.pairing
+    return html_report.page(f"lmbench comparison: {title}", f"{_counted(c)}.", [
+        html_report.table(*cells(c, ranking_columns(c))),
+        html_report.verdict(p.head(), p.verdict()) if p else "",
         html_report.notes(c.notes),
+        html_report.heading("Paired differences, 95 % intervals") + html_report.table(*p.table())
+        if p and p.compared else "",
         html_report.explained([(d.said() + ":", d.error) for d in c.diverged if d.error]),
         html_report.images(plots),
         html_report.heading("Every figure"),
@@ -259,25 +235,32 @@ def html(c: Comparison, title: str, plots: list[Path]) -> str:
 
 def description(c: Comparison, shown: int = 8) -> str:
     """The parent run's description: the ranking in a line or two (the UI shows about four lines
-    before "Show more"), where the whole report is, then a compact table."""
-    ranking = " · ".join(f"{r.model} {CELLS['test_ppl'](r.test_ppl)}" for r in c.rows[:shown])
+    before "Show more"), where the whole report is, then a compact table, the intervals and the
+    sentence."""
+    ranking = " · ".join(f"{r.label} {_cell(r, 'test_ppl')}" for r in c.rows[:shown])
     more = f" · {len(c.rows) - shown} more" if len(c.rows) > shown else ""
     diverged = "".join(f"; {d.said()}" for d in c.diverged)
     return (f"**Test perplexity, best first:** {ranking or 'no finished runs'}{more}{diverged}. "
             f"Table, notes and plots: Artifacts → `{REPORT_PAGE}`\n\n{markdown(c, DESCRIPTION_COLUMNS)}")
 
 
+def table_columns(c: Comparison) -> dict[str, list]:
+    """The table as columns (comparison.csv; MLflow's table artifact, which the UI's artifact view
+    shows as a grid): a group's run ids space-separated, and the sd of each figure beside it."""
+    columns = {"run_id": [" ".join(r.run_ids) for r in c.rows]}
+    for name, _ in COLUMNS:
+        columns[name] = [getattr(r, name) for r in c.rows]
+        if name in SPREAD:
+            columns[f"{name}_sd"] = [r.sd.get(name) for r in c.rows]
+    return columns
+
+
 def write_csv(c: Comparison, path: Path) -> None:
+    columns = table_columns(c)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["run_id", *(name for name, _ in COLUMNS)])
-        for r in c.rows:
-            writer.writerow([r.run_id, *("" if getattr(r, name) is None else getattr(r, name) for name, _ in COLUMNS)])
-
-
-def table_columns(c: Comparison) -> dict[str, list]:
-    """The table as columns (MLflow's table artifact: the UI's artifact view shows it as a grid)."""
-    return {name: [getattr(r, name) for r in c.rows] for name, _ in COLUMNS}
+        writer.writerow(columns)
+        writer.writerows(zip(*(["" if v is None else v for v in values] for values in columns.values())))
 
 
 def newest_per_job(runs: list[tracking.RunRecord]) -> list[tracking.RunRecord]:
@@ -302,9 +285,11 @@ def write_report(
     experiment: str | None = None,
     parent_run_id: str | None = None,
     filter_string: str | None = None,
+    options: pairs.Options = pairs.DEFAULTS,
 ) -> str:
     """Write the tables, plots and report.html into `out`; with a parent run, log them to it under
-    `report/` and describe it with the ranking. Returns the Markdown table."""
+    `report/` and describe it with the ranking. Returns the Markdown table. `options`: the paired
+    bootstrap's resamples, seed and blocks, and the pairs asked for besides each row against the best."""
     from lmbench.cli import plots  # matplotlib loads only when a report is drawn, not with every lmbench
 
     runs = newest_per_job(tracking.find_runs(uri, experiment, parent_run_id, filter_string))
@@ -312,6 +297,8 @@ def write_report(
         if names.TRAIN_TOKENS_PER_SEC in r.metrics:
             r.metrics[names.TRAIN_TOKENS_PER_SEC] = tracking.last_logged(uri, r.run_id, names.TRAIN_TOKENS_PER_SEC)
     c = compare(runs)
+    if len(c.rows) > 1:
+        c.pairing = pairs.pair(c.rows, pairs.load_scores(uri, [i for r in c.rows for i in r.run_ids]), options)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(c)
     (out / "comparison.md").write_text(table + "\n")
@@ -352,7 +339,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--tracking-uri", help="store (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     parser.add_argument("--out", type=Path, help="output folder (default: reports/<parent run, experiment or 'runs'>)")
+    parser.add_argument(
+        "--pair", nargs=2, action="append", default=[], metavar=("A", "B"),
+        help="also compare these two (a row's model, label or run name), besides every row against the best",
+    )
+    parser.add_argument("--resamples", type=int, default=stats.RESAMPLES,
+                        help=f"bootstrap resamples, 1000-10000 (default {stats.RESAMPLES})")
+    parser.add_argument("--seed", type=int, default=stats.SEED, help=f"the bootstrap's seed (default {stats.SEED})")
+    parser.add_argument("--block-tokens", type=int, default=stats.BLOCK_TOKENS,
+                        help=f"resample lines in blocks of at least this many tokens (default {stats.BLOCK_TOKENS})")
     args = parser.parse_args(argv)
+    if not 1000 <= args.resamples <= 10000:
+        parser.error(f"--resamples takes 1000 to 10000, not {args.resamples}")
+    if args.block_tokens < 1:
+        parser.error(f"--block-tokens takes a whole number >= 1, not {args.block_tokens}")
+    options = pairs.Options(args.resamples, args.seed, args.block_tokens, tuple(map(tuple, args.pair)))
     uri = tracking.resolve_uri(args.tracking_uri, Path.cwd())
     if args.experiment is None and args.parent is None and args.filter is None:
         args.experiment = "lmbench"  # the default experiment of `lmbench`
@@ -360,8 +361,9 @@ def main(argv: list[str] | None = None) -> None:
         parent = tracking.get_run(uri, args.parent) if args.parent else None
         label = parent.name if parent else args.experiment or "runs"
         out = args.out or Path("reports") / re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
-        table = write_report(uri, out, experiment=args.experiment, parent_run_id=args.parent, filter_string=args.filter)
-    except Exception as ex:  # an unknown experiment or run id, a bad filter, an unreachable store
+        table = write_report(uri, out, experiment=args.experiment, parent_run_id=args.parent,
+                             filter_string=args.filter, options=options)
+    except Exception as ex:  # an unknown experiment or run id, a bad filter, an unreachable store, --pair
         exit_with("lmbench-report", ex)
     print(table.rstrip())
     print(f"\nWritten to {out}/ ({REPORT_HTML}: the table and plots on one page; comparison.md, comparison.csv, "

@@ -92,6 +92,9 @@ class TrackingConfig:
     run_name: Optional[str] = None  # default: <model>-<dataset>-<short id>
     log_every_n_steps: int = 50
     log_model: bool = True
+    # token_scores/{valid,test}.npz: every token's log-probability (4 bytes a token) and the line
+    # boundaries, for paired comparisons between runs (lmbench/scoring.py: TokenScores).
+    log_token_scores: bool = True
     # A tracking server that stops answering mid-run: training goes on, writes are kept and tried
     # again every `retry_every_s`; at the run's end it gets `final_wait_s` to come back.
     retry_every_s: float = 30.0

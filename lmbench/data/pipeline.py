@@ -5,9 +5,11 @@ boundaries, tokenize, build the vocabulary from train only, and turn every split
 NumPy id array. The result is cached under `<cache dir>/ids/<key>/`:
 
     train.npy valid.npy test.npy   token ids (vocab.dtype), memory-mapped read-only when loaded
+    <split>.lines.npy              int64 [3, lines]: characters, words, UTF-8 bytes of each raw line
     vocab.json                     Vocabulary.save
     tokenizer.json                 a learned tokenizer's trained model (subword kinds only)
-    meta.json                      format version, n_chars and token counts per split, inputs
+    meta.json                      format version, token, line, character, word and byte counts
+                                   per split, inputs
 
 The key hashes everything the ids depend on: the files' contents (not their paths or times, so a
 moved corpus still hits and an edited one never does), the split fractions when one file is cut, the
@@ -52,7 +54,7 @@ from lmbench.data.corpora import (
     locate_corpus,
     split_line_counts,
 )
-from lmbench.data.text import check_encoding_errors, decode_text
+from lmbench.data.text import check_encoding_errors, decode_text, line_measures
 from lmbench.data.tokenizers import Tokenizer
 from lmbench.data.types import SPLITS, CorpusData, Split
 from lmbench.data.vocab import Vocabulary
@@ -62,7 +64,8 @@ from lmbench.paths import default_cache_dir
 log = logging.getLogger(__name__)
 
 # Bump when the cached files or the way ids are made change, so old caches are not reused.
-FORMAT_VERSION = 1
+# 2: the per-line measures of the raw text (<split>.lines.npy; n_words, n_bytes, lines in meta.json).
+FORMAT_VERSION = 2
 ENCODE_CHUNK = 1 << 22  # characters tokenized at once: bounds the token strings held in memory
 
 
@@ -114,7 +117,7 @@ def load_corpus(
         log.info("training %r on the train split (%s)", tokenizer, sources["train"])
         tokenizer = tokenizer.fit(texts["train"], dataset_cfg.unk_token)
     vocab, ids, oov = _encode(tokenizer, texts, sources, dataset_cfg.unk_token, vocab)
-    splits = {s: Split(s, ids[s], len(texts[s])) for s in SPLITS}
+    splits = {s: measured_split(s, ids[s], texts[s]) for s in SPLITS}
     inputs = {"tokenizer": tokenizer.settings(), "sha256": digests, "oov": oov}
     _write_cache(folder, vocab, splits, inputs, tokenizer)
     return _corpus(vocab, splits, key, {**info, "oov": oov}, tokenizer, from_cache=False)
@@ -166,6 +169,12 @@ def _encode(
             mapped[missing] = vocab.unk_id
         ids[split] = mapped.astype(vocab.dtype, copy=False)
     return vocab, ids, oov
+
+
+def measured_split(name: str, ids: np.ndarray, text: str) -> Split:
+    """The split of `ids`, with the counts of its raw `text` (whole and per line)."""
+    chars, words, utf8 = line_measures(text)
+    return Split(name, ids, len(text), int(words.sum()), int(utf8.sum()), chars, words, utf8)
 
 
 def _line_chunks(text: str):
@@ -287,7 +296,11 @@ def _read_cache(
             ids = np.load(folder / f"{s}.npy", mmap_mode="r", allow_pickle=False)
             if ids.shape != (meta["tokens"][s],) or ids.dtype != vocab.dtype:
                 raise ValueError(f"{s}.npy does not match meta.json")
-            splits[s] = Split(s, ids, int(meta["n_chars"][s]))
+            lines = np.load(folder / f"{s}.lines.npy", mmap_mode="r", allow_pickle=False)
+            if lines.shape != (3, meta["lines"][s]) or lines.dtype != np.int64:
+                raise ValueError(f"{s}.lines.npy does not match meta.json")
+            counts = (int(meta["n_chars"][s]), int(meta["n_words"][s]), int(meta["n_bytes"][s]))
+            splits[s] = Split(s, ids, *counts, *lines)
         oov = {s: int(meta["oov"][s]) for s in SPLITS} if "oov" in meta else None
     except (OSError, EOFError, ValueError, KeyError, TypeError, DataError) as ex:
         log.warning("ignoring the unreadable token-id cache %s (%s); rebuilding it", folder, ex)
@@ -304,6 +317,9 @@ def _write_cache(
         "format": FORMAT_VERSION,
         "tokens": {s: len(split) for s, split in splits.items()},
         "n_chars": {s: split.n_chars for s, split in splits.items()},
+        "n_words": {s: split.n_words for s, split in splits.items()},
+        "n_bytes": {s: split.n_bytes for s, split in splits.items()},
+        "lines": {s: len(split.line_chars) for s, split in splits.items()},
         **inputs,
     }
     tmp = None
@@ -312,6 +328,8 @@ def _write_cache(
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         for s, split in splits.items():
             np.save(tmp / f"{s}.npy", split.ids, allow_pickle=False)
+            lines = np.stack([split.line_chars, split.line_words, split.line_bytes])
+            np.save(tmp / f"{s}.lines.npy", lines, allow_pickle=False)
         vocab.save(tmp / "vocab.json")
         tokenizer.save_model(tmp)  # nothing for a rule-based tokenizer
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")

@@ -5,6 +5,9 @@ Windows or Unix gives the same tokens. Invalid UTF-8 is refused by default (sile
 bytes would change the text being benchmarked); `dataset.encoding_errors=replace` opts in to U+FFFD.
 A file with NUL or other control bytes (all of C0 but tab, newline, vertical tab, form feed and
 carriage return) is binary data, not text, and refused too, unless `dataset.allow_binary=true`.
+
+`line_measures` measures a split's text as read, line by line: the units (characters, words,
+UTF-8 bytes) that figures are divided by, whatever the tokenizer.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import codecs
 import re
 from pathlib import Path
+
+import numpy as np
 
 from lmbench.errors import ConfigError, DataError
 
@@ -63,3 +68,28 @@ def read_text(path: str | Path, *, errors: str = "strict", allow_binary: bool = 
     empty."""
     check_encoding_errors(errors)
     return decode_text(Path(path).read_bytes(), path, errors=errors, allow_binary=allow_binary)
+
+
+def line_measures(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Characters, words and UTF-8 bytes of each line of `text` (int64 arrays, one entry per line).
+
+    Lines are cut as the tokenizers cut them: on "\\n", a final newline ending the last line rather
+    than starting an empty one. A line's newline counts among its characters and bytes, so the arrays
+    sum to the text's own counts; its words are `str.split()`'s (the word tokenizer's) plus one end of
+    line, also for a last line without a newline, since every line gets an end-of-sentence token:
+    so a word tokenizer with eos has exactly as many tokens as words, line by line.
+    """
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    n = len(lines)
+    chars = np.fromiter(map(len, lines), dtype=np.int64, count=n) + 1
+    words = np.fromiter((len(line.split()) for line in lines), dtype=np.int64, count=n) + 1
+    if text.isascii():
+        utf8 = chars.copy()
+    else:
+        utf8 = np.fromiter((len(line.encode("utf-8")) for line in lines), dtype=np.int64, count=n) + 1
+    if n and not text.endswith("\n"):  # the last line has no newline to count
+        chars[-1] -= 1
+        utf8[-1] -= 1
+    return chars, words, utf8

@@ -11,6 +11,7 @@ from lmbench.tracking.queries import (
     get_run,
     last_logged,
     metric_history,
+    run_artifact,
     run_status,
 )
 from lmbench.tracking.run import Tracker, flatten, git_commit
@@ -48,6 +49,7 @@ __all__ = [
     "metric_history",
     "reopen_run",
     "resolve_uri",
+    "run_artifact",
     "run_status",
     "start_parent_run",
     "ui_command",

@@ -85,6 +85,17 @@ def download(artifact_uri: str, uri: str, dst: Path) -> str:
     return mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(dst))
 
 
+def run_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path | None:
+    """Download one artifact of a run (`token_scores/test.npz`) into the folder `dst`; None when the
+    run has no such artifact (a run logged before lmbench wrote it)."""
+    client = MlflowClient(tracking_uri=uri)
+    folder = path.rpartition("/")[0] or None
+    if path not in {f.path for f in client.list_artifacts(run_id, folder)}:
+        return None
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, path, str(dst)))
+
+
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     """(step, value) pairs of one metric, by step."""
     history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)

@@ -5,7 +5,7 @@
     build     tokenizer, token ids (cached), model, optimizer; impossible set-ups refused; the
               checkpoint to resume from, or a fine-tune's starting weights
     open_run  the MLflow run started (or resumed) with its tags and parameters
-    train     fit, test with the best checkpoint, the summary logged
+    train     fit, test with the best checkpoint, the summary and every token's score logged
     save      the bundle written (and ARPA if asked) and logged as the run's MLflow model
 
 Nothing reaches MLflow before `open_run`, so a bad config or corpus leaves no run behind. Whatever
@@ -41,6 +41,7 @@ from lmbench.errors import ConfigError, DataError, TrainingDiverged
 from lmbench.models.base import LanguageModel, family_of
 from lmbench.models.neural import NeuralLM
 from lmbench.paths import default_cache_dir
+from lmbench.scoring import EvalResult, TokenScores
 from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
 from lmbench.training import checkpoints, precision
 from lmbench.training.divergence import explain
@@ -316,7 +317,21 @@ def train(plan: Plan, built: Built, output_dir: Path) -> tuple[FitResult, dict[s
         names.PARAMS: model.num_params(),  # after fit: a Keras model has no weights until first called
     }
     tracker.log_metrics(summary)
+    log_token_scores(plan.cfg, built, output_dir, {names.VALID: best, names.TEST: test})
     return fit, summary
+
+
+def log_token_scores(cfg: DictConfig, built: Built, output_dir: Path, results: dict[str, EvalResult]) -> None:
+    """Tag the digest of the ids each split was scored on; with tracking.log_token_scores, also
+    write every token's score into the run folder and log it (token_scores/<split>.npz). Valid's
+    are the best validation's: the weights the run is tested, saved and reported with."""
+    data, tracker = built.data, built.tracker
+    scores = {s: TokenScores.of(result, data.splits[s], data.vocab) for s, result in results.items()}
+    tracker.set_tags({names.scored_ids_tag(s): score.ids_digest for s, score in scores.items()})
+    if cfg.tracking.log_token_scores:
+        for s, score in scores.items():
+            path = score.save(output_dir / names.TOKEN_SCORES / f"{s}.npz")
+            tracker.log_artifact(path, names.TOKEN_SCORES)
 
 
 def save(plan: Plan, built: Built, output_dir: Path, summary: dict[str, float]) -> None:
