@@ -59,17 +59,18 @@ def test_report_of_a_sweep_ranks_its_runs_and_logs_to_the_parent(sweep, tmp_path
     table = (out / "comparison.md").read_text()
     assert table.strip() in printed
     body = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [line.split(" | ")[0] for line in body] == ["| transformer-ptb-3", "| ngram-ptb-2", "| lstm-ptb-1"]
+    # Tokenizers differ: ranked by bits/char, not by perplexities of different units (char ppl 3.9)
+    assert [line.split(" | ")[0] for line in body] == ["| ngram-ptb-2", "| lstm-ptb-1", "| transformer-ptb-3"]
     assert "Tokenizers differ (char, word)" in table and "bits/char" in table
     assert "rnn-ptb-4 (FAILED)" in table  # named as left out, not ranked
     assert "quick-1234abcd" not in table  # the parent is not a row
 
     with (out / "comparison.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [r["family"] for r in rows] == ["transformer", "ngram", "lstm"]
-    assert float(rows[1]["test_ppl"]) == pytest.approx(141.2)
-    assert float(rows[1]["tokens_per_s"]) == 2500.0  # the overall rate, not the last per-step one
-    assert rows[0]["model"] == "transformer_small" and float(rows[0]["params"]) == 4_651_600
+    assert [r["family"] for r in rows] == ["ngram", "lstm", "transformer"]
+    assert float(rows[0]["test_ppl"]) == pytest.approx(141.2)
+    assert float(rows[0]["tokens_per_s"]) == 2500.0  # the overall rate, not the last per-step one
+    assert rows[2]["model"] == "transformer_small" and float(rows[2]["params"]) == 4_651_600
 
     for png in ("valid_ppl.png", "train_loss.png", "test_bpc.png", "bpc_vs_params.png", "bpc_vs_train_time.png"):
         assert (out / png).read_bytes()[:8] == PNG_MAGIC
@@ -78,7 +79,7 @@ def test_report_of_a_sweep_ranks_its_runs_and_logs_to_the_parent(sweep, tmp_path
                                          "train_loss.png", "test_bpc.png", "report.html")} <= logged
     description = client.get_run(parent).data.tags["mlflow.note.content"]
     assert description.startswith(  # the ranking in the lines the UI shows before "Show more"
-        "**Test perplexity, best first:** transformer_small 3.90 · ngram_small 141.20 · lstm_small 150.00. "
+        "**Test bits/char, best first:** ngram_small 1.3100 · lstm_small 1.4000 · transformer_small 1.9600. "
         "Table, notes and plots: Artifacts → `report/report.html`"
     )
     assert f"{report.REPORT_PAGE}?workflowType=machine_learning" in printed.splitlines()[-1]  # the page to open
@@ -98,7 +99,7 @@ def test_report_html_is_one_self_contained_page_with_the_table_first_and_every_p
     assert not re.search(r"<script|<link|(src|href)=\"(?!data:)", page)  # nothing fetched, nothing run
     ranking = page[page.index("<table>"):page.index("</table>")]
     cells = re.findall(r"<td[^>]*>([^<]*)</td>", ranking)
-    assert cells[:4] == ["transformer", "transformer_small", "3.90", "1.9600"]  # best first
+    assert cells[:4] == ["ngram", "ngram_small", "141.20", "1.3100"]  # best first (by bits/char: tokenizers differ)
     assert "rnn-ptb-4 (FAILED)" in page and page.index("Not finished") > page.index("</table>")
 
 

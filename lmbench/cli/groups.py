@@ -86,10 +86,12 @@ class Row:
 
 
 def table_rows(finished: list[tracking.RunRecord]) -> list[Row]:
-    """The table's rows: the runs grouped by seed, sorted by test ppl (rows without one last), each
-    with the settings that differ between rows and a label unique in the table."""
+    """The table's rows: the runs grouped by seed, sorted by test ppl -- by test bits/char when the
+    rows' tokenizers differ, whose perplexities count different units (rows without the figure
+    last) -- each with the settings that differ between rows and a label unique in the table."""
     rows = [Row.of(g) for g in group_runs(finished)]
-    rows.sort(key=lambda row: (row.test_ppl is None, row.test_ppl or 0.0))
+    key = "test_bpc" if len({row.tokenizer for row in rows}) > 1 else "test_ppl"
+    rows.sort(key=lambda row: (getattr(row, key) is None, getattr(row, key) or 0.0))
     varying = varying_overrides(rows)
     for row in rows:
         row.settings = " ".join(f"{k}={setting(row.overrides[k])}" for k in varying if k in row.overrides)

@@ -70,7 +70,7 @@ class Comparison:
 
 
 def compare(runs: list[tracking.RunRecord]) -> Comparison:
-    """Finished runs grouped by seed and sorted by test ppl (rows without one last), with notes on
+    """Finished runs grouped by seed and sorted by test ppl (bits/char across tokenizers), with notes on
     what not to compare. The paired intervals need the runs' token scores: `write_report` adds them."""
     runs = [r for r in runs if r.tags.get(names.ROLE) != "sweep" and r.tags.get(names.KIND) != "evaluation"]
     finished = [r for r in runs if r.status == "FINISHED"]
@@ -81,7 +81,7 @@ def compare(runs: list[tracking.RunRecord]) -> Comparison:
         notes.append(
             f"Tokenizers differ ({', '.join(tokenizers)}): perplexities are per token of different units "
             "and are not comparable across them; compare test word ppl (per word of the raw text, whatever "
-            "the tokenizer; runs logged before it have none) or test bits/char."
+            "the tokenizer; runs logged before it have none) or test bits/char, by which the table is sorted."
         )
     datasets = sorted({row.dataset for row in rows})
     if len(datasets) > 1:
@@ -213,7 +213,8 @@ def _counted(c: Comparison) -> str:
     if not runs:
         return "no finished runs"
     grouped = f" in {len(c.rows)} rows (runs that differ only in seed: one row, mean ± sd)"
-    return f"{runs} finished runs{grouped if runs > len(c.rows) else ''}, ranked by test perplexity, best first"
+    by = "test bits/char (tokenizers differ)" if len({r.tokenizer for r in c.rows}) > 1 else "test perplexity"
+    return f"{runs} finished runs{grouped if runs > len(c.rows) else ''}, ranked by {by}, best first"
 
 
 def html(c: Comparison, title: str, plots: list[Path]) -> str:
@@ -237,10 +238,12 @@ def description(c: Comparison, shown: int = 8) -> str:
     """The parent run's description: the ranking in a line or two (the UI shows about four lines
     before "Show more"), where the whole report is, then a compact table, the intervals and the
     sentence."""
-    ranking = " · ".join(f"{r.label} {_cell(r, 'test_ppl')}" for r in c.rows[:shown])
+    mixed = len({r.tokenizer for r in c.rows}) > 1  # then ranked by bits/char (groups.table_rows)
+    figure, said = ("test_bpc", "Test bits/char") if mixed else ("test_ppl", "Test perplexity")
+    ranking = " · ".join(f"{r.label} {_cell(r, figure)}" for r in c.rows[:shown])
     more = f" · {len(c.rows) - shown} more" if len(c.rows) > shown else ""
     diverged = "".join(f"; {d.said()}" for d in c.diverged)
-    return (f"**Test perplexity, best first:** {ranking or 'no finished runs'}{more}{diverged}. "
+    return (f"**{said}, best first:** {ranking or 'no finished runs'}{more}{diverged}. "
             f"Table, notes and plots: Artifacts → `{REPORT_PAGE}`\n\n{markdown(c, DESCRIPTION_COLUMNS)}")
 
 
