@@ -85,12 +85,18 @@ class Row:
         )
 
 
+def ranked_by(rows: list[Row]) -> str:
+    """The figure the table ranks rows by: test ppl, or test bits/char when the rows' tokenizers
+    differ, whose perplexities count different units."""
+    return "test_bpc" if len({row.tokenizer for row in rows}) > 1 else "test_ppl"
+
+
 def table_rows(finished: list[tracking.RunRecord]) -> list[Row]:
     """The table's rows: the runs grouped by seed, sorted by test ppl -- by test bits/char when the
     rows' tokenizers differ, whose perplexities count different units (rows without the figure
     last) -- each with the settings that differ between rows and a label unique in the table."""
     rows = [Row.of(g) for g in group_runs(finished)]
-    key = "test_bpc" if len({row.tokenizer for row in rows}) > 1 else "test_ppl"
+    key = ranked_by(rows)
     rows.sort(key=lambda row: (getattr(row, key) is None, getattr(row, key) or 0.0))
     varying = varying_overrides(rows)
     for row in rows:

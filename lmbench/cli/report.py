@@ -31,7 +31,7 @@ from pathlib import Path
 
 from lmbench import names, stats, tracking
 from lmbench.cli import html_report, pairs
-from lmbench.cli.groups import SPREAD, Row, table_rows
+from lmbench.cli.groups import SPREAD, Row, ranked_by, table_rows
 from lmbench.errors import exit_with
 
 REPORT_HTML = "report.html"
@@ -213,7 +213,7 @@ def _counted(c: Comparison) -> str:
     if not runs:
         return "no finished runs"
     grouped = f" in {len(c.rows)} rows (runs that differ only in seed: one row, mean ± sd)"
-    by = "test bits/char (tokenizers differ)" if len({r.tokenizer for r in c.rows}) > 1 else "test perplexity"
+    by = "test bits/char (tokenizers differ)" if ranked_by(c.rows) == "test_bpc" else "test perplexity"
     return f"{runs} finished runs{grouped if runs > len(c.rows) else ''}, ranked by {by}, best first"
 
 
@@ -238,8 +238,8 @@ def description(c: Comparison, shown: int = 8) -> str:
     """The parent run's description: the ranking in a line or two (the UI shows about four lines
     before "Show more"), where the whole report is, then a compact table, the intervals and the
     sentence."""
-    mixed = len({r.tokenizer for r in c.rows}) > 1  # then ranked by bits/char (groups.table_rows)
-    figure, said = ("test_bpc", "Test bits/char") if mixed else ("test_ppl", "Test perplexity")
+    figure = ranked_by(c.rows)
+    said = "Test bits/char" if figure == "test_bpc" else "Test perplexity"
     ranking = " · ".join(f"{r.label} {_cell(r, figure)}" for r in c.rows[:shown])
     more = f" · {len(c.rows) - shown} more" if len(c.rows) > shown else ""
     diverged = "".join(f"; {d.said()}" for d in c.diverged)
