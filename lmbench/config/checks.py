@@ -19,6 +19,7 @@ def check_values(cfg: DictConfig) -> None:
     """The trainer's and optimizer's value ranges and a network's output head."""
     check_trainer_values(cfg.trainer)
     check_optimizer_values(cfg.optimizer)
+    check_dataset_values(cfg.dataset)
     model = cfg.get("model")
     if isinstance(model, DictConfig) and "head" in model:
         head_config(model.head)
@@ -32,10 +33,16 @@ def check_trainer_values(cfg) -> None:
     `run` calls it before any corpus is read."""
     if cfg.max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs must be >= 1, got {cfg.max_epochs}")
-    for key in ("max_steps", "checkpoint_every_n_steps", "early_stopping_patience", "validate_every_n_steps"):
+    for key in (
+        "max_steps", "max_tokens", "checkpoint_every_n_steps", "early_stopping_patience", "validate_every_n_steps"
+    ):
         value = getattr(cfg, key)
         if value is not None and value < 1:
             raise ConfigError(f"trainer.{key} must be >= 1 or null, got {value}")
+    for key in ("max_time", "peak_flops"):
+        value = getattr(cfg, key)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"trainer.{key} must be a number > 0, or null, got {value}")
     if cfg.divergence_grace_steps is not None and cfg.divergence_grace_steps < 0:
         raise ConfigError(
             f"trainer.divergence_grace_steps must be >= 0, or null for the non-finite check only, got "
@@ -58,6 +65,17 @@ def check_trainer_values(cfg) -> None:
         )
     if cfg.batch_size < 1 or cfg.bptt < 1:
         raise ConfigError(f"trainer.batch_size and trainer.bptt must be >= 1, got {cfg.batch_size} and {cfg.bptt}")
+
+
+def check_dataset_values(cfg) -> None:
+    """The share of the train split to train on (data/subset.py)."""
+    if not 0.0 < cfg.train_fraction <= 1.0:
+        raise ConfigError(
+            f"dataset.train_fraction must be in (0, 1] (the first share of the train split's lines), got "
+            f"{cfg.train_fraction}"
+        )
+    if cfg.max_train_tokens is not None and cfg.max_train_tokens < 1:
+        raise ConfigError(f"dataset.max_train_tokens must be >= 1 or null, got {cfg.max_train_tokens}")
 
 
 # The ranges of the values Keras optimizers take, by key: Keras itself accepts a negative learning

@@ -47,12 +47,19 @@ class DatasetConfig:
     data_dir: Optional[str] = None  # overrides $LMBENCH_DATA_DIR
     encoding_errors: str = "strict"  # strict: refuse invalid UTF-8; replace: U+FFFD per bad byte
     allow_binary: bool = False  # read NUL and other control bytes as characters (else: refused)
+    # Train on less of the train split: its first `train_fraction` of lines, and at most
+    # `max_train_tokens` tokens (cut at a line end). The vocabulary is still the whole train split's,
+    # so every size is scored on the same valid/test ids (data/subset.py).
+    train_fraction: float = 1.0
+    max_train_tokens: Optional[int] = None
 
 
 @dataclass
 class TrainerConfig:
     max_epochs: int = 1
     max_steps: Optional[int] = None  # stop after this many optimizer steps in total
+    max_tokens: Optional[int] = None  # stop once this many training tokens were trained on
+    max_time: Optional[float] = None  # stop once training (scoring excluded) took this many seconds
     batch_size: int = 20  # parallel token streams
     bptt: int = 35  # tokens per truncated-BPTT window (context length for attention models)
     eval_batch_size: int = 10
@@ -78,6 +85,9 @@ class TrainerConfig:
     precision: str = "auto"  # auto | float32 | mixed_bfloat16 (training/precision.py)
     progress: bool = True  # progress bars on stderr
     jit_compile: bool = False  # XLA-compile the train step
+    # The FLOP/s that train/mfu divides by; null: measured once per machine and precision by a GEMM
+    # probe (training/peak.py) and cached.
+    peak_flops: Optional[float] = None
     export_arpa: bool = False  # n-gram: also write the model as an ARPA file (model/model.arpa)
     # Fine-tune: start from this logged model's weights (run id, runs:/<id>/model, models:/<name>/<v>,
     # a run or bundle folder). Its model and tokenizer configs and its vocabulary replace the run's.

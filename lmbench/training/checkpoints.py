@@ -40,12 +40,16 @@ class TrainState:
     config_digest: str = ""
     valid_losses: list[float] = field(default_factory=list)
     finished_training: bool = False
+    stop_reason: str | None = None  # the budget that ended training (result.STOP_REASONS)
 
 
 def config_digest(container: dict) -> str:
     """What must not change between a run and its resumption (data, tokenizer, model, the model
     fine-tuned from)."""
     keep = {k: container.get(k) for k in ("dataset", "tokenizer", "model", "seed")}
+    if isinstance(keep["dataset"], dict):  # the subset keys only when they cut: older checkpoints keep their digest
+        unset = {"train_fraction": 1.0, "max_train_tokens": None}
+        keep["dataset"] = {k: v for k, v in keep["dataset"].items() if k not in unset or v != unset[k]}
     init_from = (container.get("trainer") or {}).get("init_from")
     if init_from:  # only when set, so checkpoints of runs that do not fine-tune keep their digest
         keep["init_from"] = init_from

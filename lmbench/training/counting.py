@@ -1,5 +1,7 @@
 """Fitting a counting model (the n-gram family, a mixture): one pass over train, then `tune` on
-valid where the model declares it (`ModelBase.tunes_on_valid`), then validation."""
+valid where the model declares it (`ModelBase.tunes_on_valid`), then validation. Of the trainer's
+budgets only max_tokens applies (the first max_tokens tokens are counted); epochs, steps and time
+do not: counting is one pass."""
 
 from __future__ import annotations
 
@@ -21,15 +23,18 @@ Validate = Callable[..., EvalResult]
 def fit_counting(
     model: CountingModel, data: CorpusData, cfg: TrainerConfig, tracker: Tracker, validate: Validate
 ) -> FitResult:
-    result = FitResult(epochs=1)
+    result = FitResult(epochs=1, stop_reason="one_pass")
+    ids = data.train.ids
+    if cfg.max_tokens is not None and cfg.max_tokens < len(ids):  # a token budget: the first tokens
+        ids, result.stop_reason = ids[: cfg.max_tokens], "max_tokens"
     start = time.perf_counter()
-    with progress_bar(len(data.train), "count train", "tok", cfg.progress) as bar:
-        stats = model.fit(data.train.ids, progress=bar.update)
+    with progress_bar(len(ids), "count train", "tok", cfg.progress) as bar:
+        stats = model.fit(ids, progress=bar.update)
     if model.tunes_on_valid:  # fitted on the validation split, e.g. interpolation weights
         with progress_bar(len(data.valid), "tune valid", "tok", cfg.progress) as bar:
             stats = {**stats, **model.tune(data.valid.ids, batch_size=cfg.eval_batch_size, progress=bar.update)}
     result.train_seconds = time.perf_counter() - start
-    result.train_tokens = len(data.train)
+    result.train_tokens = len(ids)
     tracker.log_metrics(stats)
     result.best_valid = validate(model, data, epoch=1, result=result)
     return result

@@ -42,11 +42,33 @@ class NeuralLoop:
         self.validate, self.evaluate, self.observer = validate, evaluate, observer
         self.streams = as_streams(data.train.ids, cfg.batch_size, cfg.bptt)
         self.per_epoch = n_windows(self.streams.shape[1], cfg.bptt)
-        total = self.per_epoch * cfg.max_epochs
-        self.total = min(total, cfg.max_steps) if cfg.max_steps is not None else total
+        self.total, self.budget = self._step_budget()
         self.per_step_lr = cfg.warmup_steps > 0 or cfg.lr_schedule == "cosine"
         self.guard = DivergenceGuard(len(data.vocab), cfg.divergence_grace_steps)
         self.validate_every = self._validation_interval()
+        self._quarters_validated = 0  # max_time's quarters validated (_time_mark_passed)
+
+    def _step_budget(self) -> tuple[int, str]:
+        """The optimizer steps that max_epochs, max_steps and max_tokens allow, and which of them
+        is the first reached (max_time is watched while training)."""
+        cfg = self.cfg
+        budgets = {"max_epochs": self.per_epoch * cfg.max_epochs}
+        if cfg.max_steps is not None:
+            budgets["max_steps"] = cfg.max_steps
+        if cfg.max_tokens is not None:
+            budgets["max_tokens"] = self._steps_for_tokens(cfg.max_tokens)
+        total = min(budgets.values())
+        # On a tie the budget the user set says why: max_tokens, then max_steps, then max_epochs.
+        reason = next(k for k in ("max_tokens", "max_steps", "max_epochs") if budgets.get(k) == total)
+        return total, reason
+
+    def _steps_for_tokens(self, tokens: int) -> int:
+        """Steps until `tokens` training tokens were trained on: windows hold batch_size x bptt
+        tokens but the last of each epoch, which holds the rest of the streams."""
+        per_window = self.cfg.batch_size * self.cfg.bptt
+        per_epoch_tokens = self.cfg.batch_size * (self.streams.shape[1] - 1)
+        epochs, rest = divmod(tokens, per_epoch_tokens)
+        return epochs * self.per_epoch + min(self.per_epoch, -(-rest // per_window))
 
     def _validation_interval(self) -> int | None:
         """trainer.validate_every_n_steps; unset, a run that ends inside its first epoch (max_steps)
@@ -64,6 +86,8 @@ class NeuralLoop:
         self.step_fn = make_train_step(model, optimizer, cfg.jit_compile, cfg.l1, cfg.l2, cfg.clip_norm)
         self.dataset = bptt_dataset(self.streams, cfg.bptt)
         stream_states = model.initial_state(cfg.batch_size)
+        if cfg.max_time is not None:
+            self._quarters_validated = min(3, int(4 * state.train_seconds / cfg.max_time))
         if resumed:
             stream_states = checkpoints.restore(self.last, model, optimizer, stream_states)
             optimizer.learning_rate.assign(state.learning_rate)
@@ -82,6 +106,7 @@ class NeuralLoop:
             self._end_epoch(state, stream_states, result)
         result.steps, result.epochs = state.global_step, min(state.epoch - 1, cfg.max_epochs)
         result.train_seconds, result.train_tokens = state.train_seconds, state.train_tokens
+        result.stop_reason = state.stop_reason or self.budget
         if not result.history or result.history[-1] is not result.best_valid:
             model.load_weights(self.best / WEIGHTS_FILE)  # test with the best weights
         return result
@@ -106,17 +131,37 @@ class NeuralLoop:
                         valid = self.evaluate(self.model, self.data.valid)
                         self._log_valid_step(valid, step)
                         self._observe(state, valid)
+                elif self._time_mark_passed(state) and state.step_in_epoch < n:
+                    valid = self.evaluate(self.model, self.data.valid)
+                    self._log_valid_step(valid, step)
+                    self._observe(state, valid)
                 if cfg.checkpoint_every_n_steps and step % cfg.checkpoint_every_n_steps == 0:
                     self._save(state, stream_states)
                 bar.update(1)
+                if cfg.max_time is not None and state.train_seconds >= cfg.max_time:
+                    state.stop_reason = "max_time"  # _end_epoch validates, saves and ends training
+                    break
         return stream_states
+
+    def _time_mark_passed(self, state: TrainState) -> bool:
+        """Under trainer.max_time, without validate_every_n_steps: True once training time passes
+        each quarter of the budget, so that a run stopped by the clock has a validation curve."""
+        cfg = self.cfg
+        if cfg.max_time is None or self.validate_every:
+            return False
+        quarter = int(4 * state.train_seconds / cfg.max_time)
+        if quarter > self._quarters_validated and quarter < 4:
+            self._quarters_validated = quarter
+            return True
+        return False
 
     def _step(self, state: TrainState, x, y, stream_states):
         """One optimizer step on window (x, y); a diverging loss raises `TrainingDiverged` (after
         the steps before it are logged: what a run logged is never lost)."""
         step = state.global_step + 1
         if self.per_step_lr:
-            self.optimizer.learning_rate.assign(state.learning_rate * schedule_factor(self.cfg, step, self.total))
+            factor = schedule_factor(self.cfg, step, self.total, self._time_fraction(state))
+            self.optimizer.learning_rate.assign(state.learning_rate * factor)
         t0 = time.perf_counter()
         loss, stream_states = self.step_fn(x, y, stream_states)
         loss = float(loss)
@@ -128,6 +173,11 @@ class NeuralLoop:
         state.window_loss += loss * tokens
         state.window_tokens += tokens
         return stream_states
+
+    def _time_fraction(self, state: TrainState) -> float:
+        """The share of trainer.max_time used (0 without one): a cosine schedule follows it when it
+        runs ahead of the share of steps, so that a time budget ends on the schedule's floor."""
+        return state.train_seconds / self.cfg.max_time if self.cfg.max_time else 0.0
 
     def _log_window(self, state: TrainState, bar, seconds: float) -> None:
         mean = state.window_loss / state.window_tokens
@@ -148,10 +198,10 @@ class NeuralLoop:
         valid = self.validate(self.model, self.data, epoch, result)
         if self.validate_every:
             self._log_valid_step(valid, state.global_step)
-        self._observe(state, valid, last=state.global_step >= self.total)
+        self._observe(state, valid, last=state.global_step >= self.total or state.stop_reason == "max_time")
         stop = self._after_validation(valid, state, result)
         state.epoch, state.step_in_epoch = epoch + 1, 0
-        state.finished_training = stop or state.global_step >= self.total
+        state.finished_training = stop or state.global_step >= self.total or state.stop_reason == "max_time"
         self._save(state, stream_states)
 
     def _log_valid_step(self, valid: EvalResult, step: int) -> None:
@@ -183,6 +233,7 @@ class NeuralLoop:
             state.stale_epochs = 0
         if cfg.early_stopping_patience is not None and state.early_stop_count >= cfg.early_stopping_patience:
             result.stopped_early = True
+            state.stop_reason = "early_stopping"
             self.tracker.set_tags({names.STOPPED_EARLY_AT_EPOCH: str(state.epoch)})
             return True
         return False

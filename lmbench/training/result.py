@@ -18,6 +18,9 @@ class FitResult:
     history: list[EvalResult] = field(default_factory=list)
     stopped_early: bool = False
     steps_per_epoch: int = 0  # a network's windows per epoch (0: a counting model)
+    # What ended training: max_epochs | max_steps | max_tokens | max_time | early_stopping (a
+    # network), or one_pass | max_tokens (a counting model)
+    stop_reason: str = ""
 
     @property
     def tokens_per_sec(self) -> float:

@@ -36,6 +36,7 @@ from lmbench.artifacts.interpolation import component_folders
 from lmbench.artifacts.pyfunc import log_bundle
 from lmbench.config import check_target, check_values, to_yaml
 from lmbench.data.pipeline import load_corpus
+from lmbench.data.subset import train_subset
 from lmbench.data.types import CorpusData
 from lmbench.errors import ConfigError, DataError, TrainingDiverged
 from lmbench.models.base import LanguageModel, family_of
@@ -158,6 +159,7 @@ def build(plan: Plan, output_dir: Path, observer: ValidationObserver | None = No
         progress=cfg.trainer.progress,
         vocab=source.vocab if source is not None else None,
     )
+    data = train_subset(data, cfg.dataset.train_fraction, cfg.dataset.max_train_tokens)  # vocabulary: all of train
     log_corpus(cfg, data, source)
     model = build_model(cfg.model, data.vocab, BundleLoader(plan.uri, default_cache_dir(cfg.cache_dir)))
     tracking = cfg.tracking
@@ -250,6 +252,7 @@ def open_run(
         params.update(
             {"data.vocab_size": len(data.vocab), **{f"data.{s}_tokens": len(data.splits[s]) for s in data.splits}}
         )
+        params["data.train_tokens_full"] = data.info.get("train_tokens_full", len(data.train))
         tags = run_tags(plan, built, output_dir, launch_dir, extra_tags)
         tracker.start(run_name_prefix(cfg, built.model), tags, params, parent_run_id=parent_run_id)
     if resume is not None:
@@ -306,6 +309,7 @@ def train(plan: Plan, built: Built, output_dir: Path) -> tuple[FitResult, dict[s
 
     state = built.resume or checkpoints.TrainState(config_digest=plan.digest)
     fit = built.trainer.fit(model, data, state, resumed=built.resume is not None, optimizer=built.optimizer)
+    tracker.set_tags({names.STOP_REASON: fit.stop_reason})
     test = built.trainer.test(model, data)
     best = fit.best_valid
     summary = {
@@ -374,6 +378,20 @@ def log_corpus(cfg: DictConfig, data: CorpusData, source: finetune.Source | None
         ", OOV rate " + "/".join(f"{oov_rate[s]:.2%}" for s in data.splits) if oov_rate else "",
         " (from cache)" if data.info.get("from_cache") else "",
     )
+    if "train_tokens_full" in data.info:
+        log.info(
+            "training on the first %d of the %d train tokens (dataset.train_fraction=%s, max_train_tokens=%s); "
+            "the vocabulary is the whole train split's",
+            len(data.train), data.info["train_tokens_full"], cfg.dataset.train_fraction, cfg.dataset.max_train_tokens,
+        )
+
+
+def budget_words(cfg: DictConfig, fit: FitResult) -> str:
+    """", stopped by max_time (600 s)" when a budget the user set ended training; "" otherwise."""
+    if fit.stop_reason in ("max_time", "max_tokens"):
+        unit = " s" if fit.stop_reason == "max_time" else " tokens"
+        return f", stopped by {fit.stop_reason} ({cfg.trainer[fit.stop_reason]:,g}{unit})"
+    return ", stopped early" if fit.stop_reason == "early_stopping" else ""
 
 
 def print_outcome(
@@ -381,7 +399,8 @@ def print_outcome(
 ) -> None:
     """One line of figures; and how to open the MLflow UI, unless a sweep says it once at its end."""
     print(
-        f"{run_name_prefix(plan.cfg, model)}: {fit.how_long()}, {fit.train_seconds:.1f} s train, "
+        f"{run_name_prefix(plan.cfg, model)}: {fit.how_long()}{budget_words(plan.cfg, fit)}, "
+        f"{fit.train_seconds:.1f} s train, "
         f"{fit.tokens_per_sec:,.0f} tok/s | valid ppl {fit.best_valid.ppl:.2f} | "
         f"test ppl {summary[names.split_metric(names.TEST, names.PPL)]:.2f}, "
         f"bpc {summary[names.split_metric(names.TEST, names.BPC)]:.4f}",

@@ -72,13 +72,15 @@ def make_train_step(
     return step
 
 
-def schedule_factor(cfg: TrainerConfig, step: int, total: int) -> float:
-    """Multiplier of the learning rate at optimizer step `step` (1-based) of `total`."""
+def schedule_factor(cfg: TrainerConfig, step: int, total: int, time_fraction: float = 0.0) -> float:
+    """Multiplier of the learning rate at optimizer step `step` (1-based) of `total`. Under a time
+    budget, `time_fraction` is the share of trainer.max_time used: the cosine follows whichever of
+    it and the share of steps is ahead."""
     factor = 1.0
     if cfg.warmup_steps and step <= cfg.warmup_steps:
         factor = step / cfg.warmup_steps
     elif cfg.lr_schedule == "cosine":
         span = max(total - cfg.warmup_steps, 1)
-        progress = min((step - cfg.warmup_steps) / span, 1.0)
+        progress = min(max((step - cfg.warmup_steps) / span, time_fraction), 1.0)
         factor = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return factor
