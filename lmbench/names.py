@@ -38,6 +38,13 @@ TRAIN_TOKENS_PER_SEC = "train/tokens_per_sec"  # the whole run's training rate
 TRAIN_TOKENS = "train/tokens"  # tokens trained on (also logged by a run a validation observer stopped)
 TRAIN_SECONDS = "time/train_s"
 PARAMS = "model/params"
+# Compute (a network's; a counting model has none): FLOPs per training token counted from the
+# architecture (forward + backward), their total over the tokens trained on, and the model FLOP
+# utilisation, achieved FLOP/s over the peak of PEAK_FLOPS; scoring's FLOPs per token likewise.
+TRAIN_FLOPS_PER_TOKEN = "train/flops_per_token"
+TRAIN_FLOPS = "train/flops"
+TRAIN_MFU = "train/mfu"
+EVAL_FLOPS_PER_TOKEN = "eval/flops_per_token"
 
 
 def oov_metric(split: str) -> str:
@@ -65,6 +72,8 @@ VERSION = "lmbench.version"
 PYTHON = "lmbench.python"
 OUTPUT_DIR = "lmbench.output_dir"
 PRECISION = "lmbench.precision"  # what trainer.precision resolved to
+PEAK_FLOPS = "lmbench.peak_flops"  # the FLOP/s train/mfu divides by, and how it was found:
+PEAK_FLOPS_METHOD = "lmbench.peak_flops_method"  # trainer.peak_flops, or the cached GEMM probe
 GPUS = "lmbench.gpus"  # how many GPUs the run's TensorFlow saw (0: it trained on the CPU)
 CUDA_VISIBLE_DEVICES = "lmbench.cuda_visible_devices"  # the GPUs a launcher gave the job, when it set them
 EVAL_METHOD = "lmbench.eval_method"

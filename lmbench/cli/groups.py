@@ -22,9 +22,11 @@ FIGURES = {
     "test_bpc": names.split_metric(names.TEST, names.BPC),
     "test_word_ppl": names.split_metric(names.TEST, names.WORD_PPL),
     "train_s": names.TRAIN_SECONDS,
+    "train_flops": names.TRAIN_FLOPS,
     "tokens_per_s": names.TRAIN_TOKENS_PER_SEC,
 }
 SPREAD = ("valid_ppl", "test_ppl", "test_word_ppl", "test_bpc", "train_s")  # shown as mean ± sd where n > 1
+SPREAD_PLOTTED = ("train_flops",)  # an sd kept for the plots only
 
 
 @dataclass
@@ -46,6 +48,8 @@ class Row:
     overrides: dict[str, str]  # the job's command-line overrides (sweeps, searches); a group's merged
     settings: str = ""  # those of them that differ between the compared rows
     test_word_ppl: float | None = None  # runs logged before word_ppl have none
+    train_flops: float | None = None  # a network's training FLOPs (train/flops)
+    data_tokens: int | None = None  # the training split's tokens it had (data.train_tokens: a subset's)
     n: int = 1  # runs in the group
     sd: dict[str, float] = field(default_factory=dict)  # attribute -> sample sd over the runs (n > 1)
     run_ids: tuple[str, ...] = ()
@@ -67,7 +71,7 @@ class Row:
             values = [r.metrics[metric] for r in runs if metric in r.metrics]
             if values:
                 means[attribute], spread = stats.mean_sd(values)
-                if spread is not None and attribute in SPREAD:
+                if spread is not None and (attribute in SPREAD or attribute in SPREAD_PLOTTED):
                     sd[attribute] = spread
         return cls(
             run_id=first.run_id,
@@ -81,8 +85,13 @@ class Row:
             sd=sd,
             run_ids=tuple(r.run_id for r in runs),
             run_names=tuple(r.name for r in runs),
+            data_tokens=_int(first.params.get("data.train_tokens")),
             **{attribute: means.get(attribute) for attribute in FIGURES},
         )
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def ranked_by(rows: list[Row]) -> str:

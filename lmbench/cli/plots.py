@@ -11,6 +11,9 @@
     test_bpc.png            test bits/char, best first              (comparable across tokenizers)
     bpc_vs_params.png       test bits/char against parameters       the trade-offs families are
     bpc_vs_train_time.png   test bits/char against training time    compared for
+    scaling_tokens.png      test bits/char against training-data    runs of several data sizes
+                            tokens, one line per model              (cli/scaling.py)
+    scaling_flops.png       ... against training FLOPs               (networks; the n-gram's levels)
 
 Each point of the two trade-off plots carries its run's name, placed where it overlaps no other
 name and no point. A row of several seeds (report.py) is drawn at its mean, with error bars of ±
@@ -41,6 +44,7 @@ from matplotlib.ticker import (  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
 from lmbench import names, stats, tracking
+from lmbench.cli import scaling
 
 DPI = 100
 MARKER_SIZE = 60  # scatter points, in points squared
@@ -73,6 +77,52 @@ def write_plots(uri: str, rows: list, out: Path) -> None:
     _save(plot_bpc(rows, c), out / "test_bpc.png")
     _save(plot_tradeoff(rows, "params", "parameters", c), out / "bpc_vs_params.png")
     _save(plot_tradeoff(rows, "train_s", "training time", c), out / "bpc_vs_train_time.png")
+    lines = scaling.series(rows)
+    if lines:  # runs of several training-data sizes (experiment=scaling)
+        _save(plot_scaling(lines, "tokens"), out / "scaling_tokens.png")
+        if any(p.flops for s in lines for p in s.points):
+            _save(plot_scaling(lines, "flops"), out / "scaling_flops.png")
+
+
+def plot_scaling(lines: list[scaling.Series], x: str) -> Figure:
+    """Test bits/char against the training data's tokens (`x="tokens"`) or the training FLOPs
+    (`x="flops"`), both log scale: one line per series, ± one sd over seeds as error bars. A counting
+    model has no FLOPs: on the FLOPs plot the n-gram is a dashed level per size, labelled with it, and
+    each network point names its data size."""
+    palette = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, line in enumerate(lines):
+        colour = palette(i % palette.N)
+        points = line.points
+        if x == "flops" and not any(p.flops for p in points):
+            if line.family == scaling.NGRAM:
+                for p in points:
+                    ax.axhline(p.bpc, color=colour, linestyle="--", linewidth=0.8, alpha=0.6)
+                    ax.annotate(f"{line.name}, {p.tokens:,} tok", (1.0, p.bpc), xycoords=("axes fraction", "data"),
+                                xytext=(-3, 2), textcoords="offset points", ha="right", va="bottom",
+                                fontsize="x-small", color=colour)
+            continue
+        points = [p for p in points if x == "tokens" or p.flops]
+        xs = [p.tokens if x == "tokens" else p.flops for p in points]
+        ys = [p.bpc for p in points]
+        style = "--" if line.family == scaling.NGRAM else "-"
+        ax.plot(xs, ys, style, marker="o", color=colour, label=line.name)
+        if x == "flops":  # which data size each point is: the line joins them by size, not by FLOPs
+            for p, px, py in zip(points, xs, ys):
+                ax.annotate(EngFormatter(sep="")(p.tokens) + " tok", (px, py), xytext=(4, 3),
+                            textcoords="offset points", fontsize="x-small", color=colour)
+        x_sd = [p.flops_sd for p in points] if x == "flops" else None
+        if any(p.bpc_sd for p in points) or (x_sd and any(x_sd)):
+            ax.errorbar(xs, ys, yerr=[p.bpc_sd for p in points], xerr=x_sd, fmt="none", ecolor=colour, capsize=3)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    what = "training tokens (the subset of the train split)" if x == "tokens" else "training FLOPs"
+    ax.set(xlabel=f"{what}, log scale", ylabel="test bits per character (lower is better)",
+           title=f"test bits/char against {'training data' if x == 'tokens' else 'training compute'}")
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
 
 
 def histories(uri: str, rows: list, key: str) -> dict[str, list[tuple[int, float, float]]]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmbench import names, stats, tracking
-from lmbench.cli import html_report, pairs
+from lmbench.cli import html_report, pairs, scaling
 from lmbench.cli.groups import SPREAD, Row, ranked_by, table_rows
 from lmbench.errors import exit_with
 
@@ -89,6 +89,7 @@ def compare(runs: list[tracking.RunRecord]) -> Comparison:
     budget = _budget_note(finished) if any(row.family == "ngram" for row in rows) else None
     if budget:
         notes.append(budget)
+    notes.extend(scaling.crossovers(scaling.series(rows)))  # runs of several training-data sizes
     diverged = [Diverged.of(r) for r in runs if _diverged(r)]
     if diverged:
         notes.append(f"Diverged, left out of the ranking: {'; '.join(d.said() for d in diverged)}. A diverged "
