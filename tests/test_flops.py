@@ -1,5 +1,5 @@
 """Compute accounting: every network's FLOPs per token against a count by hand and against
-TensorFlow's profiler.
+TensorFlow's profiler, and the peak-FLOP/s probe that MFU divides by.
 
 The profiler (`tf.compat.v1.profiler.profile` with `float_operation()` options) counts the ops that
 have a registered "flops" statistic and fully known shapes. It is asked for MatMul and BatchMatMul
@@ -13,14 +13,18 @@ whose target falls in them): those are checked against the hand count only.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from lmbench.errors import ConfigError
 from lmbench.models.interpolated import InterpolatedLM
 from lmbench.models.ngram import NGramLM
 from lmbench.models.recurrent import RecurrentLM
 from lmbench.models.transformer import TransformerLM
+from lmbench.training import peak
 
 V, H, E, LAYERS, BATCH, STEPS = 50, 8, 6, 2, 3, 5
 D, HEADS, D_FF, CONTEXT = 8, 2, 16, 5
@@ -209,3 +213,43 @@ def test_the_ngram_counts_no_flops_and_a_mixture_scores_with_its_networks():
     assert mixture.flops_per_token() is None  # nothing trained by gradient
     assert mixture.flops_per_token(training=False) == lstm.flops_per_token(training=False)
     assert InterpolatedLM(V, 0, [ngram, lstm], weights=[1.0, 0.0]).flops_per_token(training=False) is None
+
+
+# -- the peak FLOP/s probe ---------------------------------------------------------------------------
+
+
+def test_the_peak_is_measured_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    rate, how = peak.peak_flops("float32", tmp_path, sizes=(128, 256))
+    assert rate > 0 and math.isfinite(rate)
+    assert how.startswith("measured: ") and "GEMM fp32" in how and str(tmp_path) in how
+
+    def no_measuring(*args):
+        raise AssertionError("measured again instead of reading the cache")
+
+    monkeypatch.setattr(peak, "measure", no_measuring)
+    again, how_again = peak.peak_flops("float32", tmp_path)
+    assert again == rate and "cached" in how_again
+
+
+def test_each_precision_is_measured_apart_and_a_configured_peak_wins(tmp_path, monkeypatch):
+    measured = []
+
+    def fake_measure(policy, sizes):
+        measured.append(policy)
+        return {"float32": 1e11, "mixed_bfloat16": 2e11}[policy], f"fake {policy}"
+
+    monkeypatch.setattr(peak, "measure", fake_measure)
+    assert peak.resolve_peak(None, "float32", tmp_path)[0] == 1e11
+    assert peak.resolve_peak(None, "mixed_bfloat16", tmp_path)[0] == 2e11
+    assert peak.resolve_peak(None, "float32", tmp_path)[0] == 1e11
+    assert measured == ["float32", "mixed_bfloat16"]
+    assert peak.resolve_peak(5e12, "float32", tmp_path) == (5e12, "configured: trainer.peak_flops")
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="trainer.peak_flops"):
+            peak.resolve_peak(bad, "float32", tmp_path)
+
+
+def test_mfu_is_achieved_flops_per_second_over_the_peak():
+    assert peak.mfu(flops=6e11, seconds=2.0, peak=1e12) == pytest.approx(0.3)
+    with pytest.raises(ValueError):
+        peak.mfu(1.0, 0.0, 1e12)
