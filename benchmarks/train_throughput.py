@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py [--families rnn gru lstm transformer] [--vocab 10000 33278]
         [--steps 20] [--warmup 3] [--repeats 3] [--jit] [--mixed-bf16] [--no-torch] [--omp-passive]
+        [--peak-flops FLOP/s]
 
 Every model is 2 layers of width 200 (rnn: tanh units; the Transformer: 4 heads, d_ff 800, learned positions),
 dropout 0.2, trained on batches of 20 x 35 random ids by SGD (lr 20, global-norm clip 0.25): the
@@ -26,6 +27,14 @@ cross-entropy and gradient take 100 ms against lmbench's 32, and each fresh logi
 costs 31 ms of page faults. The quoted figures, which speak of AMX units, were presumably taken on
 an Intel CPU. The example's Transformer (246 ms quoted) is also smaller than the one here: 2 heads,
 d_ff 200, post-LN with ReLU, against 4 heads, d_ff 800, pre-LN with GELU.
+
+The MFU column: the model FLOPs a row's tokens/s implies, as a share of the machine's peak. Its
+FLOPs per token are lmbench's count for the architecture (`flops_per_token(context=35)`, 3 x the
+forward GEMMs), the same for the PyTorch row of the same family and |V| (the same architecture);
+the peak is `lmbench.training.peak.resolve_peak`: `--peak-flops` if given, else TensorFlow's
+measured GEMM rate in the run's precision, cached under lmbench's cache folder (measured in the
+Keras worker, once per machine and precision). The PyTorch rows are divided by TensorFlow's GEMM
+peak too: what the same machine can do, not what MKL's GEMM reaches.
 
 Repetitions are interleaved over frameworks and models, so that load from other jobs on a shared
 machine spreads over every row instead of one: each repetition starts one worker per framework in
@@ -92,7 +101,7 @@ def keras_runner(family: str, vocab: int, jit: bool):
         loss, states = step(x, y, states)
         float(loss)  # wait for the step to finish, as the trainer does
 
-    return run_step, model.num_params()
+    return run_step, model.num_params(), model.flops_per_token(context=BPTT)
 
 
 def torch_runner(family: str, vocab: int, bf16: bool):
@@ -142,7 +151,7 @@ def torch_runner(family: str, vocab: int, bf16: bool):
         optimizer.step()
         loss.item()
 
-    return run_step, sum(p.numel() for p in model.parameters())
+    return run_step, sum(p.numel() for p in model.parameters()), None  # FLOPs: the Keras row's count
 
 
 def median_step_ms(run_step, steps: int) -> float:
@@ -163,7 +172,13 @@ def worker(framework: str, args) -> None:
         if args.mixed_bf16:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         keras.utils.set_random_seed(0)
+        from lmbench.paths import default_cache_dir
+        from lmbench.training.peak import resolve_peak
+
         version = f"TF {tf.__version__}, Keras {keras.__version__}"
+        policy = "mixed_bfloat16" if args.mixed_bf16 else "float32"
+        peak, how = resolve_peak(args.peak_flops, policy, default_cache_dir(None))
+        print(json.dumps({"peak": peak, "peak_method": how}), flush=True)
         make = lambda family, vocab: keras_runner(family, vocab, args.jit)  # noqa: E731
     else:
         import torch
@@ -173,13 +188,13 @@ def worker(framework: str, args) -> None:
         version = f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads, OMP_WAIT_POLICY={wait})"
         make = lambda family, vocab: torch_runner(family, vocab, args.mixed_bf16)  # noqa: E731
     runners = [(family, vocab, *make(family, vocab)) for vocab in args.vocab for family in args.families]
-    for *_, run_step, _ in runners:
+    for _, _, run_step, *_ in runners:
         for _ in range(args.warmup):
             run_step()
-    for family, vocab, run_step, params in runners:
+    for family, vocab, run_step, params, flops in runners:
         ms = median_step_ms(run_step, args.steps)
         print(json.dumps({"family": family, "vocab": vocab, "framework": framework, "ms": ms,
-                          "params": params, "version": version}), flush=True)
+                          "params": params, "flops_per_token": flops, "version": version}), flush=True)
 
 
 def torch_available() -> bool:
@@ -203,6 +218,9 @@ def main() -> None:
     parser.add_argument(
         "--omp-passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE for PyTorch (busy machines)"
     )
+    parser.add_argument(
+        "--peak-flops", type=float, help="the peak FLOP/s for the MFU column (default: measured, cached)"
+    )
     parser.add_argument("--worker", choices=("keras", "pytorch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.omp_passive:
@@ -214,7 +232,7 @@ def main() -> None:
     frameworks = ["keras"] + ([] if args.no_torch or not torch_available() else ["pytorch"])
     passed = [a for a in sys.argv[1:] if a != "--no-torch"]
     results: dict[tuple[str, int, str], list[float]] = {}
-    params, versions = {}, {}
+    params, versions, flops, peak = {}, {}, {}, None
     for rep in range(args.repeats):
         for framework in frameworks:
             out = subprocess.run(
@@ -226,18 +244,25 @@ def main() -> None:
             for line in out.splitlines():
                 if line.startswith("{"):
                     r = json.loads(line)
+                    if "peak" in r:
+                        peak = (r["peak"], r["peak_method"])
+                        continue
                     key = (r["family"], r["vocab"], framework)
                     results.setdefault(key, []).append(r["ms"])
                     params[key], versions[framework] = r["params"], r["version"]
+                    if r["flops_per_token"] is not None:  # same architecture, same count for PyTorch
+                        flops[(r["family"], r["vocab"])] = r["flops_per_token"]
             print(f"repetition {rep + 1}/{args.repeats}: {framework} done", file=sys.stderr, flush=True)
 
     print(
         f"\n{'; '.join(versions.values())}{'' if 'pytorch' in versions else '; PyTorch rows skipped'}; "
         f"batch {BATCH} x {BPTT}; jit={args.jit}; mixed_bf16={args.mixed_bf16}; {os.cpu_count()} CPUs; "
-        f"one process per framework; median of {args.repeats} repetitions x {args.steps} steps"
+        f"one process per framework; median of {args.repeats} repetitions x {args.steps} steps\n"
+        f"MFU: lmbench's model FLOPs per token x tokens/s / peak {peak[0] / 1e9:,.1f} GFLOP/s ({peak[1]})"
     )
-    header = ("family", "|V|", "framework", "params", "ms/batch", "(min-max)", "tokens/s", "vs pytorch")
-    print("{:12s} {:>7s} {:9s} {:>11s} {:>9s} {:>13s} {:>9s} {:>10s}".format(*header))
+    header = ("family", "|V|", "framework", "params", "ms/batch", "(min-max)", "tokens/s", "MFLOP/tok", "MFU",
+              "vs pytorch")
+    print("{:12s} {:>7s} {:9s} {:>11s} {:>9s} {:>13s} {:>9s} {:>9s} {:>6s} {:>10s}".format(*header))
     for vocab in args.vocab:
         for family in args.families:
             for framework in frameworks:
@@ -245,9 +270,12 @@ def main() -> None:
                 mid = statistics.median(ms)
                 ref = results.get((family, vocab, "pytorch"))
                 ratio = f"{mid / statistics.median(ref):.2f}x" if ref and framework != "pytorch" else ""
+                tokens_per_s = BATCH * BPTT / mid * 1000
+                per_token = flops[(family, vocab)]
                 print(
                     f"{family:12s} {vocab:7d} {framework:9s} {params[(family, vocab, framework)]:11,d} {mid:9.1f} "
-                    f"{f'({min(ms):.0f}-{max(ms):.0f})':>13s} {BATCH * BPTT / mid * 1000:9,.0f} {ratio:>10s}"
+                    f"{f'({min(ms):.0f}-{max(ms):.0f})':>13s} {tokens_per_s:9,.0f} {per_token / 1e6:9.2f} "
+                    f"{per_token * tokens_per_s / peak[0]:6.1%} {ratio:>10s}"
                 )
 
 

@@ -21,6 +21,13 @@ right for lmbench's word vocabularies, which `Vocabulary.build` already sorts by
 after the special tokens -- and `adapt(train ids)` sets it from the training counts, which a subword
 vocabulary (ids in the tokenizer's own order) needs. The distribution is exact whatever `rank` is;
 the ranking only decides how much work each token costs.
+
+That work, for the FLOPs count (`flops_per_token`): every position pays for the head layer, a
+position whose target falls in tail cluster i also for that cluster's projection and output, so the
+count weighs each cluster by its share of the training tokens. `adapt` records those shares (not
+saved: a copy built from the config, a loaded bundle or a fine-tune's source has none until
+`observe(train ids)`); without them the shares are Zipf's law's over the ranks (p(rank r) ∝ 1/(r+1)),
+a stated estimate.
 """
 
 from __future__ import annotations
@@ -49,13 +56,25 @@ def check_fits(vocab_size: int, input_dim: int, cutoffs: list[int], factor: floa
         )
 
 
-def frequency_rank(train_ids: np.ndarray, vocab_size: int) -> np.ndarray:
+def token_counts(train_ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """How often each id occurs in the training ids, [vocab_size]."""
+    return np.bincount(np.asarray(train_ids, dtype=np.int64), minlength=vocab_size)
+
+
+def frequency_rank(train_ids: np.ndarray, vocab_size: int, counts: np.ndarray | None = None) -> np.ndarray:
     """rank[id]: the id's place when ids are sorted by descending training count (ties by id)."""
-    counts = np.bincount(np.asarray(train_ids, dtype=np.int64), minlength=vocab_size)
+    counts = token_counts(train_ids, vocab_size) if counts is None else counts
     order = np.argsort(-counts, kind="stable")
     rank = np.empty(vocab_size, dtype=np.int32)
     rank[order] = np.arange(vocab_size, dtype=np.int32)
     return rank
+
+
+def zipf_shares(bounds: list[int]) -> np.ndarray:
+    """The share of tokens with rank in [bounds[k], bounds[k+1]) under Zipf's law, p(rank r) ∝
+    1/(r+1), over ranks 0..bounds[-1]-1: the estimate of the cluster shares before `adapt`."""
+    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, bounds[-1] + 1))])
+    return np.diff(harmonic[bounds]) / harmonic[bounds[-1]]
 
 
 class AdaptiveSoftmax(keras.layers.Layer):
@@ -92,6 +111,7 @@ class AdaptiveSoftmax(keras.layers.Layer):
             initializer=lambda shape, dtype=None: tf.range(shape[0], dtype="int32"),
             name="rank",
         )
+        self._observed_shares = None  # per part (head, then each tail cluster), set by `observe`
         # Each softmax (the head's, each cluster's) is the fused one of the full softmax head.
         chunks = {"chunk_positions": chunk_positions, "chunk_logits": chunk_logits, "keep_logits_mb": keep_logits_mb}
         self.fused = [FusedSoftmax(self.cutoffs[0] + len(self.cluster_sizes), **chunks)]
@@ -107,8 +127,49 @@ class AdaptiveSoftmax(keras.layers.Layer):
         return int(self.input_dim // self.factor ** (i + 1))
 
     def adapt(self, train_ids: np.ndarray) -> None:
-        """Rank the ids by their training counts (see the module docstring)."""
-        self.rank.assign(frequency_rank(train_ids, self.vocab_size))
+        """Rank the ids by their training counts (see the module docstring), and record how the
+        training tokens then fall on the head and the tail clusters (`observe`)."""
+        counts = token_counts(train_ids, self.vocab_size)
+        self.rank.assign(frequency_rank(train_ids, self.vocab_size, counts))
+        self._observe_counts(counts)
+
+    def observe(self, train_ids: np.ndarray) -> None:
+        """Record the share of the training tokens that falls in the head and in each tail cluster
+        under the current ranking, for `flops_per_token`; changes no weight (a fine-tune, whose
+        source brings its ranking, calls this instead of `adapt`)."""
+        self._observe_counts(token_counts(train_ids, self.vocab_size))
+
+    def _observe_counts(self, counts: np.ndarray) -> None:
+        by_rank = np.zeros(self.vocab_size, dtype=np.float64)
+        by_rank[self.rank.numpy()] = counts
+        cumulative = np.concatenate([[0.0], np.cumsum(by_rank)])
+        per_part = np.diff(cumulative[[0, *self.cutoffs, self.vocab_size]])
+        self._observed_shares = per_part / max(cumulative[-1], 1.0)
+
+    @property
+    def shares_from(self) -> str:
+        """Where `cluster_shares` comes from: the training ids, or Zipf's law (see the module docstring)."""
+        return "training ids" if self._observed_shares is not None else "Zipf's law (no training ids observed)"
+
+    def cluster_shares(self) -> list[float]:
+        """The share of the tokens whose target falls in each tail cluster (in order): observed on
+        the training ids (`adapt`, `observe`), else Zipf's law's estimate."""
+        shares = self._observed_shares
+        if shares is None:
+            shares = zipf_shares([0, *self.cutoffs, self.vocab_size])
+        return [float(x) for x in shares[1:]]
+
+    def flops_per_token(self) -> float:
+        """Forward FLOPs (a multiply-add is 2) of `token_nll` per position: the head layer for every
+        position, and each tail cluster's projection and output for its share of the positions
+        (`cluster_shares`). Not counted: the padding of a cluster's rows to a static bucket
+        (`fused.row_buckets`), the gathers and scatters, and the softmax itself (elementwise)."""
+        d = self.input_dim
+        flops = 2.0 * d * (self.cutoffs[0] + len(self.cluster_sizes))
+        for i, (share, size) in enumerate(zip(self.cluster_shares(), self.cluster_sizes)):
+            width = self.tail_width(i)
+            flops += share * (2.0 * d * width + 2.0 * width * size)
+        return flops
 
     def token_nll(self, hidden, labels):
         """-log p(label) at every position, float32 [...]: `hidden` [..., input_dim], `labels` [...]."""

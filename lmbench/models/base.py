@@ -16,7 +16,9 @@ defaults of a model that lacks them; the trainer and the run read them, never pr
 `tunes_on_valid` + `tune(valid ids)` (called right after `fit`; the interpolated family fits its
 mixture weights there), `exports_arpa` + `to_arpa` (the n-gram family), `context` (the most tokens an
 attention model sees), `eval_method` (how scoring gives each token its context, when that is not
-plain), `lineage_tags()` (the runs a model is made of).
+plain), `lineage_tags()` (the runs a model is made of), `flops_per_token(context, training)` (the
+FLOPs a network computes per token, counted from its architecture; None for a model that computes
+no floating-point work worth counting: the n-gram counts and looks up).
 
 Generation, one token at a time: `model.stepper(prompt)` returns a `Stepper`, the model's next-token
 distribution given everything read so far, and `sample_tokens` draws from one. Every family has
@@ -164,6 +166,11 @@ class ModelBase(SteppedGeneration):
     def lineage_tags(self) -> dict[str, str]:
         """MLflow tags naming the runs this model is made of (the run adds them to its own)."""
         return {}
+
+    def flops_per_token(self, context: int | None = None, training: bool = True) -> float | None:
+        """FLOPs per token of a training step (`training`) or of `score` (see `NeuralLM`'s); None:
+        the model does no dense arithmetic to count (the n-gram's rate is its tokens/s)."""
+        return None
 
 
 def family_of(model: object) -> str:

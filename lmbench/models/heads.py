@@ -13,6 +13,9 @@ The interface, the same for every kind:
         positions x |V|, in the forward pass or in the gradient.
     head.log_probs(hidden) -> float32 [..., |V|]
         the whole normalized distribution (log p of every token), for generation and tests.
+    head.flops_per_token() -> float
+        forward FLOPs of `token_nll` per position (a multiply-add is 2; GEMMs only), for the
+        family's `flops_per_token`.
 
 A kind is a config class in `schema.HEAD_KINDS` and an `OutputHead` subclass in `HEADS` here,
 built as `cls(config, owner=..., vocab_size=..., input_dim=..., tied_embedding=...,
@@ -91,6 +94,13 @@ class OutputHead(keras.layers.Layer):
     def adapt(self, train_ids: np.ndarray) -> None:
         """Derive from the training ids what the head needs before training; most kinds need nothing."""
 
+    def observe(self, train_ids: np.ndarray) -> None:
+        """Record what `flops_per_token` needs from the training ids, changing no weight (for a model
+        that does not `adapt`: a fine-tune); most kinds need nothing."""
+
+    def flops_per_token(self) -> float:
+        raise NotImplementedError
+
 
 class FullSoftmaxHead(OutputHead):
     """The exact softmax over the vocabulary: logits = h W + b, with W the family's own projection
@@ -103,7 +113,7 @@ class FullSoftmaxHead(OutputHead):
 
     def __init__(self, config: FullHeadConfig, *, owner, vocab_size, input_dim, tied_embedding, kernel_initializer):
         super().__init__(config)
-        self.vocab_size = int(vocab_size)
+        self.vocab_size, self.input_dim = int(vocab_size), int(input_dim)
         # The variables live on the family, under the names they had before heads existed, so
         # bundles saved then load unchanged; the head only reads them (plain references, not
         # tracked by Keras, so that they are saved once).
@@ -142,6 +152,11 @@ class FullSoftmaxHead(OutputHead):
         nll = self.fused.nll(flat, tf.reshape(tf.cast(labels, tf.int32), [-1]), kernel, bias)
         return tf.reshape(nll, tf.shape(labels))
 
+    def flops_per_token(self) -> float:
+        """2 d |V|: the projection onto the whole vocabulary (the gradient pass's recomputation of
+        the logits, when they are not kept, is not counted: model FLOPs, not hardware FLOPs)."""
+        return 2.0 * self.input_dim * self.vocab_size
+
 class AdaptiveSoftmaxHead(OutputHead):
     """The adaptive softmax (`lmbench.models.adaptive.AdaptiveSoftmax`, which holds its own variables).
 
@@ -171,6 +186,14 @@ class AdaptiveSoftmaxHead(OutputHead):
 
     def adapt(self, train_ids: np.ndarray) -> None:
         self.softmax.adapt(train_ids)
+
+    def observe(self, train_ids: np.ndarray) -> None:
+        self.softmax.observe(train_ids)
+
+    def flops_per_token(self) -> float:
+        """The head layer for every position, each tail cluster for its share of them
+        (`AdaptiveSoftmax.flops_per_token`)."""
+        return self.softmax.flops_per_token()
 
 
 HEADS: dict[str, type[OutputHead]] = {"full": FullSoftmaxHead, "adaptive": AdaptiveSoftmaxHead}

@@ -191,6 +191,16 @@ class InterpolatedLM(ModelBase):
             [(math.log(weights[k]), self.parts[k].stepper(prompt)) for k in np.flatnonzero(weights > 0)]
         )
 
+    def flops_per_token(self, context: int | None = None, training: bool = True) -> float | None:
+        """Scoring (`training=False`): the sum of what the components that `score` runs compute per
+        token (None when none of them counts FLOPs: n-grams only). Training: None, nothing is trained
+        by gradient (`tune` scores the validation split once)."""
+        if training:
+            return None
+        counted = [self.parts[k].flops_per_token(training=False) for k in np.flatnonzero(self.mixture_weights > 0)]
+        counted = [f for f in counted if f is not None]
+        return float(sum(counted)) if counted else None
+
     def num_params(self) -> int:
         """The components' parameters (the weights themselves are not counted)."""
         return int(sum(model.num_params() for model in self.parts))

@@ -25,6 +25,9 @@ from lmbench.models.base import ModelBase, Progress
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "model_config.json"
+# A training step's FLOPs per forward FLOP: the backward pass computes two GEMMs (the gradients of
+# the input and of the weights) for every forward one (Kaplan et al. 2020, section 2.1).
+TRAINING_FLOPS_PER_FORWARD = 3
 
 
 def stream_starts(ids: np.ndarray, n_streams: int, eos_id: int) -> np.ndarray:
@@ -151,6 +154,39 @@ class NeuralLM(ModelBase, keras.Model):
     def stepper(self, prompt: np.ndarray) -> StateStepper:
         """The model after reading a lone eos and `prompt`, ready to step token by token."""
         return StateStepper(self, prompt)
+
+    # -- compute accounting ---------------------------------------------------------------------
+    def flops_per_token(self, context: int | None = None, training: bool = True) -> float:
+        """FLOPs per token, counted from the architecture (model FLOPs, as for MFU in PaLM, Chowdhery
+        et al. 2022, appendix B).
+
+        A multiply-add counts 2 FLOPs; only matrix products are counted -- every layer's GEMMs
+        (recurrent cells' input and recurrent kernels, attention's projections, QKᵀ and AV, the MLP)
+        and the output head's (`output_head.flops_per_token()`: 2 d |V| for the full softmax).
+        Embedding lookups are free; elementwise work (biases, activations, norms, the softmax's exp,
+        dropout) is not counted, the usual convention (Kaplan et al. 2020), worth a few percent.
+
+        `training=True`: one training step per token, 3 x the forward pass (the backward computes two
+        GEMMs per forward one); work the code does again to save memory (the full softmax head
+        recomputing its logits in the gradient pass when they are not kept) is not counted.
+        `context`: the training window's length (`trainer.bptt`; None: the model's `context`), which
+        only attention depends on. `training=False`: what `score` computes per scored token,
+        forward only (see the family's `scoring_flops_per_token`).
+        """
+        if not training:
+            return float(self.scoring_flops_per_token())
+        forward = self.body_flops_per_token(context) + self.output_head.flops_per_token()
+        return float(TRAINING_FLOPS_PER_FORWARD * forward)
+
+    def body_flops_per_token(self, context: int | None = None) -> float:
+        """Forward FLOPs per position of `call` (everything before the output head) for windows of
+        `context` tokens."""
+        raise NotImplementedError(f"{type(self).__name__} does not count its FLOPs")
+
+    def scoring_flops_per_token(self) -> float:
+        """Forward FLOPs per token of `score`: every token goes once through the network and the head
+        (the padding of the last window and of short streams is not counted)."""
+        return self.body_flops_per_token() + self.output_head.flops_per_token()
 
     def num_params(self) -> int:
         return int(sum(np.prod(v.shape) for v in self.trainable_variables))

@@ -16,6 +16,9 @@ from lmbench.models.heads import build_head
 from lmbench.models.neural import NeuralLM
 
 CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
+# Gate blocks per cell: each has an input and a recurrent kernel of `hidden_size` columns (the GRU's
+# reset-after form also multiplies h by all three of its recurrent blocks).
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 # Without a GPU, Keras runs a recurrent layer as a loop of small ops, one iteration per time step;
 # on a CPU a window of known length is unrolled into straight-line code instead, in pieces of at
@@ -154,6 +157,15 @@ class RecurrentLM(NeuralLM):
                 rnn.build(x.shape)
             return unrolled_lstm(rnn.cell, x, state)
         return rnn(x, initial_state=state, training=training)
+
+    def body_flops_per_token(self, context: int | None = None) -> float:
+        """Per layer, 2 x gates x (input width + hidden_size) x hidden_size: the input GEMM and the
+        recurrent GEMM of every gate block (`GATES`); the window's length does not matter."""
+        flops, width = 0.0, self.embedding_dim
+        for _ in range(self.num_layers):
+            flops += 2.0 * GATES[self.cell] * (width + self.hidden_size) * self.hidden_size
+            width = self.hidden_size
+        return flops
 
     def get_config(self) -> dict:
         return {

@@ -258,6 +258,29 @@ class TransformerLM(NeuralLM):
                 progress(int(ends[last - 1] - lows[first]))
         return out
 
+    def body_flops_per_token(self, context: int | None = None) -> float:
+        """Forward FLOPs per position for windows of `context` tokens (None: the model's context).
+
+        Per layer: the fused QKV projection 2·d·3d, the output projection 2·d·d, the MLP 2·2·d·d_ff,
+        and attention's QKᵀ and AV products, 2·T·d each: `CausalSelfAttention` computes the whole
+        T x T score matrix and masks it, so every position pays for all T, not for the ≈ T/2 of a
+        causal average."""
+        t = self.context if context is None else int(context)
+        if not 1 <= t <= self.context:
+            raise ValueError(f"context must be in [1, model.context={self.context}], got {context}")
+        d = self.d_model
+        projections = 2.0 * (3 * d * d + d * d) + 2.0 * 2 * d * self.d_ff
+        attention = 2.0 * 2 * t * d
+        return self.n_layer * (projections + attention)
+
+    def scoring_flops_per_token(self) -> float:
+        """What `score` computes per scored token (forward only): each window of `context` tokens
+        runs the whole network over all its positions but scores only its last `stride`, which alone
+        go through the head; so the network's cost is paid context / stride times per token. Not
+        counted: the first window (it scores all its positions), the copies that fill the last group
+        of windows, and splits shorter than `context`."""
+        return self.body_flops_per_token(self.context) * self.context / self.stride + self.output_head.flops_per_token()
+
     def _tail_scoring_step(self):
         """log p of the last `targets.shape[1]` positions of each window."""
         if self._score_fn is None:
