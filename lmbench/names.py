@@ -74,6 +74,7 @@ OUTPUT_DIR = "lmbench.output_dir"
 PRECISION = "lmbench.precision"  # what trainer.precision resolved to
 PEAK_FLOPS = "lmbench.peak_flops"  # the FLOP/s train/mfu divides by, and how it was found:
 PEAK_FLOPS_METHOD = "lmbench.peak_flops_method"  # trainer.peak_flops, or the cached GEMM probe
+CPU = "lmbench.cpu"  # the CPU's model name (/proc/cpuinfo), what time and speed figures depend on
 GPUS = "lmbench.gpus"  # how many GPUs the run's TensorFlow saw (0: it trained on the CPU)
 CUDA_VISIBLE_DEVICES = "lmbench.cuda_visible_devices"  # the GPUs a launcher gave the job, when it set them
 EVAL_METHOD = "lmbench.eval_method"

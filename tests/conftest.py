@@ -3,6 +3,7 @@ PostgreSQL with an `mlflow server` in front of it for the session (started by te
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,12 @@ from hydra import compose, initialize_config_dir
 
 from lmbench.config import register_configs
 from lmbench.paths import CONF_DIR
+
+# train/mfu divides by a peak FLOP/s that lmbench measures once per cache dir (1-3 s of GEMMs, and
+# nearly every test has a cache dir of its own): the tests take a figure from the environment, as a
+# cluster's jobs may, here and in every lmbench they start. tests/test_flops.py unsets it to
+# measure for real.
+os.environ.setdefault("LMBENCH_PEAK_FLOPS", "1e11")
 
 if TYPE_CHECKING:
     from helpers import MlflowServer, Postgres

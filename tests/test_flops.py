@@ -18,6 +18,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import only_run, tiny_cfg
 
 from lmbench.errors import ConfigError
 from lmbench.models.interpolated import InterpolatedLM
@@ -25,6 +26,7 @@ from lmbench.models.ngram import NGramLM
 from lmbench.models.recurrent import RecurrentLM
 from lmbench.models.transformer import TransformerLM
 from lmbench.training import peak
+from lmbench.training.run import run
 
 V, H, E, LAYERS, BATCH, STEPS = 50, 8, 6, 2, 3, 5
 D, HEADS, D_FF, CONTEXT = 8, 2, 16, 5
@@ -219,6 +221,7 @@ def test_the_ngram_counts_no_flops_and_a_mixture_scores_with_its_networks():
 
 
 def test_the_peak_is_measured_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv(peak.ENV, raising=False)
     rate, how = peak.peak_flops("float32", tmp_path, sizes=(128, 256))
     assert rate > 0 and math.isfinite(rate)
     assert how.startswith("measured: ") and "GEMM fp32" in how and str(tmp_path) in how
@@ -239,6 +242,7 @@ def test_each_precision_is_measured_apart_and_a_configured_peak_wins(tmp_path, m
         return {"float32": 1e11, "mixed_bfloat16": 2e11}[policy], f"fake {policy}"
 
     monkeypatch.setattr(peak, "measure", fake_measure)
+    monkeypatch.delenv(peak.ENV, raising=False)
     assert peak.resolve_peak(None, "float32", tmp_path)[0] == 1e11
     assert peak.resolve_peak(None, "mixed_bfloat16", tmp_path)[0] == 2e11
     assert peak.resolve_peak(None, "float32", tmp_path)[0] == 1e11
@@ -247,6 +251,41 @@ def test_each_precision_is_measured_apart_and_a_configured_peak_wins(tmp_path, m
     for bad in (0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="trainer.peak_flops"):
             peak.resolve_peak(bad, "float32", tmp_path)
+    # a cluster's environment may give every job its node type's figure; the config still wins
+    monkeypatch.setenv(peak.ENV, "3.5e12")
+    assert peak.resolve_peak(None, "float32", tmp_path) == (3.5e12, "configured: $LMBENCH_PEAK_FLOPS")
+    assert peak.resolve_peak(5e12, "float32", tmp_path)[0] == 5e12
+    for bad in ("fast", "-2", "nan"):
+        monkeypatch.setenv(peak.ENV, bad)
+        with pytest.raises(ConfigError, match=r"\$LMBENCH_PEAK_FLOPS must be a positive number"):
+            peak.resolve_peak(None, "float32", tmp_path)
+    assert measured == ["float32", "mixed_bfloat16"]
+
+
+def test_a_network_run_logs_its_flops_and_mfu_against_the_measured_peak(tmp_path, monkeypatch):
+    monkeypatch.delenv(peak.ENV, raising=False)
+    cfg = tiny_cfg(tmp_path, "trainer.max_steps=20", "tracking.log_model=false")
+    summary = run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    client, r = only_run(cfg.tracking.uri)
+    m, tags = r.data.metrics, r.data.tags
+    per_token = m["train/flops_per_token"]
+    # 1 x 32 LSTM tied to |V| = 10: forward 2*4*(32+32)*32 + head 2*32*10, times 3 for training
+    assert per_token == 3 * (2 * 4 * 64 * 32 + 2 * 32 * 10)
+    assert m["eval/flops_per_token"] == per_token / 3
+    assert m["train/flops"] == per_token * summary["train/tokens"] == per_token * 20 * 4 * 8
+    assert tags["lmbench.peak_flops_method"].startswith("measured: ")
+    peak_rate = float(tags["lmbench.peak_flops"])
+    assert m["train/mfu"] == pytest.approx(m["train/flops"] / m["time/train_s"] / peak_rate, rel=1e-3)
+    assert tags["lmbench.cpu"] == peak.cpu_model()
+    # the probe's figure is cached in the run's cache dir: a second run reads it
+    assert str(tmp_path / "cache") in tags["lmbench.peak_flops_method"]
+
+
+def test_an_ngram_run_logs_no_flops(tmp_path):
+    cfg = tiny_cfg(tmp_path, "tracking.log_model=false", model=("model=ngram",))
+    run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    m = only_run(cfg.tracking.uri)[1].data.metrics
+    assert not {k for k in m if "flops" in k or "mfu" in k} and m["train/tokens_per_sec"] > 0
 
 
 def test_mfu_is_achieved_flops_per_second_over_the_peak():

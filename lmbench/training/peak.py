@@ -9,11 +9,12 @@ means a step as efficient as one large GEMM. A figure given in the config (`trai
 datasheet's) wins over the measurement: `resolve_peak`.
 
 The measurement: square GEMMs of a few sizes (`CPU_SIZES`, `GPU_SIZES`) in float32, or bfloat16 for
-`mixed_bfloat16`; per size `WARMUP` untimed calls, then the median of `REPEATS` timed ones, each
-call a chain of GEMMs long enough to hide the launch cost (`MIN_CALL_SECONDS`); the peak is the
-best size's median rate. A size is not tried once a smaller one took `MAX_GEMM_SECONDS` per GEMM
-(an emulated bfloat16). Under a second or two on a 2-core CPU. On a GPU, float32 GEMMs run as TF32
-where TensorFlow enables it (Ampere and later, its default), as the training's do.
+`mixed_bfloat16`; per size `WARMUP` untimed calls, then the fastest of `REPEATS` timed ones, each
+call a chain of GEMMs long enough to hide the launch cost (`MIN_CALL_SECONDS`); the peak is the best
+size's rate (the fastest call: load from other work only slows a call down). A size is not tried
+once a smaller one took `MAX_GEMM_SECONDS` per GEMM (an emulated bfloat16). Under a second or two on
+a 2-core CPU. On a GPU, float32 GEMMs run as TF32 where TensorFlow enables it (Ampere and later, its
+default), as the training's do.
 
 The cache: one JSON file, `<cache dir>/peak_flops.json`, one entry per machine key (`machine_key`:
 CPU model, logical and usable CPUs, TensorFlow's thread settings, TensorFlow's version, the device,
@@ -27,7 +28,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -101,17 +101,19 @@ def _chained_gemms(x, b, chain):
 
 
 def measure(policy: str, sizes: tuple[int, ...]) -> tuple[float, str]:
-    """(FLOP/s, how) of the best of `sizes`: the median of `REPEATS` timed calls after `WARMUP`."""
+    """(FLOP/s, how) of the best of `sizes`: the fastest of `REPEATS` timed calls after `WARMUP`."""
     dtype = DTYPES[policy]
     best, how = 0.0, ""
     for n in sorted(sizes):
         first = _gemm_seconds(n, dtype, 1, WARMUP)[-1]  # the first call also traces and plans
         chain = max(1, min(1000, math.ceil(MIN_CALL_SECONDS / max(first, 1e-9))))
-        rate = 2.0 * n**3 * chain / statistics.median(_gemm_seconds(n, dtype, chain, REPEATS))
+        # The fastest call, not the median: other work on the machine only ever slows a call down,
+        # and a peak measured low would make every MFU read high.
+        rate = 2.0 * n**3 * chain / min(_gemm_seconds(n, dtype, chain, REPEATS))
         if rate > best:
             chained = f" x {chain} chained" if chain > 1 else ""
             best = rate
-            how = f"{n}² GEMM {SHORT_NAMES[policy]} on {device_name()}, median of {REPEATS}{chained}"
+            how = f"{n}² GEMM {SHORT_NAMES[policy]} on {device_name()}, fastest of {REPEATS}{chained}"
         if first > MAX_GEMM_SECONDS:
             break
     return best, how
@@ -155,13 +157,27 @@ def peak_flops(policy: str, cache_dir: Path, *, sizes: tuple[int, ...] | None = 
     return rate, f"measured: {how}, cached {path}"
 
 
+ENV = "LMBENCH_PEAK_FLOPS"
+
+
 def resolve_peak(configured: float | None, policy: str, cache_dir: Path) -> tuple[float, str]:
-    """(FLOP/s, how): `trainer.peak_flops` when set, else this machine's measured peak."""
+    """(FLOP/s, how): `trainer.peak_flops` when set, else `$LMBENCH_PEAK_FLOPS` when set (a figure
+    per node type that a cluster's environment gives every job), else this machine's measured peak."""
     if configured is not None:
-        if isinstance(configured, bool) or not (float(configured) > 0 and math.isfinite(float(configured))):
-            raise ConfigError(f"trainer.peak_flops must be a positive number of FLOP/s (or null), got {configured!r}")
-        return float(configured), "configured: trainer.peak_flops"
+        return _positive(configured, "trainer.peak_flops"), "configured: trainer.peak_flops"
+    if os.environ.get(ENV, "").strip():
+        return _positive(os.environ[ENV].strip(), f"${ENV}"), f"configured: ${ENV}"
     return peak_flops(policy, cache_dir)
+
+
+def _positive(value, where: str) -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except ValueError:
+        number = math.nan
+    if not (number > 0 and math.isfinite(number)):
+        raise ConfigError(f"{where} must be a positive number of FLOP/s (e.g. 2.5e11), got {value!r}")
+    return number
 
 
 def mfu(flops: float, seconds: float, peak: float) -> float:

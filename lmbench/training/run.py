@@ -46,6 +46,7 @@ from lmbench.scoring import EvalResult, TokenScores
 from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
 from lmbench.training import checkpoints, precision
 from lmbench.training.divergence import explain
+from lmbench.training.peak import cpu_model, mfu, resolve_peak
 from lmbench.training.result import TrainingStopped, ValidationObserver
 from lmbench.training.steps import build_optimizer
 from lmbench.training.trainer import FitResult, Trainer
@@ -174,6 +175,8 @@ def build(plan: Plan, output_dir: Path, observer: ValidationObserver | None = No
     resume = saved_state(cfg, trainer, model, plan.digest)
     if isinstance(model, NeuralLM) and source is None:  # a fine-tune keeps its source's; a resume restores its own
         model.adapt(data.train.ids)
+    elif isinstance(model, NeuralLM):  # its head's FLOPs still follow this corpus's cluster shares
+        model.output_head.observe(data.train.ids)
     if source is not None and resume is None:  # when resuming, the run's own checkpoint is restored instead
         finetune.load_weights(model, source)
     return Built(data.tokenizer, data, model, optimizer, trainer, tracker, resume)
@@ -273,6 +276,7 @@ def run_tags(
         names.VERSION: lmbench.__version__,
         names.OUTPUT_DIR: str(output_dir.resolve()),
         names.PYTHON: platform.python_version(),
+        names.CPU: cpu_model(),
         **(plan.source.tags if plan.source is not None else {}),
         **(extra or {}),
     }
@@ -319,10 +323,31 @@ def train(plan: Plan, built: Built, output_dir: Path) -> tuple[FitResult, dict[s
         names.TRAIN_TOKENS: fit.train_tokens,
         names.TRAIN_SECONDS: fit.train_seconds,
         names.PARAMS: model.num_params(),  # after fit: a Keras model has no weights until first called
+        **compute_figures(plan, built, fit),
     }
     tracker.log_metrics(summary)
     log_token_scores(plan.cfg, built, output_dir, {names.VALID: best, names.TEST: test})
     return fit, summary
+
+
+def compute_figures(plan: Plan, built: Built, fit: FitResult) -> dict[str, float]:
+    """A network's FLOPs per training and per scored token (counted from its architecture at the
+    run's window), its training FLOPs and MFU against the peak (trainer.peak_flops, else the
+    machine's measured one, tagged with how it was found). A counting model has none: {}."""
+    model, cfg = built.model, plan.cfg
+    per_token = model.flops_per_token(context=cfg.trainer.bptt, training=True)
+    if per_token is None:
+        return {}
+    figures = {
+        names.TRAIN_FLOPS_PER_TOKEN: per_token,
+        names.TRAIN_FLOPS: per_token * fit.train_tokens,
+        names.EVAL_FLOPS_PER_TOKEN: model.flops_per_token(context=cfg.trainer.bptt, training=False),
+    }
+    if fit.train_seconds > 0:
+        peak, how = resolve_peak(cfg.trainer.peak_flops, plan.policy, default_cache_dir(cfg.cache_dir))
+        built.tracker.set_tags({names.PEAK_FLOPS: f"{peak:.4g}", names.PEAK_FLOPS_METHOD: how})
+        figures[names.TRAIN_MFU] = mfu(figures[names.TRAIN_FLOPS], fit.train_seconds, peak)
+    return figures
 
 
 def log_token_scores(cfg: DictConfig, built: Built, output_dir: Path, results: dict[str, EvalResult]) -> None:
