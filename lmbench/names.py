@@ -103,7 +103,7 @@ STOPPED_EARLY_AT_EPOCH = "lmbench.stopped_early_at_epoch"
 # A run a validation observer stopped (a search's pruner): ends KILLED with these two tags.
 STOPPED_AT_STEP = "lmbench.stopped_at_step"
 # What ended training: the observer's reason, or the budget (FitResult.stop_reason: max_epochs,
-# max_steps, max_tokens, max_time, early_stopping; one_pass or max_tokens for a counting model).
+# max_steps, max_tokens, max_time, early_stopping; one_pass for a counting model).
 STOP_REASON = "lmbench.stop_reason"
 
 # sweeps

@@ -104,11 +104,14 @@ def test_a_smaller_train_fraction_trains_on_fewer_tokens_and_scores_the_same_ids
     assert np.isfinite(summaries[0.25]["test/ppl"])
 
 
-def test_an_ngram_counts_only_max_tokens(tmp_path):
-    cfg = tiny_cfg(tmp_path, "trainer.max_tokens=300", *NO_MODEL, model=("model=ngram",))
+def test_an_ngram_counts_its_whole_split_whatever_the_budgets(tmp_path):
+    """Budgets are a network's compute: a token budget in a sweep must not shrink the n-gram's data
+    (dataset.max_train_tokens does, for every family)."""
+    cfg = tiny_cfg(tmp_path, "trainer.max_tokens=300", "trainer.max_time=0.001", *NO_MODEL, model=("model=ngram",))
     summary = run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
-    assert summary["train/tokens"] == 300
-    assert only_run(cfg.tracking.uri)[1].data.tags["lmbench.stop_reason"] == "max_tokens"
+    client, r = only_run(cfg.tracking.uri)
+    assert summary["train/tokens"] == int(r.data.params["data.train_tokens"]) > 300
+    assert r.data.tags["lmbench.stop_reason"] == "one_pass"
 
 
 @pytest.mark.parametrize(

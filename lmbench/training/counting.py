@@ -1,7 +1,8 @@
 """Fitting a counting model (the n-gram family, a mixture): one pass over train, then `tune` on
-valid where the model declares it (`ModelBase.tunes_on_valid`), then validation. Of the trainer's
-budgets only max_tokens applies (the first max_tokens tokens are counted); epochs, steps and time
-do not: counting is one pass."""
+valid where the model declares it (`ModelBase.tunes_on_valid`), then validation. The trainer's
+budgets (epochs, steps, tokens, time) are a network's compute: a counting model counts its whole
+training split once whatever they say, so that a sweep with a token budget compares networks with
+the n-gram of the same data. Less data for every family is `dataset.max_train_tokens`."""
 
 from __future__ import annotations
 
@@ -25,8 +26,6 @@ def fit_counting(
 ) -> FitResult:
     result = FitResult(epochs=1, stop_reason="one_pass")
     ids = data.train.ids
-    if cfg.max_tokens is not None and cfg.max_tokens < len(ids):  # a token budget: the first tokens
-        ids, result.stop_reason = ids[: cfg.max_tokens], "max_tokens"
     start = time.perf_counter()
     with progress_bar(len(ids), "count train", "tok", cfg.progress) as bar:
         stats = model.fit(ids, progress=bar.update)

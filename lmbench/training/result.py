@@ -19,7 +19,7 @@ class FitResult:
     stopped_early: bool = False
     steps_per_epoch: int = 0  # a network's windows per epoch (0: a counting model)
     # What ended training: max_epochs | max_steps | max_tokens | max_time | early_stopping (a
-    # network), or one_pass | max_tokens (a counting model)
+    # network), or one_pass (a counting model)
     stop_reason: str = ""
 
     @property
