@@ -1,7 +1,7 @@
 """Training speed of each neural family with lmbench's own train step, against PyTorch.
 
     python benchmarks/train_throughput.py [--families rnn gru lstm transformer] [--vocab 10000 33278]
-        [--steps 20] [--warmup 3] [--repeats 3] [--jit] [--mixed-bf16] [--no-torch] [--omp-passive]
+        [--steps 20] [--warmup 3] [--repeats 3] [--jit] [--mixed-bf16] [--no-torch] [--omp-passive] [--d-ff 800]
         [--peak-flops FLOP/s]
 
 Every model is 2 layers of width 200 (rnn: tanh units; the Transformer: 4 heads, d_ff 800, learned positions),
@@ -215,6 +215,8 @@ def main() -> None:
     parser.add_argument("--jit", action="store_true", help="XLA-compile the Keras train step")
     parser.add_argument("--mixed-bf16", action="store_true", help="mixed_bfloat16 (Keras) / bf16 autocast (PyTorch)")
     parser.add_argument("--no-torch", action="store_true", help="Keras rows only")
+    parser.add_argument("--d-ff", type=int, default=D_FF,
+                        help=f"the Transformer's MLP width (default {D_FF}; conf/model/transformer_small.yaml: 400)")
     parser.add_argument(
         "--omp-passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE for PyTorch (busy machines)"
     )
@@ -223,6 +225,7 @@ def main() -> None:
     )
     parser.add_argument("--worker", choices=("keras", "pytorch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    globals()["D_FF"] = args.d_ff  # the workers get the same flag
     if args.omp_passive:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # inherited by the worker processes
     if args.worker:
