@@ -91,6 +91,7 @@ def plot_scaling(lines: list[scaling.Series], x: str) -> Figure:
     each network point names its data size."""
     palette = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(8, 5))
+    named: list[tuple[tuple[float, float], str]] = []  # (point, its data size), placed at the end
     for i, line in enumerate(lines):
         colour = palette(i % palette.N)
         points = line.points
@@ -98,8 +99,8 @@ def plot_scaling(lines: list[scaling.Series], x: str) -> Figure:
             if line.family == scaling.NGRAM:
                 for p in points:
                     ax.axhline(p.bpc, color=colour, linestyle="--", linewidth=0.8, alpha=0.6)
-                    ax.annotate(f"{line.name}, {p.tokens:,} tok", (1.0, p.bpc), xycoords=("axes fraction", "data"),
-                                xytext=(-3, 2), textcoords="offset points", ha="right", va="bottom",
+                    ax.annotate(f"{line.name}, {p.tokens:,} tok", (0.0, p.bpc), xycoords=("axes fraction", "data"),
+                                xytext=(3, 2), textcoords="offset points", ha="left", va="bottom",
                                 fontsize="x-small", color=colour)
             continue
         points = [p for p in points if x == "tokens" or p.flops]
@@ -108,20 +109,23 @@ def plot_scaling(lines: list[scaling.Series], x: str) -> Figure:
         style = "--" if line.family == scaling.NGRAM else "-"
         ax.plot(xs, ys, style, marker="o", color=colour, label=line.name)
         if x == "flops":  # which data size each point is: the line joins them by size, not by FLOPs
-            for p, px, py in zip(points, xs, ys):
-                ax.annotate(EngFormatter(sep="")(p.tokens) + " tok", (px, py), xytext=(4, 3),
-                            textcoords="offset points", fontsize="x-small", color=colour)
+            size = EngFormatter(places=0, sep="")
+            named += [((px, py), f"{size(p.tokens)} tok") for p, px, py in zip(points, xs, ys)]
         x_sd = [p.flops_sd for p in points] if x == "flops" else None
         if any(p.bpc_sd for p in points) or (x_sd and any(x_sd)):
             ax.errorbar(xs, ys, yerr=[p.bpc_sd for p in points], xerr=x_sd, fmt="none", ecolor=colour, capsize=3)
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # ticks inside a decade too
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     what = "training tokens (the subset of the train split)" if x == "tokens" else "training FLOPs"
     ax.set(xlabel=f"{what}, log scale", ylabel="test bits per character (lower is better)",
            title=f"test bits/char against {'training data' if x == 'tokens' else 'training compute'}")
     ax.grid(True, alpha=0.3, which="both")
     ax.legend(fontsize="small")
     fig.tight_layout()
+    if named:  # where no other name or point is (several sizes share one budget's FLOPs)
+        place_labels(ax, [p for p, _ in named], [label for _, label in named])
     return fig
 
 
