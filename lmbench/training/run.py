@@ -9,8 +9,8 @@
     save      the bundle written (and ARPA if asked) and logged as the run's MLflow model
 
 Nothing reaches MLflow before `open_run`, so a bad config or corpus leaves no run behind. Whatever
-was logged before a failure stays logged; the MLflow run ends FAILED (or KILLED on Ctrl-C) with the
-reason as a tag.
+was logged before a failure stays logged; the MLflow run ends FAILED (or KILLED on Ctrl-C or SIGTERM)
+with the reason as a tag.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import lmbench
-from lmbench import names
+from lmbench import interrupts, names
 from lmbench.artifacts import finetune
 from lmbench.artifacts.bundle import BundleLoader
 from lmbench.artifacts.format import save_bundle
@@ -93,8 +93,9 @@ def run(
     output_dir = Path(output_dir)
     plan = prepare(cfg, launch_dir)
     built = build(plan, output_dir, observer)
-    tracker = open_run(plan, built, output_dir, launch_dir, parent_run_id, extra_tags)
+    tracker = built.tracker  # finish() does nothing until open_run has started the run
     try:
+        open_run(plan, built, output_dir, launch_dir, parent_run_id, extra_tags)
         fit, summary = train(plan, built, output_dir)
         save(plan, built, output_dir, summary)
     except TrainingStopped as ex:  # everything logged so far stays; no test, no bundle
@@ -108,8 +109,8 @@ def run(
         tracker.set_tags({names.DIVERGED: str(ex.step) if ex.step >= 0 else "scoring"})
         tracker.finish("FAILED", message, step=ex.step)
         raise TrainingDiverged(message, ex.step, ex.loss) from None
-    except KeyboardInterrupt:
-        tracker.finish("KILLED", "interrupted by the user")  # the CLI says how to continue
+    except KeyboardInterrupt as ex:  # Ctrl-C, or SIGTERM (lmbench.interrupts): the CLI says how to continue
+        tracker.finish("KILLED", interrupts.reason(ex))
         raise
     except OSError as ex:
         if ex.errno not in WRITE_ERRORS:
