@@ -15,6 +15,8 @@ row per job with mean ± sd (cli/groups.py). It is no config key (a preset canno
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import os
 import sys
@@ -161,6 +163,11 @@ def _multirun(args: list[str]) -> bool:
 
 def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # At exit Python's last garbage collection walks every object TensorFlow and Keras made: 8 s
+    # after a tiny run's last line on two busy cores, 0.3 s with the heap frozen first. Nothing is
+    # left to write by then (runs are ended, files closed; the atexit handlers registered earlier,
+    # logging's and MLflow's, still run), and a SIGTERM's sender (docker stop: 10 s) sees us exit.
+    atexit.register(gc.freeze)
     register_configs()
     try:  # Hydra reads sys.argv itself: the rewritten line is also what a sweep records as its command
         sys.argv[1:] = seeds_as_sweep(sys.argv[1:])
