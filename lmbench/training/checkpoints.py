@@ -5,7 +5,8 @@ weights, optimizer variables, the hidden state of every training stream, and `tr
 (position in the data, best validation loss, learning rate, counters, the MLflow run id). It is
 written to a temporary folder and renamed over the previous one, so a kill at any moment (SIGKILL
 included) leaves either the old or the new checkpoint, never a half-written one; `checkpoints/best/`
-(the best validation's weights) too.
+(the best validation's weights) too. A checkpoint damaged all the same (a full disk, a copy cut
+short) is found by `check` before a resume, and named (`DamagedFile`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 import tensorflow as tf
+
+from lmbench.errors import reading_file
+from lmbench.models.neural import WEIGHTS_FILE
 
 STATE_FILE = "trainer_state.json"
 MODEL_FILE = "model.weights.h5"
@@ -96,9 +101,25 @@ def whole(folder: Path, marker: str = STATE_FILE) -> Path:
 
 
 def read_state(folder: Path) -> TrainState | None:
-    """The saved state, or None."""
+    """The saved state, or None; `DamagedFile` if it cannot be read."""
     path = whole(folder) / STATE_FILE
-    return TrainState(**json.loads(path.read_text())) if path.is_file() else None
+    if not path.is_file():
+        return None
+    with reading_file(path):
+        return TrainState(**json.loads(path.read_text()))
+
+
+def check(last: Path, best: Path | None) -> None:
+    """Raise `DamagedFile` for the first file of the checkpoint (and of the best weights, when a
+    resume will read them) that cannot be read: before a resume reopens its MLflow run, instead of
+    h5py's or NumPy's exception half-way through. Opening is enough: a file cut short has lost the
+    directory at its end (HDF5's end-of-file address, a zip's central directory)."""
+    folder = whole(last)
+    for path in [folder / MODEL_FILE, *([whole(best, WEIGHTS_FILE) / WEIGHTS_FILE] if best is not None else [])]:
+        with reading_file(path), h5py.File(path, "r"):
+            pass
+    with reading_file(folder / ARRAYS_FILE), np.load(folder / ARRAYS_FILE) as arrays:
+        arrays.files  # noqa: B018 (reads the zip's directory)
 
 
 def restore(folder: Path, model, optimizer, streams_template):

@@ -37,7 +37,7 @@ from lmbench.artifacts.pyfunc import log_bundle
 from lmbench.config import check_target, check_values, to_yaml
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.types import CorpusData
-from lmbench.errors import ConfigError, DataError, TrainingDiverged
+from lmbench.errors import ConfigError, DamagedFile, DataError, TrainingDiverged
 from lmbench.models.base import LanguageModel, family_of
 from lmbench.models.neural import NeuralLM
 from lmbench.paths import default_cache_dir
@@ -215,13 +215,18 @@ def saved_state(cfg: DictConfig, trainer: Trainer, model, digest: str) -> checkp
     """The checkpoint to continue from, per trainer.resume (null: if the run folder has one).
     `digest` is this run's `checkpoints.config_digest`; a checkpoint with another is refused."""
     wanted = cfg.trainer.resume
-    state = checkpoints.read_state(trainer.last_checkpoint) if isinstance(model, NeuralLM) else None
+    if wanted is False or not isinstance(model, NeuralLM):
+        return None
+    try:
+        state = checkpoints.read_state(trainer.last_checkpoint)
+    except DamagedFile as ex:
+        raise ConfigError(damaged_checkpoint(trainer, ex)) from None
     if wanted is True and state is None:
         raise ConfigError(
             f"trainer.resume=true, but there is no checkpoint in {trainer.last_checkpoint}. Resume by "
             "running the same command with hydra.run.dir=<the interrupted run's folder>."
         )
-    if wanted is False or state is None:
+    if state is None:
         return None
     if state.config_digest != digest:
         raise ConfigError(
@@ -229,7 +234,20 @@ def saved_state(cfg: DictConfig, trainer: Trainer, model, digest: str) -> checkp
             "model, seed or trainer.init_from; resume with the same settings, or set trainer.resume=false "
             "to start over"
         )
+    try:  # its files, before the MLflow run is reopened
+        best = trainer.best_checkpoint if state.best_valid_loss is not None else None
+        checkpoints.check(trainer.last_checkpoint, best)
+    except DamagedFile as ex:
+        raise ConfigError(damaged_checkpoint(trainer, ex)) from None
     return state
+
+
+def damaged_checkpoint(trainer: Trainer, ex: DamagedFile) -> str:
+    return (
+        f"the checkpoint in {trainer.checkpoint_dir} is damaged and cannot be resumed from: {ex}. Run the same "
+        "command with trainer.resume=false to train again from the start in this folder (as a new MLflow run; "
+        "the interrupted one keeps what it logged), or give another hydra.run.dir"
+    )
 
 
 def open_run(
