@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="dataset.KEY=VALUE", help="dataset config overrides")
     parser.add_argument("--files", nargs="+", help="score these text files instead (each as one document)")
     parser.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"], help="for --files")
-    parser.add_argument("--allow-binary", action="store_true", help="for --files: read control bytes as text")
+    parser.add_argument("--allow-binary", action="store_true",
+                        help="for --files: read binary data (a NUL byte, > 1 %% control bytes) as text")
     parser.add_argument(
         "--max-oov-rate", type=share_of_tokens, default=MAX_OOV_RATE, metavar="RATE",
         help=f"above this share of unknown tokens a figure is marked not comparable (default {MAX_OOV_RATE})",
