@@ -59,6 +59,11 @@ def exit_status(ex: KeyboardInterrupt) -> int:
     return ex.exit_status if isinstance(ex, Interrupted) else 128 + signal.SIGINT
 
 
+def said(ex: KeyboardInterrupt) -> str:
+    """What a command says when it stops: "interrupted" (Ctrl-C) or "terminated by SIGTERM"."""
+    return "interrupted" if exit_status(ex) == 128 + signal.SIGINT else f"terminated by {ex}"
+
+
 _depth = 0  # how many held() sections the main thread is in
 _pending: int | None = None  # a signal that arrived inside one, raised when it ends
 

@@ -62,6 +62,7 @@ def _native_stderr_silenced():
 def quiet_tensorflow_import() -> None:
     """Import TensorFlow with its native start-up lines hidden (for lmbench's other commands)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    atexit.register(gc.freeze)  # see main()
     with _native_stderr_silenced():
         import tensorflow as tf
 
@@ -115,8 +116,8 @@ def _main(cfg: DictConfig) -> float | None:
     except KeyboardInterrupt as ex:  # the run is already marked KILLED and its checkpoint kept
         folder = ("hydra.sweep.dir", hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else (
             "hydra.run.dir", hydra_cfg.runtime.output_dir)
-        what = "interrupted" if interrupts.exit_status(ex) == 130 else f"terminated by {ex}"
-        print(f"\nlmbench: {what}. Continue with the same command plus {folder[0]}={Path(folder[1]).resolve()}",
+        continue_with = f"{folder[0]}={Path(folder[1]).resolve()}"
+        print(f"\nlmbench: {interrupts.said(ex)}. Continue with the same command plus {continue_with}",
               file=sys.stderr, flush=True)
         sys.exit(interrupts.exit_status(ex))  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them; no traceback
     # A sweeper (e.g. Optuna) minimises the returned value.
