@@ -43,10 +43,6 @@ class Interrupted(KeyboardInterrupt):
     def exit_status(self) -> int:
         return 128 + self.signum  # what a shell reports for a process a signal ended
 
-    @property
-    def reason(self) -> str:
-        return reason(self)
-
 
 def reason(ex: KeyboardInterrupt) -> str:
     """Why the run stopped, for its `lmbench.error` tag."""
