@@ -107,3 +107,13 @@ def test_evaluate_reads_a_named_dataset_from_the_same_configs(tmp_path):
 
     cfg = dataset_config("wikitext2", None, [f"dataset.data_dir={tmp_path}"])
     assert cfg.name == "wikitext2" and cfg.subdir == "wikitext-2" and cfg.data_dir == str(tmp_path)
+
+
+def test_a_yaml_syntax_error_in_a_users_config_is_one_paragraph_naming_the_file_and_line(tmp_path):
+    folder = user_config_folder(tmp_path)
+    broken = folder / "model" / "broken.yaml"
+    broken.write_text("defaults:\n  - lstm\nhidden_size: 24\n  embedding_dim: [24\n")  # a stray indent
+    proc = lmbench_cli(tmp_path, "--config-dir", str(folder), "model=broken", "--cfg", "job")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"lmbench: error: the config file {broken} is not valid YAML" in proc.stderr
+    assert "at line 4, column 16: `embedding_dim: [24`" in proc.stderr

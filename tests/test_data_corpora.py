@@ -88,3 +88,31 @@ def test_standard_corpus_ignores_a_same_named_file_in_the_working_directory(tmp_
     )
     files = locate_corpus(cfg, tmp_path / "cache")
     assert files.paths["train"] == (corpus / "train.txt").resolve()
+
+
+@pytest.mark.parametrize("kind", ["a named pipe (FIFO)", "a character device", "a folder"])
+def test_a_corpus_path_that_exists_but_is_no_file_says_what_it_is(tmp_path, monkeypatch, kind):
+    """It used to say "Cannot find <path>" and advise putting the file where it already was."""
+    from types import SimpleNamespace
+
+    from lmbench.data.corpora import locate_corpus
+    from lmbench.errors import DataError
+
+    for name in ("valid.txt", "test.txt"):
+        (tmp_path / name).write_text("text\n")
+    odd = {"a named pipe (FIFO)": tmp_path / "train.txt", "a character device": Path(os.devnull),
+           "a folder": tmp_path / "train.txt"}[kind]
+    if kind == "a named pipe (FIFO)":
+        os.mkfifo(odd)
+    elif kind == "a folder":
+        odd.mkdir()
+    monkeypatch.chdir(tmp_path)
+    for train in (str(odd), odd.name if odd.parent == tmp_path else None):  # absolute, and found in the cwd
+        if train is None:
+            continue
+        cfg = SimpleNamespace(name="mine", subdir=None, train=train, valid="valid.txt", test="test.txt", file=None,
+                              split_fractions=None, url=None, sha256={}, data_dir=None)
+        with pytest.raises(DataError) as caught:
+            locate_corpus(cfg, tmp_path / "cache")
+        assert str(caught.value).startswith(f"{train} (a file of the 'mine' corpus) is {kind}, not a")
+        assert "Cannot find" not in str(caught.value)

@@ -151,6 +151,21 @@ def test_unreadable_cache_is_rebuilt(split_files, cache_dir, caplog):
     assert load_corpus(cfg, WordTokenizer(), cache_dir=cache_dir).info["from_cache"] is True
 
 
+def test_cached_ids_overwritten_in_place_out_of_the_vocabulary_are_rebuilt(split_files, cache_dir, caplog):
+    """Same shape and dtype, so the cache passed its checks; training then failed in the embedding
+    lookup ("indices[0,0] = 65535 is not in [0, 10)")."""
+    cfg, _ = split_files
+    first = load_corpus(cfg, WordTokenizer(), cache_dir=cache_dir)
+    cached = np.load(cache_dir / "ids" / first.cache_key / "valid.npy", mmap_mode="r+")
+    cached[:3] = np.iinfo(cached.dtype).max
+    cached.flush()
+    del cached
+    again = load_corpus(cfg, WordTokenizer(), cache_dir=cache_dir)
+    assert again.info["from_cache"] is False and "valid.npy holds ids outside the vocabulary" in caplog.text
+    np.testing.assert_array_equal(again.valid.ids, first.valid.ids)
+    assert load_corpus(cfg, WordTokenizer(), cache_dir=cache_dir).info["from_cache"] is True
+
+
 def test_split_empty_after_tokenization_is_named(split_files, cache_dir):
     cfg, _ = split_files
     with open(cfg.valid, "w", encoding="utf-8") as f:

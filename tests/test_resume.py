@@ -118,3 +118,29 @@ def test_ctrl_c_marks_the_run_killed_and_says_how_to_continue(tmp_path):
     _, run = the_run(db)
     assert run.info.status == "KILLED"
     assert run.data.tags["lmbench.error"] == "interrupted by the user"
+
+
+def test_sigterm_ends_the_run_killed_and_the_same_command_continues_it(tmp_path):
+    """SIGTERM is how SLURM's preemption, `docker stop` and `kill` stop a job: it used to end the
+    process at once and leave its MLflow run RUNNING for ever."""
+    db, run_dir = tmp_path / "run.db", tmp_path / "run"
+    cmd = [*command(tmp_path, run_dir, db), "trainer.max_steps=60"]  # the first checkpoint is at step 20
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state_file = run_dir / "checkpoints" / "last" / "trainer_state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not state_file.exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]  # 128 + 15, as a shell reports it
+    assert f"lmbench: terminated by SIGTERM. Continue with the same command plus hydra.run.dir={run_dir}" in err
+    assert "Traceback" not in err and "Error executing job" not in err
+    _, killed = the_run(db)
+    assert killed.info.status == "KILLED"
+    assert killed.data.tags["lmbench.error"].startswith("terminated by SIGTERM")
+
+    resumed = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from" in resumed.stdout
+    _, run = the_run(db)  # the same run, now finished
+    assert (run.info.run_id, run.info.status) == (killed.info.run_id, "FINISHED")

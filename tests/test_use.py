@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import math
+import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from helpers import TINY, compose_tiny, only_run
+from helpers import SENTENCES, TINY, compose_tiny, only_run, tiny_cfg
 
 from lmbench import names
 from lmbench.cli import evaluate as evaluate_cli
@@ -267,3 +272,25 @@ def test_evaluate_bpe_model_cuts_new_text_with_its_own_tokenizer(runs, capsys, t
     assert code == 0, err
     row = next(line for line in out.splitlines() if line.startswith("new"))
     assert row.split()[1] == str(len(pieces)) and row.split()[2] == "0.00%"
+
+
+
+def test_sigterm_stops_lmbench_evaluate_while_it_scores_in_one_line(tmp_path):
+    """It used to die at once (status -15), and Ctrl-C ended in a KeyboardInterrupt traceback."""
+    run(tiny_cfg(tmp_path, "trainer.max_steps=2"), output_dir=tmp_path / "out", launch_dir=tmp_path)
+    text = tmp_path / "long.txt"  # seconds of scoring
+    text.write_text("\n".join(random.Random(0).choice(SENTENCES) for _ in range(60_000)) + "\n")
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lmbench.cli.evaluate", str(tmp_path / "out" / "model"), "--files", str(text),
+             "--no-log"], stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path,
+        )
+        deadline = time.time() + 300
+        while proc.poll() is None and "eval long" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.05)  # its progress bar: scoring has begun
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    err = log.read_text()
+    assert proc.returncode == 143, err[-2000:]
+    assert err.rstrip().endswith("lmbench-evaluate: terminated by SIGTERM") and "Traceback" not in err

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 from hydra.utils import instantiate
 
-from lmbench.artifacts.format import VOCAB_FILE, component_paths, load_model, read_meta
+from lmbench.artifacts.format import VOCAB_FILE, ModelNotFound, component_paths, damaged, load_model, read_meta
 from lmbench.artifacts.sources import resolve
 from lmbench.data.learned import LearnedTokenizer
 from lmbench.data.pipeline import count_oov
 from lmbench.data.tokenizers import NUMBER, WordTokenizer
 from lmbench.data.vocab import Vocabulary
-from lmbench.errors import ConfigError
+from lmbench.errors import ConfigError, DamagedFile
 from lmbench.scoring import TextScore
 
 
@@ -120,9 +120,17 @@ def load_bundle(source: str | Path, tracking_uri: str | None = None, cache_dir: 
 
 
 def open_bundle(folder: Path, run_id: str | None = None) -> Bundle:
-    """The bundle in a local `folder`, its component bundles (a mixture's) first."""
+    """The bundle in a local `folder`, its component bundles (a mixture's) first. A file of it that
+    is missing or cut short is a `ModelNotFound` that names it and says what to do."""
+    try:
+        return _open_bundle(folder, run_id)
+    except DamagedFile as ex:
+        raise ModelNotFound(damaged(folder, ex)) from None
+
+
+def _open_bundle(folder: Path, run_id: str | None) -> Bundle:
     meta = read_meta(folder)
-    parts = [open_bundle(folder / relative) for relative in component_paths(folder, meta)]
+    parts = [_open_bundle(folder / relative, None) for relative in component_paths(folder, meta)]
     vocab = Vocabulary.load(folder / VOCAB_FILE)
     tokenizer = instantiate(meta["tokenizer"])
     if tokenizer.needs_fit:  # a learned tokenizer: the model it learned, checked against the vocabulary

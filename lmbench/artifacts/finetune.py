@@ -30,10 +30,10 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lmbench import names
-from lmbench.artifacts.format import META_FILE, VOCAB_FILE, read_meta
+from lmbench.artifacts.format import META_FILE, VOCAB_FILE, damaged, read_meta
 from lmbench.artifacts.sources import resolve
 from lmbench.data.vocab import Vocabulary
-from lmbench.errors import ConfigError
+from lmbench.errors import ConfigError, DamagedFile, reading_file
 from lmbench.models.neural import CONFIG_FILE, WEIGHTS_FILE, NeuralLM
 
 NOTE_MAX_KEYS = 8
@@ -62,6 +62,13 @@ def load_source(init_from: str, tracking_uri: str, cache_dir: Path) -> Source:
     """The source bundle's metadata and vocabulary; a `ConfigError` if it is not a neural model
     (an unknown run id or a run without a logged model fails in `sources.resolve`)."""
     folder, run_id = resolve(init_from, tracking_uri, cache_dir)
+    try:
+        return _load_source(init_from, folder, run_id)
+    except DamagedFile as ex:
+        raise ConfigError(f"trainer.init_from={init_from!r}: {damaged(folder, ex)}") from None
+
+
+def _load_source(init_from: str, folder: Path, run_id: str | None) -> Source:
     meta = read_meta(folder)
     family = meta.get("family", "?")
     try:
@@ -130,8 +137,16 @@ def adopt_source_configs(cfg: DictConfig, source: Source) -> DictConfig:
 def load_weights(model, source: Source) -> None:
     """Build `model` and load the source's weights into it (any precision policy: variables stay
     float32 under mixed_bfloat16, as they were saved)."""
+    try:
+        _load_weights(model, source)
+    except DamagedFile as ex:
+        raise ConfigError(f"trainer.init_from={source.given!r}: {damaged(source.folder, ex)}") from None
+
+
+def _load_weights(model, source: Source) -> None:
     config_file = source.folder / CONFIG_FILE
-    saved = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    with reading_file(config_file):
+        saved = json.loads(config_file.read_text()) if config_file.is_file() else {}
     if saved.get("vocab_size", model.vocab_size) != model.vocab_size:
         raise ConfigError(
             f"trainer.init_from={source.given!r}: the source model has vocab_size={saved['vocab_size']}, "
@@ -139,7 +154,8 @@ def load_weights(model, source: Source) -> None:
         )
     model.build_for_inference()
     try:
-        model.load_weights(source.folder / WEIGHTS_FILE)
+        with reading_file(source.folder / WEIGHTS_FILE):
+            model.load_weights(source.folder / WEIGHTS_FILE)
     except ValueError as ex:  # Keras: a layer's weights do not fit
         raise ConfigError(
             f"trainer.init_from={source.given!r}: the source weights do not fit the model built from "

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from hydra.utils import get_class
 
-from lmbench.errors import LmbenchError
+from lmbench.errors import DamagedFile, LmbenchError, reading_file
 from lmbench.models.base import LanguageModel, family_of
 
 META_FILE = "lmbench_model.json"
@@ -119,10 +119,20 @@ def read_meta(folder: Path) -> dict[str, Any]:
     path = Path(folder) / META_FILE
     if not path.is_file():
         raise ModelNotFound(f"{folder} is not an lmbench model folder: it has no {META_FILE}")
-    meta = json.loads(path.read_text(encoding="utf-8"))
+    with reading_file(path):
+        meta = json.loads(path.read_text(encoding="utf-8"))
     if meta.get("format_version") != FORMAT_VERSION:
         raise ModelNotFound(f"{path} has format {meta.get('format_version')}, this lmbench reads {FORMAT_VERSION}")
     return meta
+
+
+def damaged(folder: Path, ex: DamagedFile) -> str:
+    """What to say of a bundle one of whose files is missing or cannot be read."""
+    return (
+        f"the model folder {folder} is incomplete or damaged: {ex}. A model folder is used whole, as its run "
+        "wrote it: copy it again from the run's folder (<run folder>/model), or name the run instead (its MLflow "
+        "run id, or runs:/<run id>/model) to use the copy MLflow keeps"
+    )
 
 
 def find_bundle_folder(path: Path) -> Path | None:

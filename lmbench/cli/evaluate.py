@@ -28,7 +28,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from lmbench import names, tracking
+from lmbench import interrupts, names, tracking
 from lmbench.config import DatasetConfig, register_configs
 from lmbench.data.pipeline import read_split_texts
 from lmbench.data.text import decode_text
@@ -146,6 +146,9 @@ def log_evaluation(bundle, source: str, results, args, too_many: dict[str, float
     run_id = tracker.run_id
     try:
         tracker.log_metrics({names.eval_metric(name, k): v for name, r in results.items() for k, v in r.items()})
+    except KeyboardInterrupt as ex:  # Ctrl-C or SIGTERM
+        tracker.finish("KILLED", interrupts.reason(ex))
+        raise
     except BaseException as ex:
         tracker.finish("FAILED", f"{type(ex).__name__}: {ex}")
         raise
@@ -173,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="dataset.KEY=VALUE", help="dataset config overrides")
     parser.add_argument("--files", nargs="+", help="score these text files instead (each as one document)")
     parser.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"], help="for --files")
-    parser.add_argument("--allow-binary", action="store_true", help="for --files: read control bytes as text")
+    parser.add_argument("--allow-binary", action="store_true",
+                        help="for --files: read binary data (a NUL byte, > 1 %% control bytes) as text")
     parser.add_argument(
         "--max-oov-rate", type=share_of_tokens, default=MAX_OOV_RATE, metavar="RATE",
         help=f"above this share of unknown tokens a figure is marked not comparable (default {MAX_OOV_RATE})",
@@ -190,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     quiet_tensorflow_import()
     from lmbench.artifacts.bundle import load_bundle
 
+    interrupts.handle_signals()  # SIGTERM stops scoring as Ctrl-C does
     try:
         bundle = load_bundle(args.model, tracking_uri=args.tracking_uri)
         results = evaluate(bundle, targets(args, bundle))
@@ -197,6 +202,9 @@ def main(argv: list[str] | None = None) -> None:
         run_id = None if args.no_log else log_evaluation(bundle, args.model, results, args, too_many)
     except LmbenchError as ex:
         exit_with(PROG, ex)
+    except KeyboardInterrupt as ex:  # no traceback; an evaluation run already started ends KILLED
+        print(f"\n{PROG}: {interrupts.said(ex)}", file=sys.stderr, flush=True)
+        sys.exit(interrupts.exit_status(ex))
     print(f"{'text':<16} {'tokens':>10} {'OOV rate':>9} {'ppl':>10} {'bits/char':>10}")
     for name, r in results.items():
         row = f"{name:<16} {r['tokens']:>10,} {r['oov_rate']:>9.2%} {r['ppl']:>10.2f} {r['bpc']:>10.4f}"

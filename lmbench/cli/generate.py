@@ -12,7 +12,9 @@ decoder, `▁the` read as " the"). The same seed gives the same text.
 from __future__ import annotations
 
 import argparse
+import sys
 
+from lmbench import interrupts
 from lmbench.errors import LmbenchError, exit_with
 from lmbench.models.base import check_sampling
 
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     quiet_tensorflow_import()
     from lmbench.artifacts.bundle import load_bundle
 
+    interrupts.handle_signals()
     try:
         bundle = load_bundle(args.model, tracking_uri=args.tracking_uri)
         for i in range(max(1, args.samples)):
@@ -61,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
             print(text.rstrip("\n"))
     except LmbenchError as ex:
         exit_with(PROG, ex)
+    except KeyboardInterrupt as ex:  # Ctrl-C or SIGTERM: no traceback
+        print(f"\n{PROG}: {interrupts.said(ex)}", file=sys.stderr, flush=True)
+        sys.exit(interrupts.exit_status(ex))
 
 
 if __name__ == "__main__":

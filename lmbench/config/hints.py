@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+from pathlib import Path
 
+import yaml
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -80,9 +82,10 @@ def command_line_problems(args: list[str], config_module: str) -> list[str]:
     reads lmbench's paragraph and not Hydra's search path or its advice to add a `+`.
 
     An unknown option of a config group (`model=LSTM`: did you mean, and the options), a key the
-    composed config lacks (`optimizer.lr`: did you mean, and the keys) and a value of the wrong type
-    (`trainer.max_steps=abc`), in any value of a sweep. Empty when nothing is found to be wrong;
-    whatever else Hydra refuses, Hydra reports.
+    composed config lacks (`optimizer.lr`: did you mean, and the keys), a value of the wrong type
+    (`trainer.max_steps=abc`), in any value of a sweep, and a config file (the user's, in
+    `--config-dir`) that is not valid YAML. Empty when nothing is found to be wrong; whatever else
+    Hydra refuses, Hydra reports.
     """
     parsed, search = _overrides_and_search_path(args)
     if parsed is None:
@@ -102,12 +105,38 @@ def command_line_problems(args: list[str], config_module: str) -> list[str]:
                         return override_key_hints(args, config_module)
                     if isinstance(ex.__cause__, ValidationError):
                         return [_wrong_type(ex.__cause__)]
-                    return []
-    except Exception:
-        return []
+                    return [problem] if (problem := yaml_problem(ex)) else []
+    except Exception as ex:
+        return [problem] if (problem := yaml_problem(ex)) else []
     finally:
         GlobalHydra.instance().clear()
     return []
+
+
+def yaml_problem(ex: BaseException) -> str | None:
+    """A config file that is not valid YAML (Hydra lets PyYAML's error through, a traceback), in
+    one paragraph: the file, the line and what is wrong there; None for any other error."""
+    for _ in range(10):  # along the causes, as far as Hydra may have wrapped it
+        if ex is None or isinstance(ex, yaml.MarkedYAMLError):
+            break
+        ex = ex.__cause__ or ex.__context__
+    if not isinstance(ex, yaml.MarkedYAMLError):
+        return None
+    mark = ex.problem_mark
+    if mark is None:
+        return f"a config file is not valid YAML: {ex}"
+    try:
+        line = Path(mark.name).read_text(encoding="utf-8").splitlines()[mark.line].strip()
+    except (OSError, IndexError, UnicodeDecodeError):
+        line = ""
+    started = (
+        f" ({ex.context} that starts at line {ex.context_mark.line + 1})"
+        if ex.context and ex.context_mark is not None and ex.context_mark.line != mark.line else ""
+    )
+    return (
+        f"the config file {mark.name} is not valid YAML: {ex.problem} at line {mark.line + 1}, column "
+        f"{mark.column + 1}{f': `{line}`' if line else ''}{started}. Fix the file and run the command again"
+    )
 
 
 def _unknown_options(parsed: list, loader, search: list[str]) -> list[str]:

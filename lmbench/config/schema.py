@@ -46,7 +46,7 @@ class DatasetConfig:
     unk_token: str = "<unk>"  # reused when the corpus has it (PTB, WikiText-2)
     data_dir: Optional[str] = None  # overrides $LMBENCH_DATA_DIR
     encoding_errors: str = "strict"  # strict: refuse invalid UTF-8; replace: U+FFFD per bad byte
-    allow_binary: bool = False  # read NUL and other control bytes as characters (else: refused)
+    allow_binary: bool = False  # read binary data (a NUL byte, > 1 % control bytes) as characters (else: refused)
     # Train on less of the train split: its first `train_fraction` of lines, and at most
     # `max_train_tokens` tokens (cut at a line end). The vocabulary is still the whole train split's,
     # so every size is scored on the same valid/test ids (data/subset.py).

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import shutil
+import stat
 import tempfile
 import urllib.request
 import zipfile
@@ -177,6 +178,9 @@ def locate_corpus(dataset_cfg: Any, cache_dir: Path, *, progress: bool = False) 
         own = [path] if path.is_absolute() or not subdir else []
         candidates = own + ([folder / subdir / name] if folder else []) + [cache_folder / name]
         hit = next((p for p in candidates if p.is_file()), None)
+        odd = next((p for p in candidates if p.exists()), None) if hit is None else None
+        if odd is not None:  # there, but not a file: "Cannot find" would send the user looking for it
+            raise DataError(not_a_file(odd, dataset_cfg.name))
         if hit is not None:
             found[name] = hit.resolve()
         else:
@@ -205,6 +209,23 @@ def locate_corpus(dataset_cfg: Any, cache_dir: Path, *, progress: bool = False) 
         raise DataError(_missing_message(dataset_cfg, missing, folder, cache_folder, failure))
     return CorpusFiles(
         names=names, paths={role: found[n] for role, n in names.items()}, split_fractions=fractions
+    )
+
+
+KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+         (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def not_a_file(path: Path, dataset: str) -> str:
+    """Why `path`, which exists, cannot be a corpus file."""
+    mode = path.stat().st_mode
+    kind = next((what for test, what in KINDS if test(mode)), "something else")
+    if stat.S_ISDIR(mode):
+        return f"{path} (a file of the {dataset!r} corpus) is a folder, not a file: name a file in it"
+    return (
+        f"{path} (a file of the {dataset!r} corpus) is {kind}, not a regular file. A corpus must be a file: "
+        "a resumed run and lmbench-evaluate read it again by its name, and a pipe gives its text only once. "
+        "Save the text to a file (e.g. `cat <source> > corpus.txt`) and name that"
     )
 
 

@@ -296,6 +296,10 @@ def _read_cache(
             ids = np.load(folder / f"{s}.npy", mmap_mode="r", allow_pickle=False)
             if ids.shape != (meta["tokens"][s],) or ids.dtype != vocab.dtype:
                 raise ValueError(f"{s}.npy does not match meta.json")
+            # Ids overwritten in place keep the shape; out of the vocabulary they failed in training
+            # ("indices[0,0] = 65535 is not in [0, 10)"). One pass over the map, as training makes.
+            if len(ids) and (int(ids.max()) >= len(vocab) or int(ids.min()) < 0):
+                raise ValueError(f"{s}.npy holds ids outside the vocabulary of {len(vocab)}")
             lines = np.load(folder / f"{s}.lines.npy", mmap_mode="r", allow_pickle=False)
             if lines.shape != (3, meta["lines"][s]) or lines.dtype != np.int64:
                 raise ValueError(f"{s}.lines.npy does not match meta.json")

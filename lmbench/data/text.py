@@ -3,8 +3,12 @@
 A leading byte-order mark is dropped and CRLF line ends become LF, so the same corpus saved on
 Windows or Unix gives the same tokens. Invalid UTF-8 is refused by default (silently replacing
 bytes would change the text being benchmarked); `dataset.encoding_errors=replace` opts in to U+FFFD.
-A file with NUL or other control bytes (all of C0 but tab, newline, vertical tab, form feed and
-carriage return) is binary data, not text, and refused too, unless `dataset.allow_binary=true`.
+Binary data is refused too, unless `dataset.allow_binary=true`: a file with a NUL byte (what git
+and grep call binary: no text file holds one), or one where control characters (C0 but tab,
+newline, vertical tab, form feed and carriage return) are more than 1 % of the characters (an
+executable's or a terminal log's escape codes). A few stray control characters in real text (a BEL
+inside a quotation of a 9 MB corpus) are read as text, with one warning that counts them and names
+the first one's line.
 
 `line_measures` measures a split's text as read, line by line: the units (characters, words,
 UTF-8 bytes) that figures are divided by, whatever the tokenizer.
@@ -13,6 +17,7 @@ UTF-8 bytes) that figures are divided by, whatever the tokenizer.
 from __future__ import annotations
 
 import codecs
+import logging
 import re
 from pathlib import Path
 
@@ -20,8 +25,10 @@ import numpy as np
 
 from lmbench.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
 ENCODING_ERRORS = ("strict", "replace")
-BINARY = re.compile("[\x00-\x08\x0e-\x1f]")  # control characters no text file holds
+CONTROL = re.compile("[\x00-\x08\x0e-\x1f]")  # control characters text seldom holds
+BINARY_SHARE = 0.01  # of the characters: above it, control characters make a file binary
 
 
 def check_encoding_errors(errors: str) -> None:
@@ -48,19 +55,36 @@ def decode_text(data: bytes, path: str | Path, *, errors: str = "strict", allow_
             f"({ex.reason}). Convert the file to UTF-8, or set dataset.encoding_errors=replace "
             f"to accept invalid bytes as U+FFFD."
         ) from None
-    if not allow_binary and (found := BINARY.search(text)):
-        at = found.start()
-        line = text.count("\n", 0, at) + 1
-        raise DataError(
-            f"{path} is binary data, not text: character {at} (line {line}) is the control byte "
-            f"{ord(found.group()):#04x}. Name a text file, or set dataset.allow_binary=true to read such "
-            "bytes as ordinary characters."
-        )
+    if not allow_binary:
+        check_control_characters(text, path)
     if "\r" in text:
         text = text.replace("\r\n", "\n")
     if not text or text.isspace():
         raise DataError(f"{path} is empty or contains only whitespace; a corpus file needs text")
     return text
+
+
+def check_control_characters(text: str, path: str | Path) -> None:
+    """DataError if `text` is binary data (see the module doc); a warning if it merely holds a few
+    control characters."""
+    found = CONTROL.search(text)
+    if found is None:
+        return
+    nul = text.find("\x00")
+    count = len(CONTROL.findall(text, found.start()))
+    if nul < 0 and count <= BINARY_SHARE * len(text):
+        log.warning(
+            "%s holds %d control character%s (the first, %#04x, on line %d); read as text", path, count,
+            "" if count == 1 else "s", ord(found.group()), text.count("\n", 0, found.start()) + 1,
+        )
+        return
+    at = nul if nul >= 0 else found.start()
+    why = "a NUL byte" if nul >= 0 else f"{count:,} control characters in {len(text):,}"
+    raise DataError(
+        f"{path} is binary data, not text ({why}): character {at} (line {text.count(chr(10), 0, at) + 1}) is "
+        f"the control byte {ord(text[at]):#04x}. Name a text file, or set dataset.allow_binary=true to read "
+        "such bytes as ordinary characters."
+    )
 
 
 def read_text(path: str | Path, *, errors: str = "strict", allow_binary: bool = False) -> str:

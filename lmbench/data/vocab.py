@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmbench.errors import ConfigError, DataError
+from lmbench.errors import ConfigError, DataError, reading_file
 
 
 class Vocabulary:
@@ -117,7 +117,8 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        with reading_file(path):  # missing or cut short: DamagedFile, naming it
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
         return cls(data["tokens"], eos=data["eos"], unk=data["unk"])
 
     def __eq__(self, other: object) -> bool:

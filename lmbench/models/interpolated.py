@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmbench.errors import ConfigError, DataError
+from lmbench.errors import ConfigError, DataError, reading_file
 from lmbench.models.base import LanguageModel, ModelBase, Progress
 from lmbench.models.mixture import MixtureStepper, em_weights, log_sum_exp, mixture_log_probs
 
@@ -236,7 +236,8 @@ class InterpolatedLM(ModelBase):
         path = Path(folder) / META_FILE
         if not path.is_file():
             raise DataError(f"{path} is missing: not a folder written by InterpolatedLM.save")
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        with reading_file(path):
+            meta = json.loads(path.read_text(encoding="utf-8"))
         if meta.get("format_version") != FORMAT_VERSION:
             raise DataError(f"{path} has format {meta.get('format_version')}, expected {FORMAT_VERSION}")
         keep = set(Origin.__dataclass_fields__) - {"folder"}  # a folder saved by older versions is stale

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from hydra.utils import get_class
 
+from lmbench.errors import reading_file
 from lmbench.models.base import ModelBase, Progress
 
 WEIGHTS_FILE = "model.weights.h5"
@@ -201,9 +202,11 @@ class NeuralLM(ModelBase, keras.Model):
     @staticmethod
     def load(folder: str | Path) -> NeuralLM:
         folder = Path(folder)
-        config = json.loads((folder / CONFIG_FILE).read_text())
+        with reading_file(folder / CONFIG_FILE):  # missing or cut short: DamagedFile, naming it
+            config = json.loads((folder / CONFIG_FILE).read_text())
         model = built_in_float32(get_class(config.pop("class")), config)  # however it was trained
-        model.load_weights(folder / WEIGHTS_FILE)
+        with reading_file(folder / WEIGHTS_FILE):
+            model.load_weights(folder / WEIGHTS_FILE)
         return model
 
     def float32_copy(self) -> NeuralLM:

@@ -28,6 +28,7 @@ from mlflow.entities import Metric, RunTag
 
 from lmbench import names
 from lmbench.errors import ConfigError
+from lmbench.interrupts import held
 from lmbench.tracking.store import ensure_experiment, redact, ui_hint, unreachable, with_retry
 
 T = TypeVar("T")
@@ -107,11 +108,12 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         self._client = MlflowClient(tracking_uri=self.uri)
         self.experiment_id = ensure_experiment(self.uri, self.experiment)
-        run = with_retry(mlflow.start_run, experiment_id=self.experiment_id, parent_run_id=parent_run_id)
-        self.run_id = self.last_run_id = run.info.run_id
-        with_retry(mlflow.set_tags, {**tags, names.RUN_NAME: f"{run_name_prefix}-{self.run_id[:8]}"})
-        # MLflow takes at most 100 params per request; log_params batches, values are strings.
-        with_retry(mlflow.log_params, {k: ("null" if v is None else v) for k, v in params.items()})
+        with held():  # a signal is raised once the run exists with its tags and params, to be ended KILLED
+            run = with_retry(mlflow.start_run, experiment_id=self.experiment_id, parent_run_id=parent_run_id)
+            self.run_id = self.last_run_id = run.info.run_id
+            with_retry(mlflow.set_tags, {**tags, names.RUN_NAME: f"{run_name_prefix}-{self.run_id[:8]}"})
+            # MLflow takes at most 100 params per request; log_params batches, values are strings.
+            with_retry(mlflow.log_params, {k: ("null" if v is None else v) for k, v in params.items()})
 
     def resume(self, run_id: str, resumed_at_step: int) -> None:
         """Continue an earlier run (killed or interrupted) as the same MLflow run.
@@ -123,14 +125,15 @@ class Tracker:
             return
         mlflow.set_tracking_uri(self.uri)
         client = self._client = MlflowClient(tracking_uri=self.uri)
-        run = client.get_run(run_id)  # MlflowException if the store does not have it
-        self.experiment_id = run.info.experiment_id
-        self._logged_upto = {
-            key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics
-        }
-        with_retry(mlflow.start_run, run_id=run_id)
-        self.run_id = self.last_run_id = run_id
-        with_retry(mlflow.set_tag, names.RESUMED_AT_STEP, str(resumed_at_step))
+        with held():
+            run = client.get_run(run_id)  # MlflowException if the store does not have it
+            self.experiment_id = run.info.experiment_id
+            self._logged_upto = {
+                key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics
+            }
+            with_retry(mlflow.start_run, run_id=run_id)
+            self.run_id = self.last_run_id = run_id
+            with_retry(mlflow.set_tag, names.RESUMED_AT_STEP, str(resumed_at_step))
 
     def finish(self, status: str = "FINISHED", reason: str | None = None, step: int | None = None) -> None:
         """End the run; what the store could not take by then is said in one paragraph on stderr."""
@@ -139,15 +142,16 @@ class Tracker:
         tags = {names.ERROR: reason[:5000]} if reason else {}
         if step is not None:
             tags[names.FAILED_STEP] = str(step)
-        if tags:
-            self.set_tags(tags)
-        deadline = time.monotonic() + self.final_wait_s
-        while not self._flush(now=True) and time.monotonic() < deadline:
-            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
-        self._write("end of run", lambda: mlflow.end_run(status=status))
-        if self._unlogged.writes or self._unlogged.dropped:
-            self._report_unlogged(status)
-        self.run_id = None
+        with held():  # a Ctrl-C or SIGTERM now is raised once the run has its status, not before
+            if tags:
+                self.set_tags(tags)
+            deadline = time.monotonic() + self.final_wait_s
+            while not self._flush(now=True) and time.monotonic() < deadline:
+                time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+            self._write("end of run", lambda: mlflow.end_run(status=status))
+            if self._unlogged.writes or self._unlogged.dropped:
+                self._report_unlogged(status)
+            self.run_id = None
 
     def _report_unlogged(self, status: str) -> None:
         gone = time.strftime("%H:%M:%S", time.localtime(self._unlogged.since))
@@ -200,7 +204,8 @@ class Tracker:
             self._flush()
             return
         try:
-            with_retry(call)
+            with held():  # never interrupted half-way (see lmbench/interrupts.py)
+                with_retry(call)
         except Exception as ex:
             if not unreachable(self.uri, ex):
                 raise
@@ -217,7 +222,8 @@ class Tracker:
             return False
         while pending.writes:
             try:
-                with_retry(pending.writes[0][2])
+                with held():
+                    with_retry(pending.writes[0][2])
             except Exception as ex:
                 if not unreachable(self.uri, ex):
                     raise

@@ -108,7 +108,7 @@ class NeuralLoop:
         result.train_seconds, result.train_tokens = state.train_seconds, state.train_tokens
         result.stop_reason = state.stop_reason or self.budget
         if not result.history or result.history[-1] is not result.best_valid:
-            model.load_weights(self.best / WEIGHTS_FILE)  # test with the best weights
+            model.load_weights(checkpoints.whole(self.best, WEIGHTS_FILE) / WEIGHTS_FILE)  # test with the best weights
         return result
 
     def _epoch(self, state: TrainState, stream_states):
@@ -222,7 +222,7 @@ class NeuralLoop:
         if state.best_valid_loss is None or valid.loss < state.best_valid_loss - cfg.min_delta:
             state.best_valid_loss = valid.loss
             result.best_valid = valid
-            self.model.save(self.best)
+            checkpoints.save_model(self.best, self.model)
             state.stale_epochs = state.early_stop_count = 0
             return False
         state.stale_epochs += 1
@@ -245,7 +245,7 @@ class NeuralLoop:
     def _best_so_far(self) -> EvalResult:
         """After a resume: the best checkpoint's validation result, recomputed (not re-logged)."""
         current = self.model.get_weights()
-        self.model.load_weights(self.best / WEIGHTS_FILE)
+        self.model.load_weights(checkpoints.whole(self.best, WEIGHTS_FILE) / WEIGHTS_FILE)
         best = self.evaluate(self.model, self.data.valid)
         self.model.set_weights(current)
         return best

@@ -9,8 +9,8 @@
     save      the bundle written (and ARPA if asked) and logged as the run's MLflow model
 
 Nothing reaches MLflow before `open_run`, so a bad config or corpus leaves no run behind. Whatever
-was logged before a failure stays logged; the MLflow run ends FAILED (or KILLED on Ctrl-C) with the
-reason as a tag.
+was logged before a failure stays logged; the MLflow run ends FAILED (or KILLED on Ctrl-C or SIGTERM)
+with the reason as a tag.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import lmbench
-from lmbench import names
+from lmbench import interrupts, names
 from lmbench.artifacts import finetune
 from lmbench.artifacts.bundle import BundleLoader
 from lmbench.artifacts.format import save_bundle
@@ -38,7 +38,7 @@ from lmbench.config import check_target, check_values, to_yaml
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.subset import train_subset
 from lmbench.data.types import CorpusData
-from lmbench.errors import ConfigError, DataError, TrainingDiverged
+from lmbench.errors import ConfigError, DamagedFile, DataError, TrainingDiverged
 from lmbench.models.base import LanguageModel, family_of
 from lmbench.models.neural import NeuralLM
 from lmbench.paths import default_cache_dir
@@ -95,8 +95,9 @@ def run(
     output_dir = Path(output_dir)
     plan = prepare(cfg, launch_dir)
     built = build(plan, output_dir, observer)
-    tracker = open_run(plan, built, output_dir, launch_dir, parent_run_id, extra_tags)
+    tracker = built.tracker  # finish() does nothing until open_run has started the run
     try:
+        open_run(plan, built, output_dir, launch_dir, parent_run_id, extra_tags)
         fit, summary = train(plan, built, output_dir)
         save(plan, built, output_dir, summary)
     except TrainingStopped as ex:  # everything logged so far stays; no test, no bundle
@@ -110,8 +111,8 @@ def run(
         tracker.set_tags({names.DIVERGED: str(ex.step) if ex.step >= 0 else "scoring"})
         tracker.finish("FAILED", message, step=ex.step)
         raise TrainingDiverged(message, ex.step, ex.loss) from None
-    except KeyboardInterrupt:
-        tracker.finish("KILLED", "interrupted by the user")  # the CLI says how to continue
+    except KeyboardInterrupt as ex:  # Ctrl-C, or SIGTERM (lmbench.interrupts): the CLI says how to continue
+        tracker.finish("KILLED", interrupts.reason(ex))
         raise
     except OSError as ex:
         if ex.errno not in WRITE_ERRORS:
@@ -219,13 +220,18 @@ def saved_state(cfg: DictConfig, trainer: Trainer, model, digest: str) -> checkp
     """The checkpoint to continue from, per trainer.resume (null: if the run folder has one).
     `digest` is this run's `checkpoints.config_digest`; a checkpoint with another is refused."""
     wanted = cfg.trainer.resume
-    state = checkpoints.read_state(trainer.last_checkpoint) if isinstance(model, NeuralLM) else None
+    if wanted is False or not isinstance(model, NeuralLM):
+        return None
+    try:
+        state = checkpoints.read_state(trainer.last_checkpoint)
+    except DamagedFile as ex:
+        raise ConfigError(damaged_checkpoint(trainer, ex)) from None
     if wanted is True and state is None:
         raise ConfigError(
             f"trainer.resume=true, but there is no checkpoint in {trainer.last_checkpoint}. Resume by "
             "running the same command with hydra.run.dir=<the interrupted run's folder>."
         )
-    if wanted is False or state is None:
+    if state is None:
         return None
     if state.config_digest != digest:
         raise ConfigError(
@@ -233,7 +239,20 @@ def saved_state(cfg: DictConfig, trainer: Trainer, model, digest: str) -> checkp
             "model, seed or trainer.init_from; resume with the same settings, or set trainer.resume=false "
             "to start over"
         )
+    try:  # its files, before the MLflow run is reopened
+        best = trainer.best_checkpoint if state.best_valid_loss is not None else None
+        checkpoints.check(trainer.last_checkpoint, best)
+    except DamagedFile as ex:
+        raise ConfigError(damaged_checkpoint(trainer, ex)) from None
     return state
+
+
+def damaged_checkpoint(trainer: Trainer, ex: DamagedFile) -> str:
+    return (
+        f"the checkpoint in {trainer.checkpoint_dir} is damaged and cannot be resumed from: {ex}. Run the same "
+        "command with trainer.resume=false to train again from the start in this folder (as a new MLflow run; "
+        "the interrupted one keeps what it logged), or give another hydra.run.dir"
+    )
 
 
 def open_run(

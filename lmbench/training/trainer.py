@@ -41,6 +41,10 @@ class Trainer:
     def last_checkpoint(self) -> Path:
         return self.checkpoint_dir / "last"
 
+    @property
+    def best_checkpoint(self) -> Path:  # the best validation's weights (neural_loop)
+        return self.checkpoint_dir / "best"
+
     def check(self, model: LanguageModel, data: CorpusData) -> None:
         """Refuse an impossible set-up before anything is trained or logged."""
         cfg = self.cfg

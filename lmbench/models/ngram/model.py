@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmbench.errors import ConfigError, DataError
+from lmbench.errors import ConfigError, DataError, reading_file
 from lmbench.models.base import ModelBase, Progress
 from lmbench.models.ngram.arpa import write_arpa
 from lmbench.models.ngram.counting import adjusted_counts, count_ngrams, index_dtype, window_rows
@@ -271,12 +271,13 @@ class NGramLM(ModelBase):
         for path in (meta_path, arrays_path):
             if not path.is_file():
                 raise DataError(f"{path} is missing: not a folder written by NGramLM.save")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        with reading_file(meta_path):  # cut short: DamagedFile, naming it
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("format_version") != FORMAT_VERSION:
             found = meta.get("format_version")
             raise DataError(f"{meta_path} has format {found}, expected {FORMAT_VERSION}")
         model = cls(**meta["config"])
-        with np.load(arrays_path) as arrays:
+        with reading_file(arrays_path), np.load(arrays_path) as arrays:
             model.log_probs = [arrays[f"log_probs_{k}"] for k in range(1, model.order + 1)]
             higher = [arrays[f"keys_{k}"] for k in range(2, model.order + 1)]
             model.keys = [np.zeros(0, dtype=np.int64)] + higher
