@@ -49,7 +49,7 @@ def test_help_page_opens_with_a_usage_header_and_lists_groups_without_schemas(tm
     assert "dataset: ptb, text_files, tinyshakespeare, wikitext103, wikitext2\n" in groups
     assert "tracking: mlflow, none\n" in groups and "trainer: default\n" in groups
     assert "model: gru, interpolated, lstm," in groups
-    assert "experiment: ptb_classic, quick," in groups
+    assert "experiment: equal_time, ptb_classic, quick, scaling," in groups
     assert "trainer:\n  max_epochs: 1" in out  # the composed config follows
 
 
