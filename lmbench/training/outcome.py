@@ -1,0 +1,85 @@
+"""What a run says about itself: its corpus in the log, and its one line of figures at the end."""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig
+
+from lmbench import names
+from lmbench.artifacts import finetune
+from lmbench.data.types import CorpusData
+from lmbench.models.base import LanguageModel, family_of
+from lmbench.paths import default_cache_dir
+from lmbench.tracking import Tracker
+from lmbench.training.peak import mfu, resolve_peak
+from lmbench.training.result import FitResult
+
+log = logging.getLogger("lmbench.training.run")
+
+def run_name_prefix(cfg: DictConfig, model: LanguageModel) -> str:
+    return cfg.tracking.run_name or f"{family_of(model)}-{cfg.dataset.name}"
+
+
+def log_corpus(cfg: DictConfig, data: CorpusData, source: finetune.Source | None) -> None:
+    oov_rate = data.info.get("oov_rate")
+    log.info(
+        "%s: |V|=%d%s, tokens train/valid/test = %d/%d/%d%s%s",
+        cfg.dataset.name,
+        len(data.vocab),
+        " (the source model's)" if source is not None else "",
+        len(data.train),
+        len(data.valid),
+        len(data.test),
+        ", OOV rate " + "/".join(f"{oov_rate[s]:.2%}" for s in data.splits) if oov_rate else "",
+        " (from cache)" if data.info.get("from_cache") else "",
+    )
+    if "train_tokens_full" in data.info:
+        log.info(
+            "training on the first %d of the %d train tokens (dataset.train_fraction=%s, max_train_tokens=%s); "
+            "the vocabulary is the whole train split's",
+            len(data.train), data.info["train_tokens_full"], cfg.dataset.train_fraction, cfg.dataset.max_train_tokens,
+        )
+
+
+def budget_words(cfg: DictConfig, fit: FitResult) -> str:
+    """", stopped by max_time (600 s)" when a budget the user set ended training; "" otherwise."""
+    if fit.stop_reason in ("max_time", "max_tokens"):
+        unit = " s" if fit.stop_reason == "max_time" else " tokens"
+        return f", stopped by {fit.stop_reason} ({cfg.trainer[fit.stop_reason]:,g}{unit})"
+    return ", stopped early" if fit.stop_reason == "early_stopping" else ""
+
+
+def print_outcome(
+    cfg: DictConfig, model: LanguageModel, fit: FitResult, summary: dict[str, float], tracker: Tracker, ui_hint: bool
+) -> None:
+    """One line of figures; and how to open the MLflow UI, unless a sweep says it once at its end."""
+    print(
+        f"{run_name_prefix(cfg, model)}: {fit.how_long()}{budget_words(cfg, fit)}, "
+        f"{fit.train_seconds:.1f} s train, "
+        f"{fit.tokens_per_sec:,.0f} tok/s | valid ppl {fit.best_valid.ppl:.2f} | "
+        f"test ppl {summary[names.split_metric(names.TEST, names.PPL)]:.2f}, "
+        f"bpc {summary[names.split_metric(names.TEST, names.BPC)]:.4f}",
+        flush=True,
+    )
+    if tracker.enabled and ui_hint:
+        print(f"Open the MLflow UI with: {tracker.ui_hint()}", flush=True)
+
+def compute_figures(cfg: DictConfig, policy: str, model, tracker: Tracker, fit: FitResult) -> dict[str, float]:
+    """A network's FLOPs per training and per scored token (counted from its architecture at the
+    run's window), its training FLOPs and MFU against the peak (trainer.peak_flops, else the
+    machine's measured one, tagged with how it was found). A counting model has none: {}."""
+    per_token = model.flops_per_token(context=cfg.trainer.bptt, training=True)
+    if per_token is None:
+        return {}
+    figures = {
+        names.TRAIN_FLOPS_PER_TOKEN: per_token,
+        names.TRAIN_FLOPS: per_token * fit.train_tokens,
+        names.EVAL_FLOPS_PER_TOKEN: model.flops_per_token(context=cfg.trainer.bptt, training=False),
+    }
+    if fit.train_seconds > 0:
+        peak, how = resolve_peak(cfg.trainer.peak_flops, policy, default_cache_dir(cfg.cache_dir))
+        tracker.set_tags({names.PEAK_FLOPS: f"{peak:.4g}", names.PEAK_FLOPS_METHOD: how})
+        figures[names.TRAIN_MFU] = mfu(figures[names.TRAIN_FLOPS], fit.train_seconds, peak)
+    return figures
+
