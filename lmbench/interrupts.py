@@ -29,6 +29,7 @@ Python's own SIGINT handler during writes to a sqlite store, and with Keras buil
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -148,6 +149,7 @@ def handle_signals() -> None:
         signal.signal(signal.SIGINT, _raise)
     if sys.unraisablehook is not _send_again_if_dropped:
         _previous_hook, sys.unraisablehook = sys.unraisablehook, _send_again_if_dropped
+        atexit.register(caught)  # registered late, so run first: no copy lands in the exit handlers
 
 
 @contextmanager

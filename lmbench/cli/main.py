@@ -188,6 +188,10 @@ def main() -> None:
             for hint in override_key_hints(sys.argv[1:], CONF_MODULE):
                 print(f"lmbench: {hint}", file=sys.stderr)
         raise
+    except KeyboardInterrupt as ex:  # outside a job: between a sweep's jobs, in its callbacks
+        interrupts.caught()
+        print(f"\nlmbench: {interrupts.said(ex)}", file=sys.stderr, flush=True)
+        sys.exit(interrupts.exit_status(ex))
 
 
 if __name__ == "__main__":
