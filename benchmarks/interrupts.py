@@ -112,6 +112,8 @@ def interrupt_once(cmd, folder: Path, phase: str, signum: int, delay: float, env
             proc.wait()
         exited = time.monotonic()
     text = err.read_text(errors="replace")
+    if "Traceback" in text:  # kept for a look: the next start overwrites stderr.txt
+        (folder / f"stderr-traceback-{time.strftime('%H%M%S')}.txt").write_text(text)
     run = max(runs(folder), key=lambda r: r.info.start_time, default=None)
     return {
         "rc": "still running" if proc.returncode == -signal.SIGKILL else proc.returncode,

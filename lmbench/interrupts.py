@@ -10,24 +10,31 @@ that a signal ended. A disposition someone else chose is left alone: a SIGTERM h
 before (submitit's, which requeues a preempted SLURM job), or SIGINT ignored (a shell's background
 job).
 
-Python raises a signal's exception in whatever Python code runs next, and that may be a finalizer
-(a weakref callback of SQLAlchemy's, a `__del__`), where an exception is printed as "Exception
-ignored in ..." and dropped: Ctrl-C was then lost and the run trained on (seen with Python's own
-SIGINT handler, mostly during writes to a sqlite store). So:
+Python raises a signal's exception in whatever Python code runs next, and that code may lose it:
+a finalizer (a weakref callback of SQLAlchemy's, a `__del__`) prints it as "Exception ignored in
+..." and drops it, and C code that called back into Python (TensorFlow's, Keras') can turn it into
+another error ("TypeError", "SystemError: ... bad argument to internal function"), which a library's
+`except Exception` may then swallow. Ctrl-C was then lost and the run trained on, RUNNING (seen with
+Python's own SIGINT handler during writes to a sqlite store, and with Keras building a model). So:
 
 - A signal that lands inside `held()` -- a write to the tracking store -- is raised when the write
   is over, not in the middle of it (where it was also liable to leave the write half done). A
   second signal during the same write is raised at once: someone who presses Ctrl-C twice means it.
-- One that a finalizer drops anyway reaches `sys.unraisablehook`, which sends it again a moment
-  later, until it lands in code that can raise it.
+- A signal is sent again until lmbench's own code has `caught()` it: every `RESEND_AFTER_S` by a
+  watchdog thread (never into a write), and at once when a finalizer dropped it
+  (`sys.unraisablehook`).
+- An error raised after a signal arrived is taken for the signal (`signal_errors()`): 2 of 40
+  signals sent while a run scored came out of TensorFlow as a TypeError or a SystemError.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -60,23 +67,69 @@ def said(ex: KeyboardInterrupt) -> str:
     return "interrupted" if exit_status(ex) == 128 + signal.SIGINT else f"terminated by {ex}"
 
 
+RESEND_AFTER_S = 2.0  # a signal not caught by then is sent again
 _depth = 0  # how many held() sections the main thread is in
 _pending: int | None = None  # a signal that arrived inside one, raised when it ends
+_received: int | None = None  # the signal the process is stopping for
+_caught = False  # lmbench's own code has it: no more sending it again
+_resent = False  # the signal now arriving is a copy sent again, not the user's
+_watchdog: threading.Thread | None = None
 
 
 def _raise(signum: int, frame) -> None:
-    global _pending
+    global _pending, _received, _resent
+    if _resent:  # a copy of a signal something swallowed
+        _resent = False
+        if _caught:
+            return
+        if _depth:  # never into a write: raised when it is over
+            _pending = _pending or _received
+            return
+        raise Interrupted(_received)
+    _received = signum
     if _depth and _pending is None:
         _pending = signum
         return
+    _watch()
     raise Interrupted(signum)
 
 
-def _send_again(unraisable) -> None:
+def caught() -> None:
+    """Said by lmbench's code that has caught the interruption (and ends the run): the signal is
+    no longer sent again."""
+    global _caught
+    _caught = True
+
+
+def _send_again() -> None:
+    global _resent
+    if _received is not None and not _caught:
+        _resent = True
+        os.kill(os.getpid(), _received)
+
+
+def _watch() -> None:
+    """A daemon thread that sends the signal again every RESEND_AFTER_S until it is caught."""
+    global _watchdog
+
+    def resend_until_caught():
+        while True:
+            time.sleep(RESEND_AFTER_S)
+            if _received is None or _caught:
+                return
+            if not _depth and _pending is None:
+                _send_again()
+
+    if _watchdog is None or not _watchdog.is_alive():
+        _watchdog = threading.Thread(target=resend_until_caught, name="lmbench-interrupt", daemon=True)
+        _watchdog.start()
+
+
+def _send_again_if_dropped(unraisable) -> None:
     """`sys.unraisablehook`: an `Interrupted` that a finalizer dropped is sent again (from another
     thread, so that it is raised after the finalizer); anything else goes to the hook before."""
     if isinstance(unraisable.exc_value, Interrupted):
-        threading.Timer(0.01, os.kill, (os.getpid(), unraisable.exc_value.signum)).start()
+        threading.Timer(0.01, _send_again).start()
         return
     _previous_hook(unraisable)
 
@@ -94,8 +147,21 @@ def handle_signals() -> None:
         signal.signal(signal.SIGTERM, _raise)
     if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _raise):
         signal.signal(signal.SIGINT, _raise)
-    if sys.unraisablehook is not _send_again:
-        _previous_hook, sys.unraisablehook = sys.unraisablehook, _send_again
+    if sys.unraisablehook is not _send_again_if_dropped:
+        _previous_hook, sys.unraisablehook = sys.unraisablehook, _send_again_if_dropped
+        atexit.register(caught)  # registered late, so run first: no copy lands in the exit handlers
+
+
+@contextmanager
+def signal_errors() -> Iterator[None]:
+    """Once a signal was received, an error raised in the block is raised as that signal's
+    `Interrupted` (from the error): it came out of code the signal cut short."""
+    try:
+        yield
+    except Exception as ex:
+        if _received is None:
+            raise
+        raise Interrupted(_received) from ex
 
 
 @contextmanager

@@ -147,6 +147,7 @@ def log_evaluation(bundle, source: str, results, args, too_many: dict[str, float
     try:
         tracker.log_metrics({names.eval_metric(name, k): v for name, r in results.items() for k, v in r.items()})
     except KeyboardInterrupt as ex:  # Ctrl-C or SIGTERM
+        interrupts.caught()
         tracker.finish("KILLED", interrupts.reason(ex))
         raise
     except BaseException as ex:
@@ -196,13 +197,15 @@ def main(argv: list[str] | None = None) -> None:
 
     interrupts.handle_signals()  # SIGTERM stops scoring as Ctrl-C does
     try:
-        bundle = load_bundle(args.model, tracking_uri=args.tracking_uri)
-        results = evaluate(bundle, targets(args, bundle))
-        too_many = too_unknown(results, args.max_oov_rate)
-        run_id = None if args.no_log else log_evaluation(bundle, args.model, results, args, too_many)
+        with interrupts.signal_errors():
+            bundle = load_bundle(args.model, tracking_uri=args.tracking_uri)
+            results = evaluate(bundle, targets(args, bundle))
+            too_many = too_unknown(results, args.max_oov_rate)
+            run_id = None if args.no_log else log_evaluation(bundle, args.model, results, args, too_many)
     except LmbenchError as ex:
         exit_with(PROG, ex)
     except KeyboardInterrupt as ex:  # no traceback; an evaluation run already started ends KILLED
+        interrupts.caught()
         print(f"\n{PROG}: {interrupts.said(ex)}", file=sys.stderr, flush=True)
         sys.exit(interrupts.exit_status(ex))
     print(f"{'text':<16} {'tokens':>10} {'OOV rate':>9} {'ppl':>10} {'bits/char':>10}")

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     except LmbenchError as ex:
         exit_with(PROG, ex)
     except KeyboardInterrupt as ex:  # Ctrl-C or SIGTERM: no traceback
+        interrupts.caught()
         print(f"\n{PROG}: {interrupts.said(ex)}", file=sys.stderr, flush=True)
         sys.exit(interrupts.exit_status(ex))
 

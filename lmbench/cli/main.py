@@ -96,10 +96,11 @@ def _main(cfg: DictConfig) -> float | None:
     if reporter is not None:
         tags[names.TRIAL] = str(cfg.sweep.trial)
     try:
-        summary = run(
-            cfg, output_dir=Path(hydra_cfg.runtime.output_dir), launch_dir=Path.cwd(),
-            parent_run_id=parent_run_id, extra_tags=tags, observer=reporter,
-        )
+        with interrupts.signal_errors():  # also while the data loads, before run() has a run to end
+            summary = run(
+                cfg, output_dir=Path(hydra_cfg.runtime.output_dir), launch_dir=Path.cwd(),
+                parent_run_id=parent_run_id, extra_tags=tags, observer=reporter,
+            )
     except TrainingStopped:  # the run ended KILLED, tagged; the sweeper records the trial PRUNED
         raise reporter.pruned_error() from None
     except TrainingDiverged as ex:  # the run ended FAILED, tagged lmbench.diverged
@@ -114,6 +115,7 @@ def _main(cfg: DictConfig) -> float | None:
         print(f"lmbench: error: {ex}", file=sys.stderr, flush=True)
         sys.exit(2)
     except KeyboardInterrupt as ex:  # the run is already marked KILLED and its checkpoint kept
+        interrupts.caught()
         folder = ("hydra.sweep.dir", hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else (
             "hydra.run.dir", hydra_cfg.runtime.output_dir)
         continue_with = f"{folder[0]}={Path(folder[1]).resolve()}"
@@ -186,6 +188,10 @@ def main() -> None:
             for hint in override_key_hints(sys.argv[1:], CONF_MODULE):
                 print(f"lmbench: {hint}", file=sys.stderr)
         raise
+    except KeyboardInterrupt as ex:  # outside a job: between a sweep's jobs, in its callbacks
+        interrupts.caught()
+        print(f"\nlmbench: {interrupts.said(ex)}", file=sys.stderr, flush=True)
+        sys.exit(interrupts.exit_status(ex))
 
 
 if __name__ == "__main__":

@@ -98,9 +98,10 @@ def run(
     built = build(plan, output_dir, observer)
     tracker = built.tracker  # finish() does nothing until open_run has started the run
     try:
-        open_run(plan, built, output_dir, launch_dir, parent_run_id, extra_tags)
-        fit, summary = train(plan, built, output_dir)
-        save(plan, built, output_dir, summary)
+        with interrupts.signal_errors():  # after Ctrl-C or SIGTERM, any error is the signal's: KILLED
+            open_run(plan, built, output_dir, launch_dir, parent_run_id, extra_tags)
+            fit, summary = train(plan, built, output_dir)
+            save(plan, built, output_dir, summary)
     except TrainingStopped as ex:  # everything logged so far stays; no test, no bundle
         tracker.log_metrics({names.TRAIN_TOKENS: ex.train_tokens})
         tracker.set_tags({names.STOPPED_AT_STEP: str(ex.step), names.STOP_REASON: ex.reason})
@@ -113,6 +114,7 @@ def run(
         tracker.finish("FAILED", message, step=ex.step)
         raise TrainingDiverged(message, ex.step, ex.loss) from None
     except KeyboardInterrupt as ex:  # Ctrl-C, or SIGTERM (lmbench.interrupts): the CLI says how to continue
+        interrupts.caught()
         tracker.finish("KILLED", interrupts.reason(ex))
         raise
     except OSError as ex:
