@@ -101,5 +101,8 @@ class Trainer:
             return model
         if self._float32_twin is None:
             self._float32_twin = model.float32_copy()
-        self._float32_twin.set_weights(model.get_weights())  # variables are float32 under mixed policies
+        # Variable to variable (float32 under mixed policies): `set_weights(get_weights())` went
+        # through a NumPy copy of every weight, |V| x d floats more at the run's peak.
+        for twin, own in zip(self._float32_twin.weights, model.weights, strict=True):
+            twin.assign(own)
         return self._float32_twin
