@@ -6,6 +6,7 @@ adaptive head counts them in pieces, and a cache hit hashes the corpus files in 
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +91,47 @@ def test_a_cache_hit_does_not_read_the_corpus_into_memory(tmp_path, cache_dir):
     assert peak < size / 4, peak  # reading the file whole to hash it: `size` bytes
     warm = load_corpus(cfg, WordTokenizer(), cache_dir=cache_dir)
     assert warm.info["from_cache"] and np.array_equal(warm.train.ids, cold.train.ids)
+
+
+def resident_file_bytes() -> int:
+    """The file-backed part of this process's resident memory (Linux)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssFile:"))
+
+
+@pytest.fixture
+def mapped_ids(tmp_path):
+    """32 MB of int32 ids, memory-mapped read-only as the token-id cache hands them out."""
+    np.save(tmp_path / "train.npy", np.random.default_rng(0).integers(0, 1000, 8_000_000).astype(np.int32))
+    return np.load(tmp_path / "train.npy", mmap_mode="r")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_counting_and_training_windows_do_not_leave_the_split_resident(mapped_ids, monkeypatch):
+    from lmbench.data.mapped import count_ids, release
+    from lmbench.training import steps
+
+    before = resident_file_bytes()
+    counts = count_ids(mapped_ids, 1000)
+    assert resident_file_bytes() - before < mapped_ids.nbytes / 8
+    assert np.array_equal(counts, np.bincount(mapped_ids, minlength=1000))  # (that read it all)
+    assert resident_file_bytes() - before > mapped_ids.nbytes / 2  # what count_ids spares
+    release(mapped_ids)
+    assert resident_file_bytes() - before < mapped_ids.nbytes / 8
+
+    monkeypatch.setattr(steps, "RELEASE_EVERY", 64)
+    streams = as_streams(mapped_ids, batch_size=4, bptt=1000)
+    windows = bptt_windows(streams, 1000)
+    next(windows)  # TensorFlow's first op maps pages of its own libraries
+    before = resident_file_bytes()
+    *_, (_, targets) = windows  # the rest of the epoch
+    assert resident_file_bytes() - before < mapped_ids.nbytes / 8
+    np.testing.assert_array_equal(targets.numpy(), streams[:, -targets.shape[1] :])  # contents intact
+
+
+def test_release_leaves_memory_that_is_no_read_only_map_alone():
+    from lmbench.data.mapped import release
+
+    ids = np.arange(1 << 20, dtype=np.int32)
+    release(ids)  # anonymous memory: MADV_DONTNEED would zero it
+    assert ids[-1] == (1 << 20) - 1 and ids.sum() == ids.size * (ids.size - 1) // 2

@@ -29,10 +29,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lmbench.data.mapped import count_ids
 from lmbench.errors import ConfigError
 from lmbench.models.fused import FusedSoftmax
-
-COUNT_CHUNK = 1 << 18  # training ids counted at once by `frequency_rank`
 
 
 def check_fits(vocab_size: int, input_dim: int, cutoffs: list[int], factor: float) -> None:
@@ -53,11 +52,7 @@ def check_fits(vocab_size: int, input_dim: int, cutoffs: list[int], factor: floa
 
 def frequency_rank(train_ids: np.ndarray, vocab_size: int) -> np.ndarray:
     """rank[id]: the id's place when ids are sorted by descending training count (ties by id)."""
-    # In pieces: bincount converts its input to int64, which for the whole split would be a copy of
-    # 8 bytes a token (570 MB at 71M tokens) beside ids that are memory-mapped.
-    counts = np.zeros(vocab_size, dtype=np.int64)
-    for start in range(0, len(train_ids), COUNT_CHUNK):
-        counts += np.bincount(np.asarray(train_ids[start : start + COUNT_CHUNK], np.int64), minlength=vocab_size)
+    counts = count_ids(train_ids, vocab_size)  # in pieces: no copy of the split, none of its pages kept
     order = np.argsort(-counts, kind="stable")
     rank = np.empty(vocab_size, dtype=np.int32)
     rank[order] = np.arange(vocab_size, dtype=np.int32)
