@@ -9,7 +9,7 @@ and `run.build` (the token-id cache, the model, `adapt` of the output head, the 
 clip 0.25), `steps.make_train_step` over `steps.bptt_windows` windows of bptt 35 x batch 20, state
 carried between windows -- under `trainer.precision=auto`, for `--budget` seconds of training wall
 time (the first step's tracing included), and then scored on the first `--valid-tokens` tokens of
-the validation split (cut at a line end) through a float32 copy, as the trainer scores. Variants
+the validation split (cut at a line end) computing in float32, as the trainer scores. Variants
 differ only in `model.head`.
 
 Each variant runs in a fresh process of its own (this script with `--worker`), one after the other,
@@ -92,12 +92,11 @@ def worker(args) -> None:
         if time.perf_counter() - start >= args.budget:
             break
     trained = time.perf_counter() - start
-    scorer = model.float32_copy()
-    scorer.set_weights(model.get_weights())
     ids = data.valid.ids
     if args.valid_tokens < len(ids):  # the slice ends at a line end, like a split
         ids = ids[: int(np.flatnonzero(ids[: args.valid_tokens] == data.vocab.eos_id)[-1]) + 1]
-    valid = evaluate(scorer, Split("valid", ids, data.valid.n_chars), batch_size=10, show_progress=False)
+    with model.computing_in_float32() as scorer:
+        valid = evaluate(scorer, Split("valid", ids, data.valid.n_chars), batch_size=10, show_progress=False)
     steady = times[WARMUP_STEPS:]
     print(json.dumps({
         "variant": args.worker, "precision": plan.policy, "vocab": len(data.vocab), "params": model.num_params(),

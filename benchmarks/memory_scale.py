@@ -219,7 +219,8 @@ def stage_worker() -> None:
         (neural_loop, "bptt_dataset", "the window dataset"),  # before 2026-12-07: tf.data over the whole split
         (neural_loop.NeuralLoop, "_step", "a training step"),
         (neural_loop.NeuralLoop, "_save", "checkpoint (last)"), (NeuralLM, "save", "save weights (best, bundle)"),
-        (trainer.Trainer, "_scorer", "float32 copy"), (trainer, "evaluate", "score a split"),
+        (trainer.Trainer, "_scorer", "float32 copy"),  # before 2026-12-07: a copy of the network
+        (trainer, "evaluate", "score a split"),
         (run, "log_token_scores", "token scores"), (run, "save", "the bundle"),
     ]:
         if hasattr(owner, attr):
