@@ -6,7 +6,8 @@
     python benchmarks/make_corpus.py /work/bigmem/corpus-0.5 --vocab 354253 --all-installed --train-fraction 0.5
     python benchmarks/memory_scale.py /work/bigmem/corpus-0.25 /work/bigmem/corpus-0.5 /work/bigmem/corpus \\
         --cache-dir /work/bigmem/cache --runs-dir /work/bigmem/runs [--head adaptive] [--steps 300]
-        [--fresh-cache] [--stages] [--json out.jsonl] [-- more overrides]
+        [--fresh-cache] [--stages] [--label before] [--json out.jsonl] [-- more overrides]
+    python benchmarks/memory_scale.py --report before.jsonl after.jsonl   # the markdown table
 
 Each corpus folder ({train,valid,test}.txt) is trained on by the `lmbench` command itself, in a
 process of its own, one after the other:
@@ -121,6 +122,8 @@ def main() -> None:
     parser.add_argument("--label", default="", help="names the run folders (e.g. before/after)")
     parser.add_argument("--json", type=Path, help="append every row here as a JSON line")
     argv = sys.argv[1:]
+    if argv[:1] == ["--report"]:
+        return report([Path(a) for a in argv[1:]])
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])
     args.overrides = argv[cut + 1 :]  # more lmbench overrides, after --
@@ -154,6 +157,26 @@ def main() -> None:
         print(f"{r['corpus']:<14} {r['run']:<10} {r.get('train_tokens', 0):>13,} {r.get('vocab', 0):>8,} "
               f"{r['peak_rss'] / 2**30:>7.2f} G {r['peak_anon'] / 2**30:>5.2f} G {r['peak_file'] / 2**30:>5.2f} G "
               f"{r['seconds']:>5.0f}s {r['test_ppl'] or float('nan'):>9.2f}")
+
+
+def report(files: list[Path]) -> None:
+    """A markdown table of the rows in `files` (JSON lines of --json): one line per corpus, head and
+    run, one peak column per label (e.g. before, after)."""
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    table: dict[tuple, dict] = {}
+    for r in rows:  # the last row of a label wins
+        table.setdefault((r["corpus"], r["head"], r["run"]), {})[r["label"]] = r
+    print("| corpus | head | run | train tokens | vocabulary | " + " | ".join(f"peak RSS {x}" for x in labels)
+          + " | test ppl |")
+    print("|---|---|---|---:|---:|" + "---:|" * len(labels) + "---:|")
+    for (corpus, head, run), by_label in table.items():
+        first = next(iter(by_label.values()))
+        peaks = [f"{by_label[x]['peak_rss'] / 1e9:.2f} GB ({by_label[x]['peak_rss'] / 2**30:.2f} GiB)"
+                 if x in by_label else "" for x in labels]
+        ppl = " / ".join(dict.fromkeys(f"{r['test_ppl']:.2f}" for r in by_label.values()))
+        print(f"| {corpus} | {head} | {run} | {first.get('train_tokens', 0):,} | {first.get('vocab', 0):,} | "
+              + " | ".join(peaks) + f" | {ppl} |")
 
 
 # -- the profiling worker (--stages) ---------------------------------------------------------------
