@@ -6,10 +6,10 @@
 The corpus is `benchmarks/make_corpus.py`'s ({train,valid,test}.txt, word level; never in git).
 Each variant is a 2 x 200 LSTM (untied, dropout 0), trained by lmbench's own pieces -- `run.prepare`
 and `run.build` (the token-id cache, the model, `adapt` of the output head, the optimizer: SGD lr 20,
-clip 0.25), `steps.make_train_step` over `steps.bptt_dataset` windows of bptt 35 x batch 20, state
+clip 0.25), `steps.make_train_step` over `steps.bptt_windows` windows of bptt 35 x batch 20, state
 carried between windows -- under `trainer.precision=auto`, for `--budget` seconds of training wall
 time (the first step's tracing included), and then scored on the first `--valid-tokens` tokens of
-the validation split (cut at a line end) through a float32 copy, as the trainer scores. Variants
+the validation split (cut at a line end) computing in float32, as the trainer scores. Variants
 differ only in `model.head`.
 
 Each variant runs in a fresh process of its own (this script with `--worker`), one after the other,
@@ -70,7 +70,7 @@ def worker(args) -> None:
     from lmbench.paths import CONF_DIR
     from lmbench.scoring import evaluate
     from lmbench.training.run import build, prepare
-    from lmbench.training.steps import bptt_dataset, make_train_step
+    from lmbench.training.steps import bptt_windows, make_train_step
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -84,7 +84,7 @@ def worker(args) -> None:
     step_fn = make_train_step(model, optimizer, jit_compile=False, clip_norm=cfg.trainer.clip_norm)
     states = model.initial_state(20)
     times, start = [], time.perf_counter()
-    for x, y in bptt_dataset(as_streams(data.train.ids, 20, 35), 35):
+    for x, y in bptt_windows(as_streams(data.train.ids, 20, 35), 35):
         t0 = time.perf_counter()
         loss, states = step_fn(x, y, states)
         loss = float(loss)
@@ -92,12 +92,11 @@ def worker(args) -> None:
         if time.perf_counter() - start >= args.budget:
             break
     trained = time.perf_counter() - start
-    scorer = model.float32_copy()
-    scorer.set_weights(model.get_weights())
     ids = data.valid.ids
     if args.valid_tokens < len(ids):  # the slice ends at a line end, like a split
         ids = ids[: int(np.flatnonzero(ids[: args.valid_tokens] == data.vocab.eos_id)[-1]) + 1]
-    valid = evaluate(scorer, Split("valid", ids, data.valid.n_chars), batch_size=10, show_progress=False)
+    with model.computing_in_float32() as scorer:
+        valid = evaluate(scorer, Split("valid", ids, data.valid.n_chars), batch_size=10, show_progress=False)
     steady = times[WARMUP_STEPS:]
     print(json.dumps({
         "variant": args.worker, "precision": plan.policy, "vocab": len(data.vocab), "params": model.num_params(),

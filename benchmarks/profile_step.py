@@ -65,7 +65,7 @@ def main() -> None:
     from lmbench.data.batching import as_streams
     from lmbench.paths import CONF_DIR
     from lmbench.training.run import build, prepare
-    from lmbench.training.steps import bptt_dataset, make_train_step
+    from lmbench.training.steps import bptt_windows, make_train_step
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -79,7 +79,7 @@ def main() -> None:
     optimizer.build(model.trainable_variables)
     step = make_train_step(model, optimizer, jit_compile=cfg.trainer.jit_compile, clip_norm=cfg.trainer.clip_norm)
     states = model.initial_state(batch)
-    windows = iter(bptt_dataset(as_streams(data.train.ids, batch, bptt), bptt))
+    windows = iter(bptt_windows(as_streams(data.train.ids, batch, bptt), bptt))
     for _ in range(args.warmup):
         x, y = next(windows)
         loss, states = step(x, y, states)

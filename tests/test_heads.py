@@ -166,3 +166,54 @@ def test_kept_logits_spare_the_gradient_pass_its_recomputation(keep_mb, gemms):
         loss = tf.reduce_sum(fused.nll(h, tf.constant([1] * 8), kernel, bias))
     tape.gradient(loss, [h, kernel, bias])
     assert len(calls) == gemms
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize(
+    ("tied", "rows", "options"),
+    [
+        (False, 11, {"chunk_logits": 11 * 5, "keep_logits_mb": 0}),  # 8 blocks of 5 tokens (the last 2): recomputed
+        (True, 11, {"chunk_logits": 11 * 5, "keep_logits_mb": 0}),  # the same, the kernel transposed (tied)
+        (False, 11, {"chunk_logits": 11 * 37 // 4}),  # 4 blocks of 9 and one of 1, kept: never looped
+        (False, None, {"chunk_positions": 4, "chunk_logits": 4 * 10}),  # unknown rows: chunks of 4, blocks of 10
+        (True, None, {"chunk_positions": 4, "chunk_logits": 4 * 10}),
+        (False, 5, {"chunk_logits": 37 * 16 // 4}),  # at most 40 of 11 rows: buckets of 16, 32, 64 rows
+    ],
+)
+def test_vocabulary_blocks_in_a_loop_give_the_numbers_of_the_unrolled_blocks(monkeypatch, dtype, tied, rows, options):
+    """The fused softmax runs many vocabulary blocks in a tf.while_loop (a graph that does not grow
+    with |V|): the same products in the same order, so the very same bits as one op per block."""
+    import tensorflow as tf
+
+    from lmbench.models import fused
+
+    head = head_of(tied, **options)
+    kernel, bias = head._weights()
+    rng = np.random.default_rng(4)
+    h = tf.constant(rng.normal(0, 1, (11, 6)).astype(np.float32), dtype)
+    labels = tf.constant(rng.integers(0, 37, 11).astype(np.int32))
+    weight = tf.constant(rng.uniform(0.1, 2.0, 11).astype(np.float32))
+
+    def nll_and_grads():
+        signature = [tf.TensorSpec([None, 6], dtype), tf.TensorSpec([None], tf.int32), tf.TensorSpec([None])]
+
+        @tf.function(input_signature=signature)
+        def run(h, y, w):
+            with tf.GradientTape() as tape:
+                tape.watch(h)
+                if rows == 5:  # a bounded dynamic number of rows, as an adaptive cluster's
+                    nll = head.fused.nll(h[:rows], y[:rows], kernel, bias, max_rows=40)
+                    w = w[:rows]
+                else:
+                    nll = head.fused.nll(h if rows is None else tf.ensure_shape(h, [rows, 6]), y, kernel, bias)
+                total = tf.reduce_sum(w * nll)
+            return [nll, *tape.gradient(total, [h, kernel.value, bias.value])]
+
+        return [t.numpy() for t in run(h, labels, weight)]
+
+    monkeypatch.setattr(fused, "LOOP_BLOCKS", 10**9)
+    unrolled = nll_and_grads()
+    monkeypatch.setattr(fused, "LOOP_BLOCKS", 2)
+    looped = nll_and_grads()
+    for ours, theirs in zip(looped, unrolled, strict=True):
+        assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)

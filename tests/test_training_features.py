@@ -154,3 +154,57 @@ def test_token_nll_equals_tensorflow_cross_entropy_and_its_gradient(dtype, shape
     x = tf.cast(logits, tf.float32).numpy().reshape(-1, shape[-1])[0].astype(np.float64)
     y = int(labels.numpy().reshape(-1)[0])
     assert ours.reshape(-1)[0] == pytest.approx(np.log(np.exp(x - x.max()).sum()) + x.max() - x[y], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("family", "options"),
+    [
+        ("recurrent", {"cell": "lstm"}),
+        ("recurrent", {"cell": "lstm", "head": {"kind": "adaptive", "cutoffs": [8, 20], "factor": 2.0}}),
+        ("recurrent", {"cell": "gru", "tie_embeddings": True}),
+        ("transformer", {"n_head": 2, "d_model": 8, "d_ff": 16, "context": 12}),
+    ],
+)
+def test_a_bfloat16_network_computing_in_float32_scores_as_a_float32_copy_of_it(family, options):
+    """The evaluator scores a network trained under mixed_bfloat16 with its own weights, its layers
+    switched to float32 (no copy of the network): the very numbers of a float32 copy; and the
+    training around it goes on in bfloat16 as if nothing had been scored."""
+    from lmbench.models.recurrent import RecurrentLM
+    from lmbench.models.transformer import TransformerLM
+    from lmbench.training.steps import make_train_step
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    cls = RecurrentLM if family == "recurrent" else TransformerLM
+    sizes = {"embedding_dim": 8, "hidden_size": 8} if family == "recurrent" else {}
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 50, 120).astype(np.int32)
+    windows = [(tf.constant(ids[k : k + 40].reshape(4, 10)), tf.constant(ids[k + 1 : k + 41].reshape(4, 10)))
+               for k in (0, 40)]
+
+    def trained(score_between: bool):
+        keras.utils.set_random_seed(7)
+        model = cls(vocab_size=50, eos_id=0, **sizes, **options)
+        model.build_for_inference()
+        optimizer = keras.optimizers.SGD(learning_rate=1.0)
+        optimizer.build(model.trainable_variables)
+        step = make_train_step(model, optimizer, jit_compile=False, clip_norm=0.25)
+        states, losses, scores = model.initial_state(4), [], None
+        for k, (x, y) in enumerate(windows):
+            loss, states = step(x, y, states)
+            losses.append(float(loss))
+            if k == 0 and score_between:
+                copy = model.float32_copy()
+                copy.set_weights(model.get_weights())
+                with model.computing_in_float32() as scorer:
+                    assert scorer is model and model.compute_dtype == "float32"
+                    scores = model.score(ids, batch_size=2), copy.score(ids, batch_size=2)
+                assert model.compute_dtype == "bfloat16"
+        return model, losses, scores
+
+    model, losses, (ours, copy) = trained(score_between=True)
+    assert np.array_equal(ours, copy)
+    assert not np.array_equal(model.score(ids, batch_size=2), ours)  # in bfloat16 again, its own trace
+    undisturbed, same_losses, _ = trained(score_between=False)
+    assert losses == same_losses
+    for a, b in zip(model.get_weights(), undisturbed.get_weights(), strict=True):
+        assert np.array_equal(a, b)

@@ -88,11 +88,9 @@ def load_corpus(
     cache_root = default_cache_dir(cache_dir)
     files = locate_corpus(dataset_cfg, cache_root, progress=progress)
 
-    raw: dict[str, bytes] = {}
     digests: dict[str, str] = {}
     for role, path in files.paths.items():
-        raw[role] = path.read_bytes()
-        digests[role] = hashlib.sha256(raw[role]).hexdigest()
+        digests[role] = file_sha256(path)  # in pieces: a cache hit never holds a whole file
         check_sha256(dataset_cfg, files.names[role], path, digests[role])
 
     key = cache_key(digests, files, tokenizer, dataset_cfg.unk_token, errors, vocab)
@@ -111,6 +109,10 @@ def load_corpus(
         cached_vocab, splits, oov, fitted = cached
         return _corpus(cached_vocab, splits, key, {**info, "oov": oov}, fitted, from_cache=True)
 
+    raw = {role: path.read_bytes() for role, path in files.paths.items()}
+    changed = [str(p) for role, p in files.paths.items() if hashlib.sha256(raw[role]).hexdigest() != digests[role]]
+    if changed:
+        raise DataError(f"{', '.join(changed)} changed while this run read it; run again once it is written")
     texts, sources = _split_texts(files, raw, errors, dataset_cfg.allow_binary)
     del raw
     if tokenizer.needs_fit:
@@ -121,6 +123,15 @@ def load_corpus(
     inputs = {"tokenizer": tokenizer.settings(), "sha256": digests, "oov": oov}
     _write_cache(folder, vocab, splits, inputs, tokenizer)
     return _corpus(vocab, splits, key, {**info, "oov": oov}, tokenizer, from_cache=False)
+
+
+def file_sha256(path: Path, block: int = 1 << 20) -> str:
+    """The file's sha256, read into one reused buffer of `block` bytes."""
+    digest, buffer = hashlib.sha256(), bytearray(block)
+    with open(path, "rb") as f:
+        while n := f.readinto(buffer):
+            digest.update(memoryview(buffer)[:n])
+    return digest.hexdigest()
 
 
 def _encode(

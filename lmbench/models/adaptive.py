@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lmbench.data.mapped import count_ids
 from lmbench.errors import ConfigError
 from lmbench.models.fused import FusedSoftmax
 
@@ -58,7 +59,7 @@ def check_fits(vocab_size: int, input_dim: int, cutoffs: list[int], factor: floa
 
 def token_counts(train_ids: np.ndarray, vocab_size: int) -> np.ndarray:
     """How often each id occurs in the training ids, [vocab_size]."""
-    return np.bincount(np.asarray(train_ids, dtype=np.int64), minlength=vocab_size)
+    return count_ids(train_ids, vocab_size)  # in pieces: no copy of the split, none of its pages kept
 
 
 def frequency_rank(train_ids: np.ndarray, vocab_size: int, counts: np.ndarray | None = None) -> np.ndarray:

@@ -33,6 +33,15 @@ ROW_BUCKET = 64  # rows of a dynamic-size input are padded to a multiple of this
 FIRST_ROW_BUCKET = 16
 
 
+# A pass over at least this many vocabulary blocks runs them in a `tf.while_loop` (the same blocks in
+# the same order, so the same numbers) instead of a copy of the block's ops per block: TensorFlow
+# keeps every instantiated op of a traced function, and unrolled, an adaptive softmax's clusters at
+# |V| = 354k had ~10,000 nodes in a training window's forward pass and ~40,000 in a scoring
+# window's (2,560 rows: nine row buckets), ~0.4 MB each (experiments/README.md, "Memory against
+# corpus size").
+LOOP_BLOCKS = 4
+
+
 def row_buckets(max_rows: int) -> list[int]:
     """The static row counts a dynamic input of at most `max_rows` rows is padded to:
     FIRST_ROW_BUCKET doubled while below `max_rows`, then `max_rows` rounded up to ROW_BUCKET."""
@@ -164,11 +173,47 @@ class FusedSoftmax:
     def _block_logits(self, h, kernel, lo, hi):
         return tf.matmul(h, self._block_kernel(kernel, lo, hi), transpose_b=self.transposed)
 
+    def _block_at(self, x, lo, width: int):
+        """Block `lo` .. `lo + width` of a kernel (its columns; its rows when transposed) or of a
+        bias, `lo` a tensor: what `_block_kernel` and `bias[lo:hi]` take in a loop over blocks."""
+        if len(x.shape) == 1:
+            return tf.slice(x, [lo], [width])
+        return tf.slice(x, [lo, 0], [width, -1]) if self.transposed else tf.slice(x, [0, lo], [-1, width])
+
+    def _looped(self, blocks, first, step):
+        """`first(0, width)`, then `step(carry, lo, width)` over the other blocks of equal width in
+        a `tf.while_loop`, one after the other (`parallel_iterations=1`: the memory bound), then
+        over the last block when it is narrower; the carry at the end."""
+        width = blocks[0][1] - blocks[0][0]
+        equal = sum(hi - lo == width for lo, hi in blocks)
+        carry = first(0, width)
+        _, carry = tf.while_loop(
+            lambda k, _: k < equal, lambda k, c: (k + 1, step(c, k * width, width)), (tf.constant(1), carry),
+            parallel_iterations=1,
+        )
+        if equal < len(blocks):
+            carry = step(carry, blocks[-1][0], blocks[-1][1] - blocks[-1][0])
+        return carry
+
     def _chunk_lse_and_pick(self, h, labels, kernel, bias, kept=None):
         """float32 log-sum-exp of every row's logits, block by block, and the label's logit; each
         block of logits is appended to `kept` when it is a list."""
-        top = total = None
-        for lo, hi in self._blocks(h.shape[0]):
+
+        def merge(top, total, block_top, block_total):
+            new_top = tf.maximum(top, block_top)
+            return new_top, total * tf.exp(top - new_top) + block_total * tf.exp(block_top - new_top)
+
+        blocks = self._blocks(h.shape[0])
+        if kept is None and len(blocks) >= LOOP_BLOCKS:
+
+            def block(lo, width):
+                z = tf.matmul(h, self._block_at(kernel, lo, width), transpose_b=self.transposed)
+                return _block_max_sumexp(z, self._block_at(bias, lo, width))
+
+            top, total = self._looped(blocks, block, lambda c, lo, width: merge(*c, *block(lo, width)))
+        else:
+            top = total = None
+        for lo, hi in blocks if top is None else []:
             # One block after the other (not all at once, as the graph would allow): the memory bound.
             with tf.control_dependencies([] if total is None else [total]):
                 z = self._block_logits(h, kernel, lo, hi)
@@ -178,9 +223,7 @@ class FusedSoftmax:
             if total is None:
                 top, total = block_top, block_total
             else:
-                new_top = tf.maximum(top, block_top)
-                total = total * tf.exp(top - new_top) + block_total * tf.exp(block_top - new_top)
-                top = new_top
+                top, total = merge(top, total, block_top, block_total)
         rows = tf.gather(kernel, labels) if self.transposed else tf.transpose(tf.gather(kernel, labels, axis=1))
         picked = tf.reduce_sum(tf.cast(h, tf.float32) * tf.cast(rows, tf.float32), axis=1) + tf.gather(bias, labels)
         return top + tf.math.log(total), picked
@@ -188,6 +231,9 @@ class FusedSoftmax:
     def _chunk_grads(self, h, labels, weight, lse, kernel, bias, kept=None):
         """Gradient of sum(weight · nll) of one chunk: dh [n, d] (float32), dkernel, dbias; the
         blocks of logits are recomputed, or taken from `kept`."""
+        blocks = self._blocks(h.shape[0])
+        if kept is None and len(blocks) >= LOOP_BLOCKS:
+            return self._looped_grads(h, labels, weight, lse, kernel, bias, blocks)
         dh, dkernel, dbias = None, [], []
         for k, (lo, hi) in enumerate(self._blocks(h.shape[0])):
             if kept is not None:
@@ -207,6 +253,50 @@ class FusedSoftmax:
             dbias.append(db)
         dkernel = tf.concat(dkernel, axis=0 if self.transposed else 1) if len(dkernel) > 1 else dkernel[0]
         dbias = tf.concat(dbias, axis=0) if len(dbias) > 1 else dbias[0]
+        return dh, tf.cast(dkernel, tf.float32), dbias
+
+    def _looped_grads(self, h, labels, weight, lse, kernel, bias, blocks):
+        """`_chunk_grads` with the blocks of equal width in a `tf.while_loop` (`_looped`): the same
+        products in the same order; the blocks of dkernel and dbias gathered in TensorArrays."""
+        width = blocks[0][1] - blocks[0][0]
+        equal = sum(hi - lo == width for lo, hi in blocks)
+
+        def block(lo, size):
+            kernel_block = self._block_at(kernel, lo, size)
+            z = tf.matmul(h, kernel_block, transpose_b=self.transposed)
+            g, db = _block_softmax_grad(z, self._block_at(bias, lo, size), lse, weight, labels - lo)
+            if self.transposed:  # kernel [|V|, d]: logits = h E^T
+                dk, dh = tf.matmul(g, h, transpose_a=True), tf.matmul(g, kernel_block)
+            else:  # kernel [d, |V|]: logits = h W
+                dk, dh = tf.matmul(h, g, transpose_a=True), tf.matmul(g, kernel_block, transpose_b=True)
+            return tf.cast(dh, tf.float32), dk, db
+
+        def first(lo, size):
+            dh, dk, db = block(lo, size)
+            dks = tf.TensorArray(dk.dtype, size=equal, element_shape=dk.shape).write(0, dk)
+            return dh, dks, tf.TensorArray(tf.float32, size=equal, element_shape=db.shape).write(0, db)
+
+        def step(carry, lo, size):
+            dh, dks, dbs = carry
+            block_dh, dk, db = block(lo, size)
+            if size < width:  # the last, narrower block: after the loop
+                return dh + block_dh, (dks, dk), (dbs, db)
+            k = lo // width
+            return dh + block_dh, dks.write(k, dk), dbs.write(k, db)
+
+        dh, dks, dbs = self._looped(blocks, first, step)
+        last_dk = last_db = None
+        if isinstance(dks, tuple):
+            (dks, last_dk), (dbs, last_db) = dks, dbs
+        if self.transposed:  # blocks [width, d], one under the other
+            dkernel = dks.concat()
+        else:  # blocks [d, width], side by side
+            stacked = dks.stack()
+            dkernel = tf.reshape(tf.transpose(stacked, [1, 0, 2]), [stacked.shape[1], equal * width])
+        dbias = dbs.concat()
+        if last_dk is not None:
+            dkernel = tf.concat([dkernel, last_dk], axis=0 if self.transposed else 1)
+            dbias = tf.concat([dbias, last_db], axis=0)
         return dh, tf.cast(dkernel, tf.float32), dbias
 
     def _padded_chunks(self, *per_position):

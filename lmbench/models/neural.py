@@ -112,6 +112,7 @@ class NeuralLM(ModelBase, keras.Model):
         self.eos_id = int(eos_id)
         self.eval_window = int(eval_window)
         self._score_fn = None
+        self._float32_score_fn = None  # the scoring step traced inside `computing_in_float32`
 
     # -- the contract --------------------------------------------------------------------------
     def score(
@@ -208,6 +209,29 @@ class NeuralLM(ModelBase, keras.Model):
         with reading_file(folder / WEIGHTS_FILE):
             model.load_weights(folder / WEIGHTS_FILE)
         return model
+
+    @contextmanager
+    def computing_in_float32(self):
+        """This network computing in float32 inside the block, whatever policy built it: every
+        layer's dtype policy is float32 until the block ends. Keras keeps variables in float32
+        under every policy, so a network trained under mixed_bfloat16 is scored in float32 with
+        its own weights -- the same numbers, bit for bit, as `float32_copy` holding them, without
+        a second copy of every weight (|V| x d floats twice over). Functions traced inside are
+        kept apart from those traced outside (a traced step keeps the dtypes it was traced with)."""
+        if self.compute_dtype == "float32":
+            yield self
+            return
+        layers = [self, *self._flatten_layers(include_self=False)]
+        policies = [layer.dtype_policy for layer in layers]
+        own, self._score_fn = self._score_fn, self._float32_score_fn
+        for layer in layers:
+            layer.dtype_policy = "float32"
+        try:
+            yield self
+        finally:
+            for layer, policy in zip(layers, policies):
+                layer.dtype_policy = policy
+            self._float32_score_fn, self._score_fn = self._score_fn, own
 
     def float32_copy(self) -> NeuralLM:
         """A float32 model of the same architecture (weights not copied): the evaluator scores a

@@ -127,7 +127,10 @@ class RecurrentLM(NeuralLM):
         return 2 if self.cell == "lstm" else 1
 
     def initial_state(self, batch_size: int) -> list:
-        zeros = tf.zeros((batch_size, self.hidden_size))
+        # In the compute dtype, as every later window's state comes back: float32 zeros made the
+        # training step trace a second time (bfloat16 states from the second window on), and each
+        # trace of a step is kept (an adaptive head's at |V| = 354k: ~90 MB).
+        zeros = tf.zeros((batch_size, self.hidden_size), self.compute_dtype)
         return [[zeros] * self.state_size for _ in range(self.num_layers)]
 
     def call(self, inputs, states=None, training=False):

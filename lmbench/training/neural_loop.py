@@ -24,7 +24,7 @@ from lmbench.training import checkpoints
 from lmbench.training.checkpoints import TrainState
 from lmbench.training.divergence import DivergenceGuard
 from lmbench.training.result import FitResult, TrainingStopped, ValidationObserver
-from lmbench.training.steps import bptt_dataset, make_train_step, schedule_factor
+from lmbench.training.steps import bptt_windows, make_train_step, schedule_factor
 
 
 class NeuralLoop:
@@ -84,7 +84,6 @@ class NeuralLoop:
         model.build_for_inference()
         optimizer.build(model.trainable_variables)
         self.step_fn = make_train_step(model, optimizer, cfg.jit_compile, cfg.l1, cfg.l2, cfg.clip_norm)
-        self.dataset = bptt_dataset(self.streams, cfg.bptt)
         stream_states = model.initial_state(cfg.batch_size)
         if cfg.max_time is not None:
             self._quarters_validated = min(3, int(4 * state.train_seconds / cfg.max_time))
@@ -120,7 +119,7 @@ class NeuralLoop:
         what = f"epoch {state.epoch}" if n == self.per_epoch else f"{n / self.per_epoch:.0%} of epoch {state.epoch}"
         with progress_bar(n, what, "step", cfg.progress) as bar:
             bar.update(state.step_in_epoch)
-            for x, y in self.dataset.skip(state.step_in_epoch).take(n - state.step_in_epoch):
+            for x, y in bptt_windows(self.streams, cfg.bptt, state.step_in_epoch, n):
                 stream_states = self._step(state, x, y, stream_states)
                 step = state.global_step
                 if step % self.tracker.log_every_n_steps == 0 or step == self.total:

@@ -3,9 +3,10 @@
 `auto` (the default) trains under `mixed_bfloat16` where the hardware computes bfloat16 natively --
 an x86 CPU with AVX512_BF16 or AMX-BF16, or GPUs of compute capability 8.0 and up -- and in
 `float32` elsewhere (emulated bfloat16 is slower than float32). Evaluation is float32 either way
-(`Trainer._scorer`). bfloat16 is the default because one-epoch perplexities stay within the
-float32 seed spread while steps are faster; the measurements are in experiments/README.md, the
-benchmark is `benchmarks/train_throughput.py --mixed-bf16`.
+(`Trainer._evaluate`, through `NeuralLM.computing_in_float32`). bfloat16 is the default because
+one-epoch perplexities stay within the float32 seed spread while steps are faster; the
+measurements are in experiments/README.md, the benchmark is `benchmarks/train_throughput.py
+--mixed-bf16`.
 """
 
 from __future__ import annotations

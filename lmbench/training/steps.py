@@ -10,6 +10,8 @@ import tensorflow as tf
 from hydra.utils import instantiate
 
 from lmbench.config import TrainerConfig, check_optimizer_values
+from lmbench.data.batching import n_windows, window
+from lmbench.data.mapped import release
 from lmbench.errors import ConfigError
 from lmbench.models.neural import NeuralLM
 
@@ -26,17 +28,26 @@ def build_optimizer(optimizer_cfg):
         raise ConfigError(f"optimizer config cannot be built: {ex}") from None
 
 
-def bptt_dataset(streams: np.ndarray, bptt: int) -> tf.data.Dataset:
-    """(inputs, targets) windows over [batch, L] streams; the last window may be shorter."""
-    data = tf.constant(streams)
-    length = streams.shape[1]
+RELEASE_EVERY = 1024  # training windows between two hand-backs of the ids' pages they read
 
-    def window(start):
-        size = tf.minimum(tf.constant(bptt, tf.int64), length - 1 - start)
-        return data[:, start : start + size], data[:, start + 1 : start + 1 + size]
 
-    starts = tf.data.Dataset.range(0, length - 1, bptt)
-    return starts.map(window, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+def bptt_windows(streams: np.ndarray, bptt: int, start: int = 0, stop: int | None = None):
+    """(inputs, targets) int32 tensors of BPTT windows `start` .. `stop`-1 (None: the epoch's last)
+    over [batch, L] `streams` (`batching.as_streams`); the last window of an epoch may be shorter.
+
+    One window at a time from the NumPy streams (a view of the ids, memory-mapped from the cache):
+    a tensor of the whole [batch, L] array -- `tf.data` over `tf.constant(streams)`, as this was --
+    held a second copy of the training split, 4 bytes a token (285 MB at 71M tokens), and read every
+    page of the map before the first step. Every RELEASE_EVERY windows the pages read so far are
+    handed back (`mapped.release`), so an epoch does not leave the whole split resident either."""
+    stop = n_windows(streams.shape[1], bptt) if stop is None else stop
+    for index in range(start, stop):
+        inputs, targets = window(streams, index, bptt)
+        yield tf.constant(inputs), tf.constant(targets)
+        if (index + 1) % RELEASE_EVERY == 0:
+            read = slice((index + 1 - RELEASE_EVERY) * bptt, (index + 1) * bptt)
+            for row in streams:
+                release(row[read])
 
 
 def make_train_step(

@@ -3,11 +3,12 @@
 Counting models (`fit(ids)`) are estimated in one pass (counting.py); networks are trained by
 truncated BPTT (neural_loop.py). Both are then validated and tested by the same evaluator
 (`lmbench.scoring.evaluate`) on the same token ids; a network computing in bfloat16 is scored
-through a float32 copy, so that no figure depends on the training precision.
+in float32 (`NeuralLM.computing_in_float32`), so that no figure depends on the training precision.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from lmbench.config import TrainerConfig, check_trainer_values
@@ -34,7 +35,6 @@ class Trainer:
         self.observer = observer  # sees a network's every validation; may stop it (neural_loop)
         self.tracker = tracker
         self.checkpoint_dir = Path(checkpoint_dir)
-        self._float32_twin = None  # see _scorer
         self._checked = None  # the model check() last passed for
 
     @property
@@ -93,17 +93,9 @@ class Trainer:
         return self._evaluate(model, data.test)
 
     def _evaluate(self, model: LanguageModel, split: Split) -> EvalResult:
-        return evaluate(
-            self._scorer(model), split, batch_size=self.cfg.eval_batch_size, show_progress=self.cfg.progress
-        )
-
-    def _scorer(self, model):
-        """`model` itself, or for a network computing in bfloat16 (trainer.precision), a float32
-        copy holding its current weights: figures do not depend on the training precision, and a
-        reloaded bundle (always float32) reproduces them exactly."""
-        if not isinstance(model, NeuralLM) or model.compute_dtype == "float32":
-            return model
-        if self._float32_twin is None:
-            self._float32_twin = model.float32_copy()
-        self._float32_twin.set_weights(model.get_weights())  # variables are float32 under mixed policies
-        return self._float32_twin
+        # A network is scored computing in float32 whatever trainer.precision trained it in, so
+        # that figures do not depend on the training precision and a reloaded bundle (always
+        # float32) reproduces them exactly; its own weights, no float32 copy (NeuralLM.computing_in_float32).
+        scoring = model.computing_in_float32() if isinstance(model, NeuralLM) else contextlib.nullcontext(model)
+        with scoring as scorer:
+            return evaluate(scorer, split, batch_size=self.cfg.eval_batch_size, show_progress=self.cfg.progress)
