@@ -63,6 +63,11 @@ def check_trainer_values(cfg) -> None:
             f"trainer.min_delta and trainer.lr_decay_patience must be >= 0, got {cfg.min_delta} and "
             f"{cfg.lr_decay_patience}"
         )
+    if cfg.accumulate_steps < 1 or cfg.nonmono < 1:
+        raise ConfigError(
+            f"trainer.accumulate_steps (windows per optimizer update) and trainer.nonmono (NT-ASGD's "
+            f"validations without improvement) must be >= 1, got {cfg.accumulate_steps} and {cfg.nonmono}"
+        )
     if cfg.batch_size < 1 or cfg.bptt < 1:
         raise ConfigError(f"trainer.batch_size and trainer.bptt must be >= 1, got {cfg.batch_size} and {cfg.bptt}")
 
