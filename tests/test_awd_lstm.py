@@ -18,6 +18,7 @@ from lmbench.models.regularization import activation_penalty, embedding_dropout,
 from lmbench.training import checkpoints
 from lmbench.training.averaging import WeightAverage, should_switch
 from lmbench.training.run import run
+from lmbench.training.windows import WindowPlan, variable_lengths
 
 V = 30
 
@@ -214,3 +215,36 @@ def test_awd_lstm_small_trains_through_mlflow_with_nt_asgd_scoring_the_average(t
     best = NeuralLM.load(tmp_path / "out" / "checkpoints" / "best")
     for i, variable in enumerate(best.trainable_variables):  # ...the average, not the SGD iterate
         assert np.allclose(variable.numpy(), averaged[f"avg_{i}"], atol=1e-6)
+
+
+def test_variable_bptt_lengths_follow_merity_and_cover_each_epoch_once():
+    rng = np.random.default_rng(0)
+    lengths = variable_lengths(200_001, 70, rng)
+    assert lengths.sum() == 200_000 and lengths[:-1].min() >= 5 and lengths[-1] >= 1
+    body = lengths[:-1]
+    assert np.mean(body < 53) == pytest.approx(0.05, abs=0.012)  # bptt / 2 windows: 5 % of them
+    assert np.mean(body[body >= 53]) == pytest.approx(69.5, abs=0.3)  # int() of N(70, 5) rounds down
+    plan = WindowPlan(501, 70, accumulate=2, variable=True, seed=7)
+    first = plan.lengths(1).copy()
+    assert np.array_equal(WindowPlan(501, 70, 2, True, seed=7).lengths(1), first)  # a resume cuts the same
+    assert not np.array_equal(plan.lengths(2), first) and first.sum() == plan.lengths(2).sum() == 500
+    assert not np.array_equal(WindowPlan(501, 70, 2, True, seed=8).lengths(1), first)
+    # max_tokens: the update (of 2 windows, 3 streams) whose windows reach the budget, in epoch 2
+    tokens = 3 * 500 + 3 * int(plan.lengths(2)[:3].sum()) - 1
+    assert plan.updates_for_tokens(tokens, 3, cap=10**9) == plan.updates(1) + 2
+    assert plan.updates_in(3, cap=10**9) == sum(plan.updates(e) for e in (1, 2, 3))
+
+
+def test_variable_bptt_run_trains_each_window_once_at_a_rate_scaled_by_its_length(tmp_path):
+    cfg = compose_tiny(
+        tmp_path, "awd_lstm_small", "model.hidden_size=12", "model.embedding_dim=8", "model.num_layers=1",
+        "trainer.max_steps=null", "trainer.variable_bptt=true", "tracking.log_every_n_steps=1", "optimizer=sgd",
+        "optimizer.learning_rate=2.0", "trainer.lr_schedule=constant", "trainer.bptt=10",
+    )
+    summary = run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    client, r = only_run(cfg.tracking.uri)
+    stream = int(r.data.params["data.train_tokens"]) // 4
+    plan = WindowPlan(stream, 10, variable=True, seed=cfg.seed)
+    assert summary["train/tokens"] == 4 * (stream - 1)  # one epoch, every position once
+    rates = [m.value for m in sorted(client.get_metric_history(r.info.run_id, "train/lr_step"), key=lambda m: m.step)]
+    assert rates == pytest.approx(list(2.0 * plan.lengths(1) / 10))

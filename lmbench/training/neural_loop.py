@@ -19,7 +19,7 @@ import numpy as np
 
 from lmbench import names
 from lmbench.config import TrainerConfig
-from lmbench.data.batching import as_streams, n_windows
+from lmbench.data.batching import as_streams
 from lmbench.data.types import CorpusData
 from lmbench.models.neural import WEIGHTS_FILE, NeuralLM
 from lmbench.progress import progress_bar
@@ -30,7 +30,8 @@ from lmbench.training.averaging import WeightAverage, should_switch
 from lmbench.training.checkpoints import TrainState
 from lmbench.training.divergence import DivergenceGuard
 from lmbench.training.result import FitResult, TrainingStopped, ValidationObserver
-from lmbench.training.steps import bptt_windows, make_update, schedule_factor
+from lmbench.training.steps import make_update, schedule_factor
+from lmbench.training.windows import WindowPlan
 
 
 class NeuralLoop:
@@ -41,14 +42,14 @@ class NeuralLoop:
     def __init__(
         self, model: NeuralLM, data: CorpusData, optimizer, cfg: TrainerConfig, tracker: Tracker,
         checkpoint_dir: Path, validate: Callable[..., EvalResult], evaluate: Callable[..., EvalResult],
-        observer: ValidationObserver | None = None,
+        observer: ValidationObserver | None = None, seed: int = 0,
     ):
         self.model, self.data, self.optimizer, self.cfg, self.tracker = model, data, optimizer, cfg, tracker
         self.last, self.best = Path(checkpoint_dir) / "last", Path(checkpoint_dir) / "best"
         self.validate, self.evaluate, self.observer = validate, evaluate, observer
         self.streams = as_streams(data.train.ids, cfg.batch_size, cfg.bptt)
-        self.windows_per_epoch = n_windows(self.streams.shape[1], cfg.bptt)
-        self.per_epoch = -(-self.windows_per_epoch // cfg.accumulate_steps)  # optimizer updates
+        self.plan = WindowPlan(self.streams.shape[1], cfg.bptt, cfg.accumulate_steps, cfg.variable_bptt, seed)
+        self.per_epoch = self.plan.updates(1)  # optimizer updates (with variable_bptt: epoch 1's)
         self.total, self.budget = self._step_budget()
         self.per_step_lr = cfg.warmup_steps > 0 or cfg.lr_schedule == "cosine"
         self.guard = DivergenceGuard(len(data.vocab), cfg.divergence_grace_steps)
@@ -59,25 +60,18 @@ class NeuralLoop:
         """The optimizer steps that max_epochs, max_steps and max_tokens allow, and which of them
         is the first reached (max_time is watched while training)."""
         cfg = self.cfg
-        budgets = {"max_epochs": self.per_epoch * cfg.max_epochs}
+        budgets = {}
         if cfg.max_steps is not None:
             budgets["max_steps"] = cfg.max_steps
         if cfg.max_tokens is not None:
-            budgets["max_tokens"] = self._steps_for_tokens(cfg.max_tokens)
+            budgets["max_tokens"] = self.plan.updates_for_tokens(
+                cfg.max_tokens, cfg.batch_size, min(budgets.values(), default=1 << 62)
+            )
+        budgets["max_epochs"] = self.plan.updates_in(cfg.max_epochs, min(budgets.values(), default=1 << 62))
         total = min(budgets.values())
         # On a tie the budget the user set says why: max_tokens, then max_steps, then max_epochs.
         reason = next(k for k in ("max_tokens", "max_steps", "max_epochs") if budgets.get(k) == total)
         return total, reason
-
-    def _steps_for_tokens(self, tokens: int) -> int:
-        """Updates until `tokens` training tokens were trained on: windows hold batch_size x bptt
-        tokens but the last of each epoch, which holds the rest of the streams; an update takes
-        accumulate_steps windows, the last of an epoch those left."""
-        per_window = self.cfg.batch_size * self.cfg.bptt
-        per_epoch_tokens = self.cfg.batch_size * (self.streams.shape[1] - 1)
-        epochs, rest = divmod(tokens, per_epoch_tokens)
-        windows = min(self.windows_per_epoch, -(-rest // per_window))
-        return epochs * self.per_epoch + -(-windows // self.cfg.accumulate_steps)
 
     def _validation_interval(self) -> int | None:
         """trainer.validate_every_n_steps; unset, a run that ends inside its first epoch (max_steps)
@@ -125,14 +119,15 @@ class NeuralLoop:
     def _epoch(self, state: TrainState, stream_states):
         """The rest of epoch `state.epoch` (from its `step_in_epoch`-th window), or up to max_steps."""
         cfg, k = self.cfg, self.cfg.accumulate_steps
-        n = min(self.windows_per_epoch, (self.total - state.global_step) * k + state.step_in_epoch)  # windows
+        per_epoch = self.plan.windows(state.epoch)
+        n = min(per_epoch, (self.total - state.global_step) * k + state.step_in_epoch)  # windows
         window_start = time.perf_counter()
         # A run that max_steps stops inside an epoch says how much of the epoch it trains.
-        share = n / self.windows_per_epoch
+        share = n / per_epoch
         what = f"epoch {state.epoch}" if share == 1 else f"{share:.0%} of epoch {state.epoch}"
         with progress_bar(n, what, "step" if k == 1 else "window", cfg.progress) as bar:
             bar.update(state.step_in_epoch)
-            windows = bptt_windows(self.streams, cfg.bptt, state.step_in_epoch, n)
+            windows = self.plan.iterate(self.streams, state.epoch, state.step_in_epoch, n)
             while group := [w for _, w in zip(range(k), windows)]:  # the windows of one update
                 stream_states = self._step(state, group, stream_states)
                 step = state.global_step
@@ -175,8 +170,10 @@ class NeuralLoop:
         """One optimizer update on consecutive `windows` [(x, y), ...]; a diverging loss raises
         `TrainingDiverged` (after the steps before it are logged: what a run logged is never lost)."""
         step = state.global_step + 1
-        if self.per_step_lr:
+        if self.per_step_lr or self.cfg.variable_bptt:
             factor = schedule_factor(self.cfg, step, self.total, self._time_fraction(state))
+            if self.cfg.variable_bptt:  # Merity et al.: lr x seq_len / bptt (the update's mean length)
+                factor *= np.mean([x.shape[1] for x, _ in windows]) / self.cfg.bptt
             self.optimizer.learning_rate.assign(state.learning_rate * factor)
         t0 = time.perf_counter()
         loss, stream_states = self.update(windows, stream_states)
