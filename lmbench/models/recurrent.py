@@ -121,33 +121,19 @@ class RecurrentLM(NeuralLM):
         last_layer_size: int | None = None,  # units of the last layer; null: hidden_size
     ):
         super().__init__(vocab_size, eos_id, eval_window=eval_window)
-        rates = {"dropout": dropout, "dropout_input": dropout if dropout_input is None else dropout_input,
-                 "dropout_hidden": dropout if dropout_hidden is None else dropout_hidden,
-                 "dropout_embedding": dropout_embedding, "weight_drop": weight_drop}
-        awd = {"ar_alpha": ar_alpha, "tar_beta": tar_beta, "last_layer_size": last_layer_size}
-        _check_options(cell, embedding_dim, hidden_size, num_layers, tie_embeddings, activation, rates, awd)
-        self.family = cell
-        self.cell = cell
-        self.embedding_dim = embedding_dim
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.dropout_rate = dropout
-        self.tie_embeddings = tie_embeddings
-        self.activation = activation
-        self.init_scale = init_scale
-        self.dropout_input, self.dropout_hidden = dropout_input, dropout_hidden
-        self.dropout_embedding, self.locked_dropout, self.weight_drop = dropout_embedding, locked_dropout, weight_drop
-        self.ar_alpha, self.tar_beta, self.last_layer_size = ar_alpha, tar_beta, last_layer_size
+        self.last_layer_size = last_layer_size
         self.layer_sizes = [hidden_size] * (num_layers - 1) + [last_layer_size or hidden_size]
-        # The Zaremba path (one Dropout layer everywhere) unless an AWD option is set: the same
-        # layers and random draws as before the options existed.
-        self.awd = bool(
-            dropout_input is not None or dropout_hidden is not None or dropout_embedding or locked_dropout
-            or weight_drop or ar_alpha or tar_beta
+        self._regularize(
+            dropout=dropout, dropout_input=dropout_input, dropout_hidden=dropout_hidden,
+            dropout_embedding=dropout_embedding, locked_dropout=locked_dropout, weight_drop=weight_drop,
+            ar_alpha=ar_alpha, tar_beta=tar_beta,
         )
-        self.rates = rates
-        if self.awd:
-            self.noise = keras.random.SeedGenerator(name="awd_noise")
+        _check_options(cell, embedding_dim, hidden_size, num_layers, tie_embeddings, activation, self.rates,
+                       self.awd_options)
+        self.family = self.cell = cell
+        self.embedding_dim, self.hidden_size, self.num_layers = embedding_dim, hidden_size, num_layers
+        self.dropout_rate, self.tie_embeddings = dropout, tie_embeddings
+        self.activation, self.init_scale = activation, init_scale
 
         def init(keras_default: str):
             if init_scale is None:
@@ -169,6 +155,28 @@ class RecurrentLM(NeuralLM):
             tied_embedding=self.embedding if tie_embeddings else None,
             kernel_initializer=init("glorot_uniform"),
         )
+
+    def _regularize(self, **options) -> None:
+        """The AWD options as given (`awd_options`, for get_config), the rate of each dropout
+        (`rates`: dropout_input and dropout_hidden default to `dropout`) and whether any is set
+        (`awd`): if not, the Zaremba path -- one Dropout layer everywhere, the same layers and random
+        draws as before the options existed."""
+        self.awd_options = {k: v for k, v in options.items() if k != "dropout"}
+        self.awd_options["last_layer_size"] = self.last_layer_size
+        self.dropout_embedding, self.locked_dropout = options["dropout_embedding"], options["locked_dropout"]
+        self.weight_drop = options["weight_drop"]
+        self.ar_alpha, self.tar_beta = options["ar_alpha"], options["tar_beta"]
+        dropout = options["dropout"]
+        self.rates = {
+            "dropout": dropout, "dropout_embedding": self.dropout_embedding, "weight_drop": self.weight_drop,
+            **{k: dropout if options[k] is None else options[k] for k in ("dropout_input", "dropout_hidden")},
+        }
+        self.awd = bool(
+            options["dropout_input"] is not None or options["dropout_hidden"] is not None or self.dropout_embedding
+            or self.locked_dropout or self.weight_drop or self.ar_alpha or self.tar_beta
+        )
+        if self.awd:
+            self.noise = keras.random.SeedGenerator(name="awd_noise")
 
     @property
     def state_size(self) -> int:
@@ -262,12 +270,6 @@ class RecurrentLM(NeuralLM):
     def _awd_config(self) -> dict:
         """The AWD options that differ from their defaults: a bundle of a plain network keeps the
         config it had before they existed."""
-        options = {
-            "dropout_input": self.dropout_input, "dropout_hidden": self.dropout_hidden,
-            "dropout_embedding": self.dropout_embedding, "locked_dropout": self.locked_dropout,
-            "weight_drop": self.weight_drop, "ar_alpha": self.ar_alpha, "tar_beta": self.tar_beta,
-            "last_layer_size": self.last_layer_size,
-        }
         defaults = {"dropout_input": None, "dropout_hidden": None, "dropout_embedding": 0.0, "locked_dropout": False,
                     "weight_drop": 0.0, "ar_alpha": 0.0, "tar_beta": 0.0, "last_layer_size": None}
-        return {k: v for k, v in options.items() if v != defaults[k]}
+        return {k: v for k, v in self.awd_options.items() if v != defaults[k]}
