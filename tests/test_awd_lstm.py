@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import compose_tiny, only_run
+from helpers import compose_tiny, only_run, tiny_cfg
 
 from lmbench.config import check_values
 from lmbench.errors import ConfigError
@@ -17,6 +17,7 @@ from lmbench.models.recurrent import RecurrentLM
 from lmbench.models.regularization import activation_penalty, embedding_dropout, locked_dropout
 from lmbench.training import checkpoints
 from lmbench.training.averaging import WeightAverage, should_switch
+from lmbench.training.neural_loop import NeuralLoop
 from lmbench.training.run import run
 from lmbench.training.windows import WindowPlan, variable_lengths
 
@@ -248,3 +249,37 @@ def test_variable_bptt_run_trains_each_window_once_at_a_rate_scaled_by_its_lengt
     assert summary["train/tokens"] == 4 * (stream - 1)  # one epoch, every position once
     rates = [m.value for m in sorted(client.get_metric_history(r.info.run_id, "train/lr_step"), key=lambda m: m.step)]
     assert rates == pytest.approx(list(2.0 * plan.lengths(1) / 10))
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_run_killed_while_averaging_resumes_averaging_where_it_stopped(tmp_path, monkeypatch):
+    """NT-ASGD on from the end of epoch 1, 2 windows per update, a checkpoint every 5 updates; a
+    crash in epoch 2 and a rerun: the same average and test figure as a run never interrupted (no
+    dropout, so every window is computed alike)."""
+    monkeypatch.setattr("lmbench.training.neural_loop.should_switch", lambda losses, nonmono: True)
+    overrides = ("trainer.max_epochs=2", "trainer.nt_asgd=true", "trainer.accumulate_steps=2",
+                 "trainer.checkpoint_every_n_steps=5", "tracking.log_model=false", "trainer.precision=float32")
+    reference = run(tiny_cfg(tmp_path / "ref", *overrides), tmp_path / "ref/out", tmp_path / "ref")
+    step = NeuralLoop._step
+
+    def crashing(self, state, *args):
+        if state.global_step == self.per_epoch + 12:
+            raise Crash
+        return step(self, state, *args)
+
+    cfg = tiny_cfg(tmp_path / "run", *overrides)
+    monkeypatch.setattr(NeuralLoop, "_step", crashing)
+    with pytest.raises(Crash):
+        run(cfg, tmp_path / "run/out", tmp_path / "run")
+    state = checkpoints.read_state(tmp_path / "run/out/checkpoints/last")
+    assert state.epoch == 2 and state.global_step % 5 == 0  # a checkpoint inside epoch 2
+    assert state.averaged_updates == state.global_step - state.averaging_from_step > 5
+    monkeypatch.setattr(NeuralLoop, "_step", step)
+    resumed = run(cfg, tmp_path / "run/out", tmp_path / "run")
+    assert resumed["test/ppl"] == pytest.approx(reference["test/ppl"], rel=1e-5)
+    for name, array in checkpoints.read_arrays(tmp_path / "ref/out/checkpoints/last", "avg_").items():
+        again = checkpoints.read_arrays(tmp_path / "run/out/checkpoints/last", "avg_")[name]
+        np.testing.assert_allclose(again, array, rtol=1e-5, atol=1e-6)
