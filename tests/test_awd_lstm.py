@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import compose_tiny, only_run, tiny_cfg
+from helpers import compose_tiny, lmbench, only_run, tiny_cfg
 
 from lmbench.config import check_values
 from lmbench.errors import ConfigError
@@ -283,3 +283,10 @@ def test_a_run_killed_while_averaging_resumes_averaging_where_it_stopped(tmp_pat
     for name, array in checkpoints.read_arrays(tmp_path / "ref/out/checkpoints/last", "avg_").items():
         again = checkpoints.read_arrays(tmp_path / "run/out/checkpoints/last", "avg_")[name]
         np.testing.assert_allclose(again, array, rtol=1e-5, atol=1e-6)
+
+
+def test_a_bad_rate_on_the_command_line_stops_before_any_work(tmp_path):
+    proc = lmbench(tmp_path, "model=awd_lstm_small", "model.weight_drop=1.5", ok=False)
+    assert proc.returncode == 2
+    assert "model.weight_drop must be a number in [0, 1), got 1.5" in proc.stderr + proc.stdout
+    assert not list(tmp_path.glob("*.db"))  # nothing reached MLflow
