@@ -38,7 +38,7 @@ def check_model_rates(model: DictConfig) -> None:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-            raise ConfigError(f"model.{key} must be a number in [0, 1), got {value!r}")
+            raise ConfigError(f"model.{key} must be in [0, 1), got {value!r}")
 
 
 SCHEDULES = ("constant", "plateau", "cosine")  # trainer.lr_schedule

@@ -51,7 +51,7 @@ def _check_options(cell, embedding_dim, hidden_size, num_layers, tie_embeddings,
         raise ConfigError("model.num_layers, hidden_size, embedding_dim and last_layer_size must be >= 1")
     for key, rate in rates.items():
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-            raise ConfigError(f"model.{key} must be a number in [0, 1), got {rate!r}")
+            raise ConfigError(f"model.{key} must be in [0, 1), got {rate!r}")
     for key in ("ar_alpha", "tar_beta"):
         if not awd[key] >= 0.0:
             raise ConfigError(f"model.{key} must be >= 0, got {awd[key]}")
