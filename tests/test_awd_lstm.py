@@ -3,12 +3,15 @@ and switch asserted on numbers; a preset run through MLflow."""
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import compose_tiny, lmbench, only_run, tiny_cfg
 
+from lmbench.artifacts.bundle import load_bundle
 from lmbench.config import check_values
 from lmbench.errors import ConfigError
 from lmbench.models import recurrent
@@ -216,6 +219,13 @@ def test_awd_lstm_small_trains_through_mlflow_with_nt_asgd_scoring_the_average(t
     best = NeuralLM.load(tmp_path / "out" / "checkpoints" / "best")
     for i, variable in enumerate(best.trainable_variables):  # ...the average, not the SGD iterate
         assert np.allclose(variable.numpy(), averaged[f"avg_{i}"], atol=1e-6)
+    # the saved bundle is that model, AWD options included, and reproduces the logged test figure
+    bundle = load_bundle(str(tmp_path / "out"))
+    assert bundle.model.get_config()["weight_drop"] == 0.3 and bundle.model.locked_dropout
+    for ours, saved in zip(best.get_weights(), bundle.model.get_weights()):
+        np.testing.assert_array_equal(ours, saved)
+    scored = bundle.score_text((tmp_path / "test.txt").read_text(encoding="utf-8"))
+    assert math.exp(scored.nats / scored.n_tokens) == pytest.approx(summary["test/ppl"], rel=1e-9)
 
 
 def test_variable_bptt_lengths_follow_merity_and_cover_each_epoch_once():
