@@ -259,6 +259,7 @@ def test_variable_bptt_run_trains_each_window_once_at_a_rate_scaled_by_its_lengt
     assert summary["train/tokens"] == 4 * (stream - 1)  # one epoch, every position once
     rates = [m.value for m in sorted(client.get_metric_history(r.info.run_id, "train/lr_step"), key=lambda m: m.step)]
     assert rates == pytest.approx(list(2.0 * plan.lengths(1) / 10))
+    assert [m.value for m in client.get_metric_history(r.info.run_id, "train/lr")] == [2.0]  # the rate, unscaled
 
 
 class Crash(Exception):

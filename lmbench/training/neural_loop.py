@@ -208,6 +208,9 @@ class NeuralLoop:
         """Validation, the best checkpoint, decay or stop, and the resumable checkpoint."""
         epoch = state.epoch
         lr = float(self.optimizer.learning_rate)
+        if self.cfg.variable_bptt:  # the scheduled rate, not the last window's length-scaled one
+            factor = schedule_factor(self.cfg, state.global_step, self.total, self._time_fraction(state))
+            lr = state.learning_rate * factor
         self.tracker.log_metrics({names.TRAIN_LR: lr, names.TRAIN_EPOCH: epoch}, step=epoch)
         with self.average.applied():  # NT-ASGD: the average is validated and kept as the best
             valid = self.validate(self.model, self.data, epoch, result)
