@@ -1,15 +1,19 @@
 """On a machine with a GPU: does lmbench train there as it does on the CPU, how fast, and does each
 job of a sweep get a GPU of its own?
 
-    python benchmarks/gpu_check.py [--families rnn lstm gru transformer] [--steps 100] [--ptb]
+    python benchmarks/gpu_check.py [--families rnn lstm gru transformer awd_lstm] [--steps 100] [--ptb]
         [--precision float32] [--rtol 0.05] [--no-sweep]
 
 1. Each family trains the same short run twice with the same seed, in a process of its own: on the
    CPU (CUDA_VISIBLE_DEVICES="") and on the GPU. The validation and test perplexities of the two
    must agree within --rtol (relative; float32 by default, so that only the kernels differ -- cuDNN
    against Keras' CPU loops -- not the precision), and the table gives both runs' training tokens/s.
-   The corpus is a fixed synthetic one written into a temporary folder (a 500-word vocabulary, a
-   first-order Markov chain: something to learn), or PTB from $LMBENCH_DATA_DIR with --ptb.
+   `awd_lstm` (model=awd_lstm, the paper's 24M-parameter PTB network) trains its weight-dropped
+   LSTM unrolled on both devices (no cuDNN while training: the masked recurrent kernel is the
+   family's own GEMM), scores through cuDNN on the GPU; its dropout masks come from Keras' seeded
+   generators on either device. The corpus is a fixed synthetic one written into a temporary
+   folder (a 500-word vocabulary, a first-order Markov chain: something to learn), or PTB from
+   $LMBENCH_DATA_DIR with --ptb.
 2. A sweep of as many LSTM jobs as there are GPUs through `launcher=ray` with
    `hydra.launcher.ray.remote.num_gpus=1` (needs `pip install -e ".[ray]"`; skipped without it):
    every job's run must have seen exactly one GPU (tag lmbench.gpus) and jobs must have been given
@@ -37,7 +41,7 @@ import numpy as np
 from mlflow import MlflowClient
 
 NO_GPU = 77
-FAMILIES = ("rnn", "lstm", "gru", "transformer")
+FAMILIES = ("rnn", "lstm", "gru", "transformer", "awd_lstm")  # model=<name> presets
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3"}
 
 

@@ -105,6 +105,7 @@ STOPPED_AT_STEP = "lmbench.stopped_at_step"
 # What ended training: the observer's reason, or the budget (FitResult.stop_reason: max_epochs,
 # max_steps, max_tokens, max_time, early_stopping; one_pass for a counting model).
 STOP_REASON = "lmbench.stop_reason"
+ASGD_FROM_STEP = "lmbench.asgd_from_step"  # NT-ASGD: the optimizer step after which weights are averaged
 
 # sweeps
 ROLE = "lmbench.role"  # "sweep" on a sweep's parent run

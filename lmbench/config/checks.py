@@ -21,8 +21,24 @@ def check_values(cfg: DictConfig) -> None:
     check_optimizer_values(cfg.optimizer)
     check_dataset_values(cfg.dataset)
     model = cfg.get("model")
-    if isinstance(model, DictConfig) and "head" in model:
-        head_config(model.head)
+    if isinstance(model, DictConfig):
+        check_model_rates(model)
+        if "head" in model:
+            head_config(model.head)
+
+
+# A network's probabilities of dropping something (the recurrent family's AWD options among them):
+# checked here too, so that a bad one stops the command before TensorFlow loads.
+MODEL_RATES = ("dropout", "dropout_input", "dropout_hidden", "dropout_embedding", "weight_drop")
+
+
+def check_model_rates(model: DictConfig) -> None:
+    for key in MODEL_RATES:
+        value = model.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise ConfigError(f"model.{key} must be in [0, 1), got {value!r}")
 
 
 SCHEDULES = ("constant", "plateau", "cosine")  # trainer.lr_schedule
@@ -62,6 +78,11 @@ def check_trainer_values(cfg) -> None:
         raise ConfigError(
             f"trainer.min_delta and trainer.lr_decay_patience must be >= 0, got {cfg.min_delta} and "
             f"{cfg.lr_decay_patience}"
+        )
+    if cfg.accumulate_steps < 1 or cfg.nonmono < 1:
+        raise ConfigError(
+            f"trainer.accumulate_steps (windows per optimizer update) and trainer.nonmono (NT-ASGD's "
+            f"validations without improvement) must be >= 1, got {cfg.accumulate_steps} and {cfg.nonmono}"
         )
     if cfg.batch_size < 1 or cfg.bptt < 1:
         raise ConfigError(f"trainer.batch_size and trainer.bptt must be >= 1, got {cfg.batch_size} and {cfg.bptt}")

@@ -85,6 +85,17 @@ class TrainerConfig:
     precision: str = "auto"  # auto | float32 | mixed_bfloat16 (training/precision.py)
     progress: bool = True  # progress bars on stderr
     jit_compile: bool = False  # XLA-compile the train step
+    # Windows per optimizer update: their gradients averaged (token-weighted), clipped once, applied
+    # once. max_steps, schedules, logging, validation and checkpoints count updates (1: no accumulation).
+    accumulate_steps: int = 1
+    # Merity et al.'s variable-length BPTT: window lengths ~ N(bptt, 5) (N(bptt / 2, 5) for 5 % of
+    # them), the learning rate scaled by length / bptt (training/windows.py)
+    variable_bptt: bool = False
+    # NT-ASGD (Merity et al. 2018): once an epoch's validation is worse than the best of the epochs
+    # before the last `nonmono`, average the weights from then on (uniformly); validation, the best
+    # checkpoint, the test and the bundle use the average (training/averaging.py).
+    nt_asgd: bool = False
+    nonmono: int = 5
     # The FLOP/s that train/mfu divides by; null: measured once per machine and precision by a GEMM
     # probe (training/peak.py) and cached.
     peak_flops: Optional[float] = None

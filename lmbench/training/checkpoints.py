@@ -47,6 +47,10 @@ class TrainState:
     valid_losses: list[float] = field(default_factory=list)
     finished_training: bool = False
     stop_reason: str | None = None  # the budget that ended training (result.STOP_REASONS)
+    # NT-ASGD (training/averaging.py): the global step averaging started after, and the updates
+    # averaged since (the average itself is in ARRAYS_FILE); None: not averaging
+    averaging_from_step: int | None = None
+    averaged_updates: int = 0
 
 
 def config_digest(container: dict) -> str:
@@ -62,7 +66,8 @@ def config_digest(container: dict) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def save(folder: Path, state: TrainState, model, optimizer, streams_state) -> None:
+def save(folder: Path, state: TrainState, model, optimizer, streams_state, extra: dict | None = None) -> None:
+    """The whole checkpoint; `extra`: more arrays for ARRAYS_FILE (NT-ASGD's average)."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -73,7 +78,7 @@ def save(folder: Path, state: TrainState, model, optimizer, streams_state) -> No
     arrays.update(
         {f"stream_{i}": np.asarray(tf.cast(t, tf.float32)) for i, t in enumerate(tf.nest.flatten(streams_state))}
     )
-    np.savez(tmp / ARRAYS_FILE, **arrays)
+    np.savez(tmp / ARRAYS_FILE, **arrays, **(extra or {}))
     (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
     _replace(tmp, folder)
 
@@ -138,3 +143,9 @@ def restore(folder: Path, model, optimizer, streams_template):
             for i, t in enumerate(tf.nest.flatten(streams_template))
         ]
     return tf.nest.pack_sequence_as(streams_template, flat)
+
+
+def read_arrays(folder: Path, prefix: str) -> dict[str, np.ndarray]:
+    """The arrays of the checkpoint whose names start with `prefix` (e.g. NT-ASGD's `avg_`)."""
+    with np.load(whole(folder) / ARRAYS_FILE) as arrays:
+        return {k: arrays[k] for k in arrays.files if k.startswith(prefix)}

@@ -2,6 +2,11 @@
 carried from window to window, validation after each epoch, plateau decay, early stopping, and a
 resumable checkpoint (checkpoints.py) that records the exact data position, weights, optimizer and
 stream states, so that a run killed at any moment continues where it stopped.
+
+A step is one optimizer update: `trainer.accumulate_steps` consecutive windows (steps.make_update),
+so every budget, schedule and cadence counts updates; checkpoints fall between updates only. With
+`trainer.nt_asgd` the weights are averaged once validation stalls (averaging.py), and every
+validation, the best checkpoint and the test see the average.
 """
 
 from __future__ import annotations
@@ -14,17 +19,19 @@ import numpy as np
 
 from lmbench import names
 from lmbench.config import TrainerConfig
-from lmbench.data.batching import as_streams, n_windows
+from lmbench.data.batching import as_streams
 from lmbench.data.types import CorpusData
 from lmbench.models.neural import WEIGHTS_FILE, NeuralLM
 from lmbench.progress import progress_bar
 from lmbench.scoring import EvalResult, perplexity
 from lmbench.tracking import Tracker
 from lmbench.training import checkpoints
+from lmbench.training.averaging import WeightAverage, should_switch
 from lmbench.training.checkpoints import TrainState
 from lmbench.training.divergence import DivergenceGuard
 from lmbench.training.result import FitResult, TrainingStopped, ValidationObserver
-from lmbench.training.steps import bptt_windows, make_train_step, schedule_factor
+from lmbench.training.steps import make_update, schedule_factor
+from lmbench.training.windows import WindowPlan
 
 
 class NeuralLoop:
@@ -35,13 +42,14 @@ class NeuralLoop:
     def __init__(
         self, model: NeuralLM, data: CorpusData, optimizer, cfg: TrainerConfig, tracker: Tracker,
         checkpoint_dir: Path, validate: Callable[..., EvalResult], evaluate: Callable[..., EvalResult],
-        observer: ValidationObserver | None = None,
+        observer: ValidationObserver | None = None, seed: int = 0,
     ):
         self.model, self.data, self.optimizer, self.cfg, self.tracker = model, data, optimizer, cfg, tracker
         self.last, self.best = Path(checkpoint_dir) / "last", Path(checkpoint_dir) / "best"
         self.validate, self.evaluate, self.observer = validate, evaluate, observer
         self.streams = as_streams(data.train.ids, cfg.batch_size, cfg.bptt)
-        self.per_epoch = n_windows(self.streams.shape[1], cfg.bptt)
+        self.plan = WindowPlan(self.streams.shape[1], cfg.bptt, cfg.accumulate_steps, cfg.variable_bptt, seed)
+        self.per_epoch = self.plan.updates(1)  # optimizer updates (with variable_bptt: epoch 1's)
         self.total, self.budget = self._step_budget()
         self.per_step_lr = cfg.warmup_steps > 0 or cfg.lr_schedule == "cosine"
         self.guard = DivergenceGuard(len(data.vocab), cfg.divergence_grace_steps)
@@ -52,23 +60,18 @@ class NeuralLoop:
         """The optimizer steps that max_epochs, max_steps and max_tokens allow, and which of them
         is the first reached (max_time is watched while training)."""
         cfg = self.cfg
-        budgets = {"max_epochs": self.per_epoch * cfg.max_epochs}
+        budgets = {}
         if cfg.max_steps is not None:
             budgets["max_steps"] = cfg.max_steps
         if cfg.max_tokens is not None:
-            budgets["max_tokens"] = self._steps_for_tokens(cfg.max_tokens)
+            budgets["max_tokens"] = self.plan.updates_for_tokens(
+                cfg.max_tokens, cfg.batch_size, min(budgets.values(), default=1 << 62)
+            )
+        budgets["max_epochs"] = self.plan.updates_in(cfg.max_epochs, min(budgets.values(), default=1 << 62))
         total = min(budgets.values())
         # On a tie the budget the user set says why: max_tokens, then max_steps, then max_epochs.
         reason = next(k for k in ("max_tokens", "max_steps", "max_epochs") if budgets.get(k) == total)
         return total, reason
-
-    def _steps_for_tokens(self, tokens: int) -> int:
-        """Steps until `tokens` training tokens were trained on: windows hold batch_size x bptt
-        tokens but the last of each epoch, which holds the rest of the streams."""
-        per_window = self.cfg.batch_size * self.cfg.bptt
-        per_epoch_tokens = self.cfg.batch_size * (self.streams.shape[1] - 1)
-        epochs, rest = divmod(tokens, per_epoch_tokens)
-        return epochs * self.per_epoch + min(self.per_epoch, -(-rest // per_window))
 
     def _validation_interval(self) -> int | None:
         """trainer.validate_every_n_steps; unset, a run that ends inside its first epoch (max_steps)
@@ -83,13 +86,16 @@ class NeuralLoop:
         model, optimizer, cfg = self.model, self.optimizer, self.cfg
         model.build_for_inference()
         optimizer.build(model.trainable_variables)
-        self.step_fn = make_train_step(model, optimizer, cfg.jit_compile, cfg.l1, cfg.l2, cfg.clip_norm)
+        self.update = make_update(model, optimizer, cfg)
+        self.average = WeightAverage(model.trainable_variables)
         stream_states = model.initial_state(cfg.batch_size)
         if cfg.max_time is not None:
             self._quarters_validated = min(3, int(4 * state.train_seconds / cfg.max_time))
         if resumed:
             stream_states = checkpoints.restore(self.last, model, optimizer, stream_states)
             optimizer.learning_rate.assign(state.learning_rate)
+            if state.averaging_from_step is not None:
+                self.average.restore(checkpoints.read_arrays(self.last, "avg_"), state.averaged_updates)
         else:
             state.learning_rate = float(optimizer.learning_rate)
         result = FitResult(
@@ -106,41 +112,47 @@ class NeuralLoop:
         result.steps, result.epochs = state.global_step, min(state.epoch - 1, cfg.max_epochs)
         result.train_seconds, result.train_tokens = state.train_seconds, state.train_tokens
         result.stop_reason = state.stop_reason or self.budget
-        if not result.history or result.history[-1] is not result.best_valid:
+        if not result.history or result.history[-1] is not result.best_valid or self.average.active:
             model.load_weights(checkpoints.whole(self.best, WEIGHTS_FILE) / WEIGHTS_FILE)  # test with the best weights
         return result
 
     def _epoch(self, state: TrainState, stream_states):
         """The rest of epoch `state.epoch` (from its `step_in_epoch`-th window), or up to max_steps."""
-        cfg = self.cfg
-        n = min(self.per_epoch, self.total - state.global_step + state.step_in_epoch)
+        cfg, k = self.cfg, self.cfg.accumulate_steps
+        per_epoch = self.plan.windows(state.epoch)
+        n = min(per_epoch, (self.total - state.global_step) * k + state.step_in_epoch)  # windows
         window_start = time.perf_counter()
         # A run that max_steps stops inside an epoch says how much of the epoch it trains.
-        what = f"epoch {state.epoch}" if n == self.per_epoch else f"{n / self.per_epoch:.0%} of epoch {state.epoch}"
-        with progress_bar(n, what, "step", cfg.progress) as bar:
+        share = n / per_epoch
+        what = f"epoch {state.epoch}" if share == 1 else f"{share:.0%} of epoch {state.epoch}"
+        with progress_bar(n, what, "step" if k == 1 else "window", cfg.progress) as bar:
             bar.update(state.step_in_epoch)
-            for x, y in bptt_windows(self.streams, cfg.bptt, state.step_in_epoch, n):
-                stream_states = self._step(state, x, y, stream_states)
+            windows = self.plan.iterate(self.streams, state.epoch, state.step_in_epoch, n)
+            while group := [w for _, w in zip(range(k), windows)]:  # the windows of one update
+                stream_states = self._step(state, group, stream_states)
                 step = state.global_step
                 if step % self.tracker.log_every_n_steps == 0 or step == self.total:
                     self._log_window(state, bar, time.perf_counter() - window_start)
                     window_start = time.perf_counter()
                 if self.validate_every and step % self.validate_every == 0 and step < self.total:
                     if state.step_in_epoch < n:  # the epoch's end validates anyway
-                        valid = self.evaluate(self.model, self.data.valid)
-                        self._log_valid_step(valid, step)
-                        self._observe(state, valid)
+                        self._validate_step(state)
                 elif self._time_mark_passed(state) and state.step_in_epoch < n:
-                    valid = self.evaluate(self.model, self.data.valid)
-                    self._log_valid_step(valid, step)
-                    self._observe(state, valid)
+                    self._validate_step(state)
                 if cfg.checkpoint_every_n_steps and step % cfg.checkpoint_every_n_steps == 0:
                     self._save(state, stream_states)
-                bar.update(1)
+                bar.update(len(group))
                 if cfg.max_time is not None and state.train_seconds >= cfg.max_time:
                     state.stop_reason = "max_time"  # _end_epoch validates, saves and ends training
                     break
         return stream_states
+
+    def _validate_step(self, state: TrainState) -> None:
+        """A validation inside an epoch (valid_step/*), of the average under NT-ASGD."""
+        with self.average.applied():
+            valid = self.evaluate(self.model, self.data.valid)
+        self._log_valid_step(valid, state.global_step)
+        self._observe(state, valid)
 
     def _time_mark_passed(self, state: TrainState) -> bool:
         """Under trainer.max_time, without validate_every_n_steps: True once training time passes
@@ -154,21 +166,24 @@ class NeuralLoop:
             return True
         return False
 
-    def _step(self, state: TrainState, x, y, stream_states):
-        """One optimizer step on window (x, y); a diverging loss raises `TrainingDiverged` (after
-        the steps before it are logged: what a run logged is never lost)."""
+    def _step(self, state: TrainState, windows: list, stream_states):
+        """One optimizer update on consecutive `windows` [(x, y), ...]; a diverging loss raises
+        `TrainingDiverged` (after the steps before it are logged: what a run logged is never lost)."""
         step = state.global_step + 1
-        if self.per_step_lr:
+        if self.per_step_lr or self.cfg.variable_bptt:
             factor = schedule_factor(self.cfg, step, self.total, self._time_fraction(state))
+            if self.cfg.variable_bptt:  # Merity et al.: lr x seq_len / bptt (the update's mean length)
+                factor *= np.mean([x.shape[1] for x, _ in windows]) / self.cfg.bptt
             self.optimizer.learning_rate.assign(state.learning_rate * factor)
         t0 = time.perf_counter()
-        loss, stream_states = self.step_fn(x, y, stream_states)
+        loss, stream_states = self.update(windows, stream_states)
         loss = float(loss)
         self.guard.check(step, loss, state.epoch)
-        tokens = int(np.prod(y.shape))
+        self.average.update()
+        tokens = sum(int(np.prod(y.shape)) for _, y in windows)
         state.train_seconds += time.perf_counter() - t0
         state.train_tokens += tokens
-        state.global_step, state.step_in_epoch = step, state.step_in_epoch + 1
+        state.global_step, state.step_in_epoch = step, state.step_in_epoch + len(windows)
         state.window_loss += loss * tokens
         state.window_tokens += tokens
         return stream_states
@@ -193,12 +208,20 @@ class NeuralLoop:
         """Validation, the best checkpoint, decay or stop, and the resumable checkpoint."""
         epoch = state.epoch
         lr = float(self.optimizer.learning_rate)
+        if self.cfg.variable_bptt:  # the scheduled rate, not the last window's length-scaled one
+            factor = schedule_factor(self.cfg, state.global_step, self.total, self._time_fraction(state))
+            lr = state.learning_rate * factor
         self.tracker.log_metrics({names.TRAIN_LR: lr, names.TRAIN_EPOCH: epoch}, step=epoch)
-        valid = self.validate(self.model, self.data, epoch, result)
-        if self.validate_every:
-            self._log_valid_step(valid, state.global_step)
-        self._observe(state, valid, last=state.global_step >= self.total or state.stop_reason == "max_time")
-        stop = self._after_validation(valid, state, result)
+        with self.average.applied():  # NT-ASGD: the average is validated and kept as the best
+            valid = self.validate(self.model, self.data, epoch, result)
+            if self.validate_every:
+                self._log_valid_step(valid, state.global_step)
+            self._observe(state, valid, last=state.global_step >= self.total or state.stop_reason == "max_time")
+            stop = self._after_validation(valid, state, result)
+        if self.cfg.nt_asgd and not self.average.active and should_switch(state.valid_losses, self.cfg.nonmono):
+            self.average.start()
+            state.averaging_from_step = state.global_step
+            self.tracker.set_tags({names.ASGD_FROM_STEP: str(state.global_step)})
         state.epoch, state.step_in_epoch = epoch + 1, 0
         state.finished_training = stop or state.global_step >= self.total or state.stop_reason == "max_time"
         self._save(state, stream_states)
@@ -239,7 +262,8 @@ class NeuralLoop:
 
     def _save(self, state: TrainState, stream_states) -> None:
         state.run_id = self.tracker.run_id
-        checkpoints.save(self.last, state, self.model, self.optimizer, stream_states)
+        state.averaged_updates = self.average.count
+        checkpoints.save(self.last, state, self.model, self.optimizer, stream_states, self.average.arrays())
 
     def _best_so_far(self) -> EvalResult:
         """After a resume: the best checkpoint's validation result, recomputed (not re-logged)."""

@@ -172,7 +172,7 @@ def build(plan: Plan, output_dir: Path, observer: ValidationObserver | None = No
         tracking.enabled, plan.uri, tracking.experiment, tracking.log_every_n_steps,
         retry_every_s=tracking.retry_every_s, final_wait_s=tracking.final_wait_s,
     )
-    trainer = Trainer(cfg.trainer, tracker, checkpoint_dir=output_dir / "checkpoints", observer=observer)
+    trainer = Trainer(cfg.trainer, tracker, checkpoint_dir=output_dir / "checkpoints", observer=observer, seed=cfg.seed)
     trainer.check(model, data)
     # A network's optimizer is built now, so that a bad optimizer config fails before tracking.
     optimizer = build_optimizer(cfg.optimizer) if isinstance(model, NeuralLM) else None

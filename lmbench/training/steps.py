@@ -83,6 +83,74 @@ def make_train_step(
     return step
 
 
+def make_update(model: NeuralLM, optimizer, cfg: TrainerConfig):
+    """One optimizer update over a list of consecutive windows [(x, y), ...] (at most
+    `trainer.accumulate_steps`): `update(windows, states) -> (mean data loss over their tokens, states)`,
+    each window's states carried into the next. With accumulate_steps=1 it is `make_train_step`'s
+    step, unchanged."""
+    if cfg.accumulate_steps == 1:
+        step = make_train_step(model, optimizer, cfg.jit_compile, cfg.l1, cfg.l2, cfg.clip_norm)
+
+        def single(windows, states):
+            [(x, y)] = windows
+            return step(x, y, states)
+
+        return single
+    return AccumulatingUpdate(model, optimizer, cfg.jit_compile, cfg.l1, cfg.l2, cfg.clip_norm)
+
+
+class AccumulatingUpdate:
+    """Gradient accumulation: every window's gradient (of its mean loss plus the penalties) is added,
+    weighted by its share of the update's tokens, into float32 sums beside the weights; then the
+    sums are clipped to `clip_norm` and applied once, and zeroed. Token weights make k windows of a
+    stateless model the same update as one batch of their rows (an epoch's shorter last window
+    counts for its tokens); clipping the sum, not each window, keeps that true under clipping.
+
+    The embedding's gradient lands in a dense [|V|, d] sum (a scatter-add per window), so its update
+    writes the whole table: free on PTB, costly at |V| in the hundreds of thousands."""
+
+    def __init__(self, model: NeuralLM, optimizer, jit_compile: bool, l1: float, l2: float, clip_norm: float | None):
+        variables = model.trainable_variables
+        self.sums = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False) for v in variables]
+        penalised = [v for v in variables if len(v.shape) >= 2] if (l1 or l2) else []
+
+        @tf.function(jit_compile=jit_compile)
+        def add(x, y, states, weight):
+            with tf.GradientTape() as tape:
+                hidden, states = model(x, states=states, training=True)
+                loss = tf.reduce_mean(model.output_head.token_nll(hidden, y))
+                total = loss + tf.add_n(model.losses) if model.losses else loss
+                for v in penalised:
+                    w = tf.cast(v, tf.float32)
+                    total += l1 * tf.reduce_sum(tf.abs(w)) + l2 * tf.reduce_sum(tf.square(w))
+            for total_grad, grad in zip(self.sums, tape.gradient(total, variables)):
+                if isinstance(grad, tf.IndexedSlices):  # the embedding's rows of this window
+                    total_grad.scatter_add(tf.IndexedSlices(tf.cast(grad.values, tf.float32) * weight, grad.indices))
+                elif grad is not None:
+                    total_grad.assign_add(tf.cast(grad, tf.float32) * weight)
+            return loss, states
+
+        @tf.function
+        def apply():
+            grads = [tf.identity(total) for total in self.sums]
+            if clip_norm is not None:
+                grads, _ = tf.clip_by_global_norm(grads, clip_norm)
+            optimizer.apply_gradients(zip(grads, variables))
+            for total in self.sums:
+                total.assign(tf.zeros_like(total))
+
+        self.add, self.apply = add, apply
+
+    def __call__(self, windows, states):
+        tokens = [int(np.prod(y.shape)) for _, y in windows]
+        loss = 0.0
+        for (x, y), n in zip(windows, tokens):
+            window_loss, states = self.add(x, y, states, tf.constant(n / sum(tokens), tf.float32))
+            loss += float(window_loss) * n / sum(tokens)
+        self.apply()
+        return loss, states
+
+
 def schedule_factor(cfg: TrainerConfig, step: int, total: int, time_fraction: float = 0.0) -> float:
     """Multiplier of the learning rate at optimizer step `step` (1-based) of `total`. Under a time
     budget, `time_fraction` is the share of trainer.max_time used: the cosine follows whichever of

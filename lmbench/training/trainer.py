@@ -29,12 +29,14 @@ __all__ = ["FitResult", "Trainer"]
 
 class Trainer:
     def __init__(
-        self, cfg: TrainerConfig, tracker: Tracker, checkpoint_dir: Path, observer: ValidationObserver | None = None
+        self, cfg: TrainerConfig, tracker: Tracker, checkpoint_dir: Path, observer: ValidationObserver | None = None,
+        seed: int = 0,
     ):
         self.cfg = cfg
         self.observer = observer  # sees a network's every validation; may stop it (neural_loop)
         self.tracker = tracker
         self.checkpoint_dir = Path(checkpoint_dir)
+        self.seed = seed  # the run's: trainer.variable_bptt's window lengths follow it
         self._checked = None  # the model check() last passed for
 
     @property
@@ -79,7 +81,7 @@ class Trainer:
             raise ValueError("Trainer.fit: a network needs an optimizer (steps.build_optimizer)")
         loop = NeuralLoop(
             model, data, optimizer, self.cfg, self.tracker, self.checkpoint_dir, self._validate, self._evaluate,
-            self.observer,
+            self.observer, self.seed,
         )
         return loop.run(state or TrainState(), resumed)
 
