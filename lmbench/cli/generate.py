@@ -1,6 +1,8 @@
 """`lmbench-generate`: sample text from a trained model of any family.
 
     lmbench-generate <run id> --prompt "the market" --tokens 40 --temperature 0.8 --top-k 50 --seed 1
+    lmbench-generate <run id> --prompt "the market" --top-p 0.9      # nucleus sampling
+    lmbench-generate <run id> --prompt "the market" --temperature 0  # greedy: the likeliest token each time
     lmbench-generate runs:/<run id>/model | models:/<name>/<version> | <run folder> | <model folder>
 
 The prompt is cut by the model's own tokenizer and continued on its line; the output is the prompt
@@ -22,13 +24,13 @@ PROG = "lmbench-generate"
 
 
 def generate_text(bundle, prompt: str | None, n_tokens: int, *, temperature: float = 1.0,
-                  top_k: int | None = None, seed: int | None = None) -> str:
+                  top_k: int | None = None, seed: int | None = None, top_p: float | None = None) -> str:
     """`prompt` and `n_tokens` sampled tokens after it, as text."""
-    check_sampling(temperature, top_k)
+    check_sampling(temperature, top_k, top_p)
     if n_tokens < 1:
         raise LmbenchError(f"the number of tokens to generate must be >= 1, got {n_tokens}")
     ids = bundle.prompt_ids(prompt)
-    out = bundle.model.generate(ids, n_tokens, temperature=temperature, top_k=top_k, seed=seed)
+    out = bundle.model.generate(ids, n_tokens, temperature=temperature, top_k=top_k, seed=seed, top_p=top_p)
     return bundle.decode(list(ids) + list(out))
 
 
@@ -39,8 +41,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--prompt", default=None, help="text to continue (default: start a new line)")
     parser.add_argument("-n", "--tokens", type=int, default=50, help="tokens to sample (default 50)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="> 0; below 1 sharper, above 1 flatter")
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help=">= 0; below 1 sharper, above 1 flatter, 0 greedy"
+    )
     parser.add_argument("--top-k", type=int, default=None, help="sample only among the k likeliest tokens")
+    parser.add_argument(
+        "--top-p", type=float, default=None, help="in (0, 1]: sample only among the fewest tokens holding mass p"
+    )
     parser.add_argument("--seed", type=int, default=None, help="the same seed gives the same text")
     parser.add_argument("--samples", type=int, default=1, help="independent samples (seeds seed, seed+1, ...)")
     parser.add_argument("--tracking-uri", help="store (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
@@ -57,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         for i in range(max(1, args.samples)):
             seed = None if args.seed is None else args.seed + i
             text = generate_text(
-                bundle, args.prompt, args.tokens, temperature=args.temperature, top_k=args.top_k, seed=seed
+                bundle, args.prompt, args.tokens, temperature=args.temperature, top_k=args.top_k, seed=seed,
+                top_p=args.top_p,
             )
             if args.samples > 1:
                 print(f"--- sample {i + 1}" + ("" if seed is None else f" (seed {seed})"))
