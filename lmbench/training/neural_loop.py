@@ -24,7 +24,7 @@ from lmbench.training import checkpoints
 from lmbench.training.checkpoints import TrainState
 from lmbench.training.divergence import DivergenceGuard
 from lmbench.training.result import FitResult, TrainingStopped, ValidationObserver
-from lmbench.training.steps import bptt_windows, make_train_step, schedule_factor
+from lmbench.training.steps import bptt_windows, exclude_from_decay, make_train_step, schedule_factor
 
 
 class NeuralLoop:
@@ -82,6 +82,7 @@ class NeuralLoop:
         until max_epochs, max_steps or early stopping; the model ends with its best weights."""
         model, optimizer, cfg = self.model, self.optimizer, self.cfg
         model.build_for_inference()
+        exclude_from_decay(optimizer, model)
         optimizer.build(model.trainable_variables)
         self.step_fn = make_train_step(model, optimizer, cfg.jit_compile, cfg.l1, cfg.l2, cfg.clip_norm)
         stream_states = model.initial_state(cfg.batch_size)
