@@ -105,7 +105,9 @@ class TransformerLM(NeuralLM):
         if positions == "sinusoidal" and d_model % 2:
             raise ConfigError(f"model.positions=sinusoidal needs an even model.d_model, got {d_model}")
         if positions == "rope" and (d_model // n_head) % 2:
-            raise ConfigError(f"model.positions=rope needs an even head size, got d_model / n_head = {d_model // n_head}")
+            raise ConfigError(
+                f"model.positions=rope needs an even head size, got d_model / n_head = {d_model // n_head}"
+            )
         if norm not in NORMS:
             raise ConfigError(f"model.norm={norm!r} is not one of {', '.join(NORMS)}")
         if mlp not in MLPS:
