@@ -4,13 +4,14 @@ nucleus sampling for every family, and one clear error for a bad sampling value.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import fitted
 
-from lmbench.cli.generate import generate_text
+from lmbench.cli.generate import main as generate_main
 from lmbench.errors import ConfigError
 from lmbench.models.base import check_sampling, nucleus, sample_next, sample_tokens
 from lmbench.models.recurrent import RecurrentLM
@@ -137,10 +138,16 @@ def test_every_family_decodes_greedily_and_by_nucleus(family):
         ({"top_k": 0}, "top_k"),
     ],
 )
-def test_a_bad_sampling_value_is_one_config_error(kwargs, message):
+def test_a_bad_sampling_value_is_one_config_error(kwargs, message, capsys):
     with pytest.raises(ConfigError, match=message):
         check_sampling(**{"temperature": 1.0, "top_k": None, **kwargs})
     with pytest.raises(ConfigError, match=message):  # before the model is touched
         fitted("mkn", 2).generate(np.array([3]), 5, **kwargs)
-    with pytest.raises(ConfigError, match=message):  # lmbench-generate checks before it reads the bundle
-        generate_text(None, "the", 5, **kwargs)
+    # lmbench-generate: one line, exit status 2, before it looks for the model (which does not exist)
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in kwargs.items()]
+    with pytest.raises(SystemExit) as exit_:
+        generate_main(["no-such-model", *flags])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmbench-generate: error: ") and err.count("\n") == 1
+    assert re.search(message, err)

@@ -191,3 +191,16 @@ def test_transformer_modern_trains_on_its_recipe_and_lands_in_mlflow(tmp_path):
     assert bundle.score_text((tmp_path / "test.txt").read_text()).ppl == pytest.approx(metrics["test/ppl"], rel=1e-6)
     prompt = bundle.prompt_ids("the cat")
     assert len(bundle.model.generate(prompt, 12, temperature=0)) == 12
+
+    # The MLflow model generates when its params ask: greedy as lmbench-generate, nucleus seeded.
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    logged = mlflow.pyfunc.load_model(f"runs:/{r.info.run_id}/model")
+    assert {p.name for p in logged.metadata.signature.params} == {"max_tokens", "temperature", "top_k", "top_p", "seed"}
+    greedy = logged.predict(["the cat", "a dog"], params={"max_tokens": 6, "temperature": 0.0})
+    assert list(greedy.columns) == ["prompt", "text"] and greedy["prompt"].tolist() == ["the cat", "a dog"]
+    assert greedy.iloc[0]["text"] == bundle.generate_text("the cat", 6, temperature=0)
+    nucleus = {"max_tokens": 8, "top_p": 0.9, "seed": 3}
+    assert logged.predict(["the"], params=nucleus).iloc[0]["text"] == bundle.generate_text("the", 8, top_p=0.9, seed=3)
+    assert "ppl" in logged.predict(["the cat sat"]).columns  # without params it scores, as before
