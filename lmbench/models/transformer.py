@@ -69,6 +69,34 @@ def sinusoidal_table(length: int, dim: int) -> np.ndarray:
     return table
 
 
+def check_options(
+    n_layer: int, n_head: int, d_model: int, d_ff: int, dropout: float, context: int, positions: str, norm: str,
+    mlp: str, n_kv_head: int | None,
+) -> None:
+    """A `ConfigError` naming the first of the model's options that cannot be built."""
+    if min(n_layer, n_head, d_model, d_ff, context) < 1:
+        raise ConfigError("model.n_layer, n_head, d_model, d_ff and context must be >= 1")
+    if d_model % n_head:
+        raise ConfigError(f"model.d_model={d_model} must be divisible by model.n_head={n_head}")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
+    if positions not in POSITIONS:
+        raise ConfigError(f"model.positions={positions!r} is not one of {', '.join(POSITIONS)}")
+    if positions == "sinusoidal" and d_model % 2:
+        raise ConfigError(f"model.positions=sinusoidal needs an even model.d_model, got {d_model}")
+    if positions == "rope" and (d_model // n_head) % 2:
+        raise ConfigError(
+            f"model.positions=rope needs an even head size, got d_model / n_head = {d_model // n_head}"
+        )
+    if norm not in NORMS:
+        raise ConfigError(f"model.norm={norm!r} is not one of {', '.join(NORMS)}")
+    if mlp not in MLPS:
+        raise ConfigError(f"model.mlp={mlp!r} is not one of {', '.join(MLPS)}")
+    kv_heads = n_head if n_kv_head is None else n_kv_head
+    if kv_heads < 1 or n_head % kv_heads:
+        raise ConfigError(f"model.n_kv_head={n_kv_head} must be >= 1 and divide model.n_head={n_head}")
+
+
 class TransformerLM(NeuralLM):
     family = "transformer"
 
@@ -94,27 +122,8 @@ class TransformerLM(NeuralLM):
         qk_norm: bool = False,  # RMS-normalize each head's queries and keys
     ):
         super().__init__(vocab_size, eos_id)
-        if min(n_layer, n_head, d_model, d_ff, context) < 1:
-            raise ConfigError("model.n_layer, n_head, d_model, d_ff and context must be >= 1")
-        if d_model % n_head:
-            raise ConfigError(f"model.d_model={d_model} must be divisible by model.n_head={n_head}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
-        if positions not in POSITIONS:
-            raise ConfigError(f"model.positions={positions!r} is not one of {', '.join(POSITIONS)}")
-        if positions == "sinusoidal" and d_model % 2:
-            raise ConfigError(f"model.positions=sinusoidal needs an even model.d_model, got {d_model}")
-        if positions == "rope" and (d_model // n_head) % 2:
-            raise ConfigError(
-                f"model.positions=rope needs an even head size, got d_model / n_head = {d_model // n_head}"
-            )
-        if norm not in NORMS:
-            raise ConfigError(f"model.norm={norm!r} is not one of {', '.join(NORMS)}")
-        if mlp not in MLPS:
-            raise ConfigError(f"model.mlp={mlp!r} is not one of {', '.join(MLPS)}")
+        check_options(n_layer, n_head, d_model, d_ff, dropout, context, positions, norm, mlp, n_kv_head)
         kv_heads = n_head if n_kv_head is None else n_kv_head
-        if kv_heads < 1 or n_head % kv_heads:
-            raise ConfigError(f"model.n_kv_head={n_kv_head} must be >= 1 and divide model.n_head={n_head}")
         stride = max(1, context // 2) if eval_stride is None else eval_stride
         if not 1 <= stride <= context:
             raise ConfigError(f"model.eval_stride must be in [1, context={context}] or null, got {eval_stride}")
