@@ -74,7 +74,6 @@ class LmbenchPyfunc(mlflow.pyfunc.PythonModel):
             "n_tokens", "n_oov", "oov_rate", "nats", "loss", "ppl", "bpc", "tokens", "log_probs"
         ])
 
-
     def generate(self, prompts: list[str], params: dict) -> pd.DataFrame:
         texts = [
             self.bundle.generate_text(
