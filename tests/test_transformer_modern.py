@@ -86,6 +86,14 @@ def test_no_bias_leaves_only_the_norms_scales_and_the_heads_bias_as_vectors():
     assert len(vectors) - len(others) == 2 * 4 + 1  # per layer 2 norms + q and k norms; the final norm
 
 
+def test_no_bias_with_layernorm_drops_its_shift():
+    model = tiny(bias=False)  # GPT-2's blocks otherwise
+    vectors = [v for v in model.trainable_variables if len(v.shape) == 1]
+    assert all(v.path.endswith("gamma") for v in vectors if "layer_normalization" in v.path)
+    assert len([v for v in vectors if "layer_normalization" not in v.path]) == 1  # the head's bias
+    assert model.num_params() == tiny().num_params() - 2 * (3 * 16 + 16 + 48 + 16) - 2 * 2 * 16 - 16
+
+
 def test_n_kv_head_equal_to_n_head_is_full_attention():
     """The default (n_kv_head null) and n_kv_head = n_head build the same model: same variables, and
     with the same weights the same numbers, bit for bit."""
