@@ -1,10 +1,13 @@
 """Training speed of each neural family with lmbench's own train step, against PyTorch.
 
-    python benchmarks/train_throughput.py [--families rnn gru lstm transformer] [--vocab 10000 33278]
+    python benchmarks/train_throughput.py [--families rnn gru lstm transformer transformer_modern] [--vocab 10000 33278]
         [--steps 20] [--warmup 3] [--repeats 3] [--jit] [--mixed-bf16] [--no-torch] [--omp-passive] [--d-ff 800]
         [--peak-flops FLOP/s]
 
-Every model is 2 layers of width 200 (rnn: tanh units; the Transformer: 4 heads, d_ff 800, learned positions),
+Every model is 2 layers of width 200 (rnn: tanh units; the Transformer: 4 heads, d_ff 800, learned positions;
+transformer_modern: the same with conf/model/transformer_modern.yaml's blocks -- rotary positions, RMSNorm,
+SwiGLU of hidden swiglu_hidden(d_ff), no biases, 2 key/value heads -- on PyTorch's side written out
+with `nn.RMSNorm` and `F.scaled_dot_product_attention(enable_gqa=True)`, PyTorch's fused attention),
 dropout 0.2, trained on batches of 20 x 35 random ids by SGD (lr 20, global-norm clip 0.25): the
 set-up of PyTorch's word_language_model example. The Keras rows use lmbench's `make_train_step` and
 `build_optimizer`, state carried from step to step as the trainer does; the PyTorch rows run the
@@ -64,7 +67,9 @@ import numpy as np  # noqa: E402
 
 BATCH, BPTT, WIDTH, LAYERS, DROPOUT, LR, CLIP = 20, 35, 200, 2, 0.2, 20.0, 0.25
 HEADS, D_FF = 4, 800
-FAMILIES = ("rnn", "gru", "lstm", "transformer")
+FAMILIES = ("rnn", "gru", "lstm", "transformer", "transformer_modern")
+KV_HEADS = 2  # transformer_modern's key/value heads
+MODERN = {"positions": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": False, "n_kv_head": KV_HEADS}
 
 
 def random_batch(vocab: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,9 +86,10 @@ def keras_runner(family: str, vocab: int, jit: bool):
     from lmbench.models.transformer import TransformerLM
     from lmbench.training.steps import build_optimizer, make_train_step
 
-    if family == "transformer":
+    if family.startswith("transformer"):
         model = TransformerLM(
-            vocab, 0, n_layer=LAYERS, n_head=HEADS, d_model=WIDTH, d_ff=D_FF, dropout=DROPOUT, context=BPTT
+            vocab, 0, n_layer=LAYERS, n_head=HEADS, d_model=WIDTH, d_ff=D_FF, dropout=DROPOUT, context=BPTT,
+            **(MODERN if family == "transformer_modern" else {}),
         )
     else:
         model = RecurrentLM(
@@ -104,6 +110,50 @@ def keras_runner(family: str, vocab: int, jit: bool):
     return run_step, model.num_params(), model.flops_per_token(context=BPTT)
 
 
+def torch_modern_block():
+    """transformer_modern's block in PyTorch: pre-RMSNorm, rotary positions (the "rotate half" pairs,
+    as lmbench's), grouped-query SDPA, SwiGLU, no biases."""
+    import torch
+    from torch import nn
+    from torch.nn import functional
+
+    from lmbench.models.transformer_blocks import rope_tables, swiglu_hidden
+
+    head_dim, hidden = WIDTH // HEADS, swiglu_hidden(D_FF)
+    cos, sin = (torch.from_numpy(t) for t in rope_tables(BPTT, head_dim))
+
+    def rope(x):
+        half = head_dim // 2
+        x1, x2 = x[..., :half], x[..., half:]
+        c, s = cos[: x.shape[-2]].to(x.dtype), sin[: x.shape[-2]].to(x.dtype)
+        return torch.cat([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = nn.RMSNorm(WIDTH, eps=1e-6), nn.RMSNorm(WIDTH, eps=1e-6)
+            self.qkv = nn.Linear(WIDTH, (HEADS + 2 * KV_HEADS) * head_dim, bias=False)
+            self.out = nn.Linear(WIDTH, WIDTH, bias=False)
+            self.fc = nn.Linear(WIDTH, 2 * hidden, bias=False)
+            self.proj = nn.Linear(hidden, WIDTH, bias=False)
+            self.drop = nn.Dropout(DROPOUT)
+
+        def forward(self, x):
+            b, t, _ = x.shape
+            q, k, v = self.qkv(self.ln1(x)).split([HEADS * head_dim, KV_HEADS * head_dim, KV_HEADS * head_dim], -1)
+            q = rope(q.view(b, t, HEADS, head_dim).transpose(1, 2))
+            k = rope(k.view(b, t, KV_HEADS, head_dim).transpose(1, 2))
+            v = v.view(b, t, KV_HEADS, head_dim).transpose(1, 2)
+            y = functional.scaled_dot_product_attention(
+                q, k, v, dropout_p=DROPOUT if self.training else 0.0, is_causal=True, enable_gqa=True
+            )
+            x = x + self.drop(self.out(y.transpose(1, 2).reshape(b, t, WIDTH)))
+            gate, up = self.fc(self.ln2(x)).chunk(2, dim=-1)
+            return x + self.drop(self.proj(functional.silu(gate) * up))
+
+    return Block
+
+
 def torch_runner(family: str, vocab: int, bf16: bool):
     import torch
     from torch import nn
@@ -113,7 +163,10 @@ def torch_runner(family: str, vocab: int, bf16: bool):
             super().__init__()
             self.embed = nn.Embedding(vocab, WIDTH)
             self.drop = nn.Dropout(DROPOUT)
-            if family == "transformer":
+            if family == "transformer_modern":
+                block = torch_modern_block()
+                self.body = nn.Sequential(*[block() for _ in range(LAYERS)], nn.RMSNorm(WIDTH, eps=1e-6))
+            elif family == "transformer":
                 self.pos = nn.Embedding(BPTT, WIDTH)
                 layer = nn.TransformerEncoderLayer(
                     WIDTH, HEADS, D_FF, DROPOUT, activation="gelu", batch_first=True, norm_first=True
@@ -126,6 +179,8 @@ def torch_runner(family: str, vocab: int, bf16: bool):
             self.decoder = nn.Linear(WIDTH, vocab)
 
         def forward(self, x, hidden):
+            if family == "transformer_modern":
+                return self.decoder(self.body(self.drop(self.embed(x)))), None
             if family == "transformer":
                 h = self.drop(self.embed(x) + self.pos(torch.arange(x.shape[1])))
                 return self.decoder(self.body(h, mask=self.mask, is_causal=True)), None
@@ -207,7 +262,7 @@ def torch_available() -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES[:4]))
     parser.add_argument("--vocab", nargs="+", type=int, default=[10_000, 33_278])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per repetition")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps of each model in each worker")

@@ -157,6 +157,24 @@ def test_transformer_scoring_pays_the_network_context_over_stride_times_per_toke
     assert graph_flops == pytest.approx(6720, rel=0.05)
 
 
+# The modern options, d 8, 2 heads of 4, one key/value head, d_ff 16 -> SwiGLU hidden 8 (2/3 of 16
+# rounded to a multiple of 8): QKV 2*8*(8 + 2*4) = 256, output 128, MLP three 8 x 8 matrices
+# 2*3*8*8 = 384, attention 32 T as above (every query head reads all T keys).
+#   T = 5: 768 + 160 = 928 per layer -> 1856, + head 800 = 2656 forward
+#   T = 3: 768 +  96 = 864 per layer -> 1728, + head 800 = 2528 forward
+MODERN = {"positions": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": False, "n_kv_head": 1, "qk_norm": True}
+MODERN_FORWARD = {5: 2656, 3: 2528}
+
+
+@pytest.mark.parametrize("window", [5, 3])
+def test_the_modern_transformer_counts_swiglu_and_grouped_heads_by_hand_and_as_the_profiler(window):
+    model = transformer(**MODERN)
+    forward = MODERN_FORWARD[window]
+    assert model.flops_per_token(context=window) == pytest.approx(3 * forward, rel=1e-9)
+    assert profiled_forward(model, window) == pytest.approx(forward, rel=0.05)
+    assert profiled_training(model, window) == pytest.approx(3 * forward, rel=0.05)
+
+
 # -- the heads ---------------------------------------------------------------------------------------
 
 

@@ -236,7 +236,9 @@ def test_generation_samples_the_mixture_and_repeats_with_a_seed(parts, tuned):
     assert not np.array_equal(a, model.generate(prompt, 30, seed=6))
     assert model.generate(prompt, 5, top_k=1, seed=0).tolist() == model.generate(prompt, 5, top_k=1, seed=1).tolist()
     with pytest.raises(ConfigError):
-        model.generate(prompt, 5, temperature=0.0)
+        model.generate(prompt, 5, temperature=-1.0)
+    greedy = model.generate(prompt, 5, temperature=0, seed=0)  # greedy: the seed does not matter
+    assert greedy.tolist() == model.generate(prompt, 5, temperature=0, seed=1).tolist()
 
     # The next-token distribution is the weighted sum of the components' distributions.
     ngram, lstm = model.parts

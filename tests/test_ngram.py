@@ -128,7 +128,7 @@ def test_generation_is_repeatable_with_a_seed_and_respects_top_k():
 def test_generation_arguments_are_checked():
     model = fitted("kn", 2)
     with pytest.raises(ConfigError, match="temperature"):
-        model.generate(np.array([3]), 5, temperature=0.0)
+        model.generate(np.array([3]), 5, temperature=-1.0)  # 0 is greedy decoding (tests/test_generation.py)
     with pytest.raises(ConfigError, match="top_k"):
         model.generate(np.array([3]), 5, top_k=0)
 

@@ -15,6 +15,7 @@ ADAM, SGD = "keras.optimizers.Adam", "keras.optimizers.SGD"
 RNN = (ADAM, 0.002, 1.0, 0)
 LSTM = (SGD, 20.0, 0.25, 0)
 TRANSFORMER = (ADAM, 0.001, 1.0, 200)
+TRANSFORMER_MODERN = ("keras.optimizers.AdamW", 0.001, 1.0, 200)
 
 WIDE_LSTM = """\
 defaults:
@@ -49,7 +50,7 @@ def recipe_of(cfg: dict) -> tuple:
     ("rnn", "rnn", RNN), ("rnn_mikolov", "rnn", RNN), ("lstm", "lstm", LSTM), ("lstm_small", "lstm", LSTM),
     ("lstm_medium", "lstm", LSTM), ("gru", "gru", LSTM), ("transformer", "transformer", TRANSFORMER),
     ("transformer_small", "transformer", TRANSFORMER), ("transformer_char", "transformer", TRANSFORMER),
-    ("ngram", "default", LSTM),
+    ("ngram", "default", LSTM), ("transformer_modern", "transformer_modern", TRANSFORMER_MODERN),
 ])
 def test_every_preset_trains_on_its_familys_recipe(model, recipe, expected):
     cfg = composed(f"model={model}")
@@ -139,3 +140,17 @@ def test_the_run_logs_the_recipe_it_used_not_the_table_of_recipes(tmp_path):
     params = r.data.params
     assert params["recipe"] == "rnn" and params["trainer.clip_norm"] == "1.0"
     assert not any(k.startswith("recipes.") for k in params)
+
+
+def test_a_model_yaml_names_its_own_recipe_and_the_user_still_wins(tmp_path):
+    """`_recipe_` in a model node picks a recipe other than its family's (the Transformer class's
+    `transformer_modern` preset); `recipe=` and the optimizer group still override it, and the key
+    is not a constructor argument (check_target skips it, run.build_model drops it)."""
+    modern = composed("model=transformer_modern")
+    assert modern["optimizer"]["weight_decay"] == 0.1 and modern["trainer"]["lr_schedule"] == "cosine"
+    assert composed("model=transformer")["optimizer"]["weight_decay"] is None  # decay only where a recipe says
+    assert recipe_of(composed("model=transformer_modern", "recipe=transformer")) == TRANSFORMER
+    assert recipe_of(composed("model=transformer_modern", "optimizer=adam"))[0] == ADAM
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "lstm_adam.yaml").write_text(WIDE_LSTM + "_recipe_: rnn\n")
+    assert recipe_of(composed("model=lstm_adam", config_dir=tmp_path)) == RNN

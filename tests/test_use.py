@@ -79,7 +79,8 @@ def test_generate_char_model_joins_characters(runs, capsys, monkeypatch, tmp_pat
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("--temperature", "0"), "temperature must be > 0"),
+        (("--temperature", "-1"), "temperature must be >= 0"),
+        (("--top-p", "1.5"), "top_p must be in (0, 1]"),
         (("--top-k", "0"), "top_k must be >= 1"),
         (("--prompt", "zebra quokka"), "every token of the prompt 'zebra quokka' is out of the model's vocabulary"),
         (("--tokens", "0"), "must be >= 1"),

@@ -24,6 +24,7 @@ from lmbench.data.pipeline import count_oov
 from lmbench.data.tokenizers import NUMBER, WordTokenizer
 from lmbench.data.vocab import Vocabulary
 from lmbench.errors import ConfigError, DamagedFile
+from lmbench.models.base import check_sampling
 from lmbench.scoring import TextScore
 
 
@@ -90,6 +91,19 @@ class Bundle:
             elif not tok.strip_punctuation:
                 phrases.append("without commas and full stops (neither is in its vocabulary)")
         return phrases
+
+    def generate_text(
+        self, prompt: str | None, n_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
+        top_p: float | None = None, seed: int | None = None,
+    ) -> str:
+        """`prompt` and `n_tokens` tokens sampled after it, as text (`lmbench-generate`, the MLflow
+        model's generation): temperature 0 is greedy, `top_k` / `top_p` cut the distribution."""
+        check_sampling(temperature, top_k, top_p)
+        if n_tokens < 1:
+            raise ConfigError(f"the number of tokens to generate must be >= 1, got {n_tokens}")
+        ids = self.prompt_ids(prompt)
+        out = self.model.generate(ids, n_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        return self.decode(list(ids) + list(out))
 
     def prompt_ids(self, prompt: str | None) -> np.ndarray:
         """A generation prompt as ids, without the end-of-sentence token the tokenizer adds after

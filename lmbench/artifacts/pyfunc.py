@@ -8,6 +8,13 @@ returns one row per text: `n_tokens`, `n_oov`, `oov_rate`, `nats`, `loss` (nats/
 on its own (as if after a sentence end), with the model's own tokenizer and vocabulary, the same
 way the run scored its splits: the test split's text gives the run's test perplexity.
 
+    model.predict(["the market"], params={"max_tokens": 40, "top_p": 0.9, "seed": 1})
+
+generates instead (`max_tokens` > 0): one row per prompt, `prompt` and `text` (the prompt and its
+continuation, as `lmbench-generate` prints it). The params and their defaults are GENERATION_PARAMS
+(the model's signature lists them): temperature 1 (0: greedy), top_k 0 and top_p 1 (no cut),
+seed -1 (none). MLflow params have a type and a default, never null, hence these stand-ins.
+
 The logged model holds the native bundle (`artifacts/bundle/`: Keras weights or n-gram arrays,
 vocabulary, tokenizer and model configs, see `lmbench.artifacts.format`) and the lmbench package itself
 (`code/`), so it loads where lmbench is not installed, given its requirements. It is written as
@@ -27,12 +34,23 @@ from lmbench.artifacts.bundle import load_bundle
 from lmbench.artifacts.format import PYFUNC_ARTIFACT
 from lmbench.tracking import Tracker
 
+# The generation params of `predict` and their defaults, which mean: score, no cut, no seed.
+GENERATION_PARAMS = {"max_tokens": 0, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": -1}
 REQUIREMENTS = ("tensorflow", "keras", "numpy", "pandas", "mlflow", "hydra-core", "omegaconf", "nltk", "tokenizers")
 
 
 class LmbenchPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        self.bundle = load_bundle(context.artifacts[PYFUNC_ARTIFACT])
+        self.folder, self._bundle = context.artifacts[PYFUNC_ARTIFACT], None
+
+    @property
+    def bundle(self):
+        """The bundle, loaded at the first prediction: MLflow also loads the context when it logs
+        the model (to run the empty input example that declares the params), and a bundle is the
+        size of the model."""
+        if self._bundle is None:
+            self._bundle = load_bundle(self.folder)
+        return self._bundle
 
     # The hint gives the logged model its signature (input: a list of strings); MLflow checks the
     # input against it and turns a one-column DataFrame into that list. Without a hint MLflow warns
@@ -40,8 +58,12 @@ class LmbenchPyfunc(mlflow.pyfunc.PythonModel):
     # The output, a DataFrame with one row per text, is not hinted: for a DataFrame or Any hint
     # MLflow says at every logged model that it infers no output schema.
     def predict(self, context, model_input: list[str], params=None):
+        texts = _texts(model_input)
+        params = {**GENERATION_PARAMS, **(params or {})}
+        if params["max_tokens"] > 0:
+            return self.generate(texts, params)
         rows = []
-        for text in _texts(model_input):
+        for text in texts:
             s = self.bundle.score_text(text)
             rows.append({
                 "n_tokens": s.n_tokens, "n_oov": s.n_oov, "oov_rate": s.oov_rate, "nats": s.nats,
@@ -51,6 +73,17 @@ class LmbenchPyfunc(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(rows, columns=[
             "n_tokens", "n_oov", "oov_rate", "nats", "loss", "ppl", "bpc", "tokens", "log_probs"
         ])
+
+    def generate(self, prompts: list[str], params: dict) -> pd.DataFrame:
+        texts = [
+            self.bundle.generate_text(
+                prompt, int(params["max_tokens"]), temperature=float(params["temperature"]),
+                top_k=int(params["top_k"]) or None, top_p=float(params["top_p"]),
+                seed=None if params["seed"] < 0 else int(params["seed"]),
+            )
+            for prompt in prompts
+        ]
+        return pd.DataFrame({"prompt": prompts, "text": texts})
 
 
 def _texts(model_input) -> list[str]:
@@ -87,6 +120,9 @@ def _log_pyfunc(bundle_folder: Path) -> None:
         artifacts={PYFUNC_ARTIFACT: str(bundle_folder)},
         code_paths=[str(Path(lmbench.__file__).parent)],
         pip_requirements=_requirements(),
+        # Declares the generation params in the signature (MLflow ignores params it does not list);
+        # no text: MLflow runs the example through `predict` at logging, which then loads nothing.
+        input_example=([], GENERATION_PARAMS),
     )
 
 

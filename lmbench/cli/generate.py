@@ -1,6 +1,8 @@
 """`lmbench-generate`: sample text from a trained model of any family.
 
     lmbench-generate <run id> --prompt "the market" --tokens 40 --temperature 0.8 --top-k 50 --seed 1
+    lmbench-generate <run id> --prompt "the market" --top-p 0.9      # nucleus sampling
+    lmbench-generate <run id> --prompt "the market" --temperature 0  # greedy: the likeliest token each time
     lmbench-generate runs:/<run id>/model | models:/<name>/<version> | <run folder> | <model folder>
 
 The prompt is cut by the model's own tokenizer and continued on its line; the output is the prompt
@@ -21,17 +23,6 @@ from lmbench.models.base import check_sampling
 PROG = "lmbench-generate"
 
 
-def generate_text(bundle, prompt: str | None, n_tokens: int, *, temperature: float = 1.0,
-                  top_k: int | None = None, seed: int | None = None) -> str:
-    """`prompt` and `n_tokens` sampled tokens after it, as text."""
-    check_sampling(temperature, top_k)
-    if n_tokens < 1:
-        raise LmbenchError(f"the number of tokens to generate must be >= 1, got {n_tokens}")
-    ids = bundle.prompt_ids(prompt)
-    out = bundle.model.generate(ids, n_tokens, temperature=temperature, top_k=top_k, seed=seed)
-    return bundle.decode(list(ids) + list(out))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -39,12 +30,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--prompt", default=None, help="text to continue (default: start a new line)")
     parser.add_argument("-n", "--tokens", type=int, default=50, help="tokens to sample (default 50)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="> 0; below 1 sharper, above 1 flatter")
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help=">= 0; below 1 sharper, above 1 flatter, 0 greedy"
+    )
     parser.add_argument("--top-k", type=int, default=None, help="sample only among the k likeliest tokens")
+    parser.add_argument(
+        "--top-p", type=float, default=None, help="in (0, 1]: sample only among the fewest tokens holding mass p"
+    )
     parser.add_argument("--seed", type=int, default=None, help="the same seed gives the same text")
     parser.add_argument("--samples", type=int, default=1, help="independent samples (seeds seed, seed+1, ...)")
     parser.add_argument("--tracking-uri", help="store (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     args = parser.parse_args(argv)
+    try:  # a bad value fails at once, before TensorFlow loads
+        check_sampling(args.temperature, args.top_k, args.top_p)
+        if args.tokens < 1:
+            raise LmbenchError(f"the number of tokens to generate must be >= 1, got {args.tokens}")
+    except LmbenchError as ex:
+        exit_with(PROG, ex)
 
     from lmbench.cli.main import quiet_tensorflow_import
 
@@ -56,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         bundle = load_bundle(args.model, tracking_uri=args.tracking_uri)
         for i in range(max(1, args.samples)):
             seed = None if args.seed is None else args.seed + i
-            text = generate_text(
-                bundle, args.prompt, args.tokens, temperature=args.temperature, top_k=args.top_k, seed=seed
+            text = bundle.generate_text(
+                args.prompt, args.tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=seed
             )
             if args.samples > 1:
                 print(f"--- sample {i + 1}" + ("" if seed is None else f" (seed {seed})"))

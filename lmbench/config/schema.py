@@ -238,6 +238,7 @@ class RecipeConfig:
 
     optimizer: str = MISSING  # a Keras optimizer class, e.g. keras.optimizers.Adam
     learning_rate: float = MISSING
+    weight_decay: Optional[float] = None  # decoupled (AdamW); never on norms, biases, embeddings
     clip_norm: Optional[float] = None
     warmup_steps: int = 0
     lr_schedule: str = "plateau"

@@ -62,6 +62,7 @@ class LanguageModel(Protocol):
         temperature: float = 1.0,
         top_k: int | None = None,
         seed: int | None = None,
+        top_p: float | None = None,
     ) -> np.ndarray:
         """`n_tokens` ids sampled after `prompt` (which may be empty)."""
         ...
@@ -95,33 +96,58 @@ class CountingModel(LanguageModel, Protocol):
         ...
 
 
-def check_sampling(temperature: float, top_k: int | None) -> None:
-    """Shared validation of generation arguments."""
-    if not temperature > 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}")
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None = None) -> None:
+    """Shared validation of generation arguments (temperature 0: greedy)."""
+    if not temperature >= 0:  # NaN fails too
+        raise ConfigError(f"temperature must be >= 0 (0: greedy, always the likeliest token), got {temperature}")
     if top_k is not None and top_k < 1:
         raise ConfigError(f"top_k must be >= 1 (or null for no cut), got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ConfigError(f"top_p must be in (0, 1] (or null for no cut), got {top_p}")
 
 
-def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int | None) -> int:
-    """One token drawn from softmax(logits / temperature), restricted to the top_k largest."""
-    last = np.asarray(logits, dtype=np.float64) / temperature
+def nucleus(p: np.ndarray, top_p: float) -> np.ndarray:
+    """The smallest set of tokens whose probabilities `p` (summing to 1) reach `top_p`, as a mask
+    (Holtzman et al. 2020): the likeliest first; a tie at the edge goes to the lower id."""
+    order = np.argsort(-p, kind="stable")
+    mass = np.cumsum(p[order])
+    keep = min(len(p), int(np.searchsorted(mass, top_p * mass[-1], side="left")) + 1)
+    mask = np.zeros(len(p), dtype=bool)
+    mask[order[:keep]] = True
+    return mask
+
+
+def sample_next(
+    logits: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int | None, top_p: float | None = None
+) -> int:
+    """One token drawn from softmax(logits / temperature), restricted to the top_k largest, then to
+    the nucleus of mass top_p; temperature 0 is greedy: the likeliest token (the lowest id of a tie),
+    no draw."""
+    last = np.asarray(logits, dtype=np.float64)
+    if temperature == 0:
+        return int(np.argmax(last))
+    last = last / temperature
     if top_k is not None and top_k < len(last):
         cut = np.partition(last, -top_k)[-top_k]
         last = np.where(last >= cut, last, -np.inf)
     p = np.exp(last - last.max())
-    return int(rng.choice(len(p), p=p / p.sum()))
+    p /= p.sum()
+    if top_p is not None and top_p < 1:
+        p = np.where(nucleus(p, top_p), p, 0.0)
+        p /= p.sum()
+    return int(rng.choice(len(p), p=p))
 
 
 def sample_tokens(
-    stepper: Stepper, n_tokens: int, *, temperature: float, top_k: int | None, seed: int | None
+    stepper: Stepper, n_tokens: int, *, temperature: float, top_k: int | None, seed: int | None,
+    top_p: float | None = None,
 ) -> np.ndarray:
     """`n_tokens` ids drawn one after the other from `stepper` (arguments checked by the caller
     with `check_sampling`, before it builds the stepper)."""
     rng = np.random.default_rng(seed)
     out = np.empty(n_tokens, dtype=np.int64)
     for i in range(n_tokens):
-        out[i] = sample_next(stepper.next_logits(), rng, temperature, top_k)
+        out[i] = sample_next(stepper.next_logits(), rng, temperature, top_k, top_p)
         if i + 1 < n_tokens:
             stepper.append(int(out[i]))
     return out
@@ -139,10 +165,14 @@ class SteppedGeneration:
         temperature: float = 1.0,
         top_k: int | None = None,
         seed: int | None = None,
+        top_p: float | None = None,
     ) -> np.ndarray:
-        """`n_tokens` ids sampled after `prompt` (which may be empty)."""
-        check_sampling(temperature, top_k)
-        return sample_tokens(self.stepper(prompt), n_tokens, temperature=temperature, top_k=top_k, seed=seed)
+        """`n_tokens` ids sampled after `prompt` (which may be empty): temperature 0 is greedy,
+        `top_k` keeps the k likeliest tokens, `top_p` the smallest set with mass >= p."""
+        check_sampling(temperature, top_k, top_p)
+        return sample_tokens(
+            self.stepper(prompt), n_tokens, temperature=temperature, top_k=top_k, seed=seed, top_p=top_p
+        )
 
 
 class ModelBase(SteppedGeneration):

@@ -193,6 +193,14 @@ class NeuralLM(ModelBase, keras.Model):
     def num_params(self) -> int:
         return int(sum(np.prod(v.shape) for v in self.trainable_variables))
 
+    def no_decay_variables(self) -> list:
+        """The variables decoupled weight decay leaves alone (steps.exclude_from_decay): vectors --
+        biases, norms' scales and shifts -- and embedding tables (tokens, learned positions; a tied
+        output projection is the token table). Decay is meant to shrink the weight matrices that
+        mix features; pulling a norm's scale or a rare word's embedding to zero only hurts."""
+        tables = {id(layer.embeddings) for layer in self._flatten_layers() if isinstance(layer, keras.layers.Embedding)}
+        return [v for v in self.trainable_variables if len(v.shape) < 2 or id(v) in tables]
+
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,10 @@
-"""Decoder-only Transformer language model (GPT-2 / nanoGPT style, pre-layer-norm).
+"""Decoder-only Transformer language model (GPT-2 / nanoGPT style by default, pre-norm).
 
-token embedding + positions -> n_layer x [LN -> causal self-attention -> +, LN -> GELU MLP -> +]
--> final LN -> output head (models/heads.py: own projection, or the token embedding transposed when tied).
+token embedding + positions -> n_layer x [norm -> causal self-attention -> +, norm -> MLP -> +]
+-> final norm -> output head (models/heads.py: own projection, or the token embedding transposed when tied).
+The blocks (models/transformer_blocks.py) take the modern options: rotary positions
+(`positions=rope`), RMSNorm (`norm=rmsnorm`), a SwiGLU MLP (`mlp=swiglu`), no biases (`bias=false`),
+grouped-query attention (`n_kv_head`) and QK-norm (`qk_norm`); the defaults are GPT-2's.
 
 Training: the model is stateless. It trains on the common trainer's windows of `trainer.bptt`
 tokens, each window on its own (`initial_state` is empty and `call` hands it back unchanged), so
@@ -11,6 +14,14 @@ tokens, each window on its own (`initial_state` is empty and `call` hands it bac
 Evaluation: a stateless model cannot carry history from one window to the next, so `score` slides
 a window of `context` tokens over the split with stride `eval_stride`; every token is scored once,
 in the window where it has the most history (see `sliding_windows`).
+
+Generation (`CachedStepper`): the prompt is encoded once and each new token costs one position,
+its keys and values appended to a per-layer cache of `context` positions. When the cache is full
+the last `refill_length(context)` tokens (3/4 of it) are encoded again from position 0 and the cache
+refills: every generated token sees between 3/4 context and context tokens of history (the uncached
+`WindowStepper` gives each exactly the last `context`, at the cost of a whole window per token).
+Sliding the cache instead would keep keys computed from history that is no longer in the window
+(for every layer after the first), which no trained window ever showed the model.
 """
 
 from __future__ import annotations
@@ -26,8 +37,9 @@ from lmbench.models.base import Progress
 from lmbench.models.embedding import Embedding
 from lmbench.models.heads import build_head
 from lmbench.models.neural import NeuralLM
+from lmbench.models.transformer_blocks import MLPS, NORMS, Block, make_norm, swiglu_hidden
 
-POSITIONS = ("learned", "sinusoidal")
+POSITIONS = ("learned", "sinusoidal", "rope")
 # Scored positions per scoring call, at least: `score` runs this many // stride windows at once
 # even when the evaluator's batch is smaller (eval_throughput.py, |V| = 10k: 64 windows of
 # context 35, stride 17, at once score 1.39x faster than 10).
@@ -57,72 +69,32 @@ def sinusoidal_table(length: int, dim: int) -> np.ndarray:
     return table
 
 
-class CausalSelfAttention(keras.layers.Layer):
-    """Multi-head self-attention where position t attends to positions <= t.
-
-    One fused QKV projection and plain matmuls: on CPU this is faster than
-    keras.layers.MultiHeadAttention, which projects Q, K and V by three separate einsums.
-    """
-
-    def __init__(self, d_model: int, n_head: int, dropout: float, init_scale: float, out_scale: float, **kwargs):
-        super().__init__(**kwargs)
-        self.d_model, self.n_head, self.dropout = d_model, n_head, dropout
-        self.init_scale, self.out_scale = init_scale, out_scale
-        self.qkv = keras.layers.Dense(3 * d_model, kernel_initializer=keras.initializers.RandomNormal(0.0, init_scale))
-        self.out = keras.layers.Dense(d_model, kernel_initializer=keras.initializers.RandomNormal(0.0, out_scale))
-        self.attn_drop = keras.layers.Dropout(dropout)
-        self.resid_drop = keras.layers.Dropout(dropout)
-
-    def call(self, x, training=False):
-        batch, length = tf.shape(x)[0], tf.shape(x)[1]
-        head_dim = self.d_model // self.n_head
-        qkv = tf.reshape(self.qkv(x), (batch, length, 3, self.n_head, head_dim))
-        q, k, v = tf.unstack(tf.transpose(qkv, (2, 0, 3, 1, 4)))  # each [batch, head, length, head_dim]
-        scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(head_dim))
-        # Softmax in float32 even under a bfloat16 policy: the row sums need the precision.
-        causal = tf.linalg.band_part(tf.ones((length, length), tf.bool), -1, 0)
-        scores = tf.where(causal, tf.cast(scores, tf.float32), -1e9)
-        weights = self.attn_drop(tf.cast(tf.nn.softmax(scores), v.dtype), training=training)
-        y = tf.transpose(tf.matmul(weights, v), (0, 2, 1, 3))
-        y = tf.reshape(y, (batch, length, self.d_model))
-        return self.resid_drop(self.out(y), training=training)
-
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "d_model": self.d_model, "n_head": self.n_head, "dropout": self.dropout,
-            "init_scale": self.init_scale, "out_scale": self.out_scale,
-        }
-
-
-class Block(keras.layers.Layer):
-    """Pre-LN residual block: x + attn(LN(x)), then x + MLP(LN(x))."""
-
-    def __init__(
-        self, d_model: int, n_head: int, d_ff: int, dropout: float, init_scale: float, out_scale: float, **kwargs
-    ):
-        super().__init__(**kwargs)
-        self.d_model, self.n_head, self.d_ff, self.dropout = d_model, n_head, d_ff, dropout
-        self.init_scale, self.out_scale = init_scale, out_scale
-        self.ln1 = keras.layers.LayerNormalization(epsilon=1e-5)
-        self.attn = CausalSelfAttention(d_model, n_head, dropout, init_scale, out_scale)
-        self.ln2 = keras.layers.LayerNormalization(epsilon=1e-5)
-        self.fc = keras.layers.Dense(
-            d_ff, activation="gelu", kernel_initializer=keras.initializers.RandomNormal(0.0, init_scale)
+def check_options(
+    n_layer: int, n_head: int, d_model: int, d_ff: int, dropout: float, context: int, positions: str, norm: str,
+    mlp: str, n_kv_head: int | None,
+) -> None:
+    """A `ConfigError` naming the first of the model's options that cannot be built."""
+    if min(n_layer, n_head, d_model, d_ff, context) < 1:
+        raise ConfigError("model.n_layer, n_head, d_model, d_ff and context must be >= 1")
+    if d_model % n_head:
+        raise ConfigError(f"model.d_model={d_model} must be divisible by model.n_head={n_head}")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
+    if positions not in POSITIONS:
+        raise ConfigError(f"model.positions={positions!r} is not one of {', '.join(POSITIONS)}")
+    if positions == "sinusoidal" and d_model % 2:
+        raise ConfigError(f"model.positions=sinusoidal needs an even model.d_model, got {d_model}")
+    if positions == "rope" and (d_model // n_head) % 2:
+        raise ConfigError(
+            f"model.positions=rope needs an even head size, got d_model / n_head = {d_model // n_head}"
         )
-        self.proj = keras.layers.Dense(d_model, kernel_initializer=keras.initializers.RandomNormal(0.0, out_scale))
-        self.mlp_drop = keras.layers.Dropout(dropout)
-
-    def call(self, x, training=False):
-        x = x + self.attn(self.ln1(x), training=training)
-        return x + self.mlp_drop(self.proj(self.fc(self.ln2(x))), training=training)
-
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "d_model": self.d_model, "n_head": self.n_head, "d_ff": self.d_ff, "dropout": self.dropout,
-            "init_scale": self.init_scale, "out_scale": self.out_scale,
-        }
+    if norm not in NORMS:
+        raise ConfigError(f"model.norm={norm!r} is not one of {', '.join(NORMS)}")
+    if mlp not in MLPS:
+        raise ConfigError(f"model.mlp={mlp!r} is not one of {', '.join(MLPS)}")
+    kv_heads = n_head if n_kv_head is None else n_kv_head
+    if kv_heads < 1 or n_head % kv_heads:
+        raise ConfigError(f"model.n_kv_head={n_kv_head} must be >= 1 and divide model.n_head={n_head}")
 
 
 class TransformerLM(NeuralLM):
@@ -138,23 +110,20 @@ class TransformerLM(NeuralLM):
         d_ff: int = 800,
         dropout: float = 0.1,
         context: int = 35,  # longest input, in tokens; training windows (trainer.bptt) must fit
-        positions: str = "learned",  # learned | sinusoidal
+        positions: str = "learned",  # learned | sinusoidal | rope
         tie_embeddings: bool = False,
         eval_stride: int | None = None,  # null: context // 2; = context: non-overlapping blocks
         init_scale: float = 0.02,  # weights ~ N(0, s) as GPT-2
         head: dict | None = None,  # the output layer (models/heads.py); null: {kind: full}
+        norm: str = "layernorm",  # layernorm | rmsnorm
+        mlp: str = "gelu",  # gelu | swiglu (hidden size swiglu_hidden(d_ff): as many weights)
+        bias: bool = True,  # false: no biases in the blocks and norms (the output head keeps its own)
+        n_kv_head: int | None = None,  # key/value heads (grouped-query attention); null: n_head
+        qk_norm: bool = False,  # RMS-normalize each head's queries and keys
     ):
         super().__init__(vocab_size, eos_id)
-        if min(n_layer, n_head, d_model, d_ff, context) < 1:
-            raise ConfigError("model.n_layer, n_head, d_model, d_ff and context must be >= 1")
-        if d_model % n_head:
-            raise ConfigError(f"model.d_model={d_model} must be divisible by model.n_head={n_head}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
-        if positions not in POSITIONS:
-            raise ConfigError(f"model.positions={positions!r} is not one of {', '.join(POSITIONS)}")
-        if positions == "sinusoidal" and d_model % 2:
-            raise ConfigError(f"model.positions=sinusoidal needs an even model.d_model, got {d_model}")
+        check_options(n_layer, n_head, d_model, d_ff, dropout, context, positions, norm, mlp, n_kv_head)
+        kv_heads = n_head if n_kv_head is None else n_kv_head
         stride = max(1, context // 2) if eval_stride is None else eval_stride
         if not 1 <= stride <= context:
             raise ConfigError(f"model.eval_stride must be in [1, context={context}] or null, got {eval_stride}")
@@ -162,19 +131,27 @@ class TransformerLM(NeuralLM):
         self.dropout_rate, self.context, self.positions = dropout, context, positions
         self.tie_embeddings, self.eval_stride, self.init_scale = tie_embeddings, eval_stride, init_scale
         self.stride = stride
+        self.norm, self.mlp, self.bias, self.n_kv_head, self.qk_norm = norm, mlp, bias, n_kv_head, qk_norm
+        self._generation_fns = None  # (prefill, step) of `CachedStepper`, traced on first use
 
         normal = keras.initializers.RandomNormal(0.0, init_scale)
         self.token_embedding = Embedding(vocab_size, d_model, embeddings_initializer=normal)
         if positions == "learned":
             self.position_embedding = keras.layers.Embedding(context, d_model, embeddings_initializer=normal)
-        else:
+        elif positions == "sinusoidal":
             self.position_table = tf.constant(sinusoidal_table(context, d_model))
         self.drop = keras.layers.Dropout(dropout)
         # GPT-2: scale the layers that write into the residual stream by 1/sqrt(2 n_layer), so the
         # stream's variance at init does not grow with depth.
         out_scale = init_scale / math.sqrt(2 * n_layer)
-        self.blocks = [Block(d_model, n_head, d_ff, dropout, init_scale, out_scale) for _ in range(n_layer)]
-        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5)
+        self.blocks = [
+            Block(
+                d_model, n_head, d_ff, dropout, init_scale, out_scale, n_kv_head=kv_heads, norm=norm, mlp=mlp,
+                bias=bias, qk_norm=qk_norm, rope_length=context if positions == "rope" else 0,
+            )
+            for _ in range(n_layer)
+        ]
+        self.final_norm = make_norm(norm, bias)
         self.output_head = build_head(
             head,
             owner=self,
@@ -208,16 +185,21 @@ class TransformerLM(NeuralLM):
                 tf.shape(inputs)[1], self.context,
                 message="the Transformer's input is longer than model.context; keep trainer.bptt <= model.context",
             )
-        x = self.token_embedding(inputs)
-        n = tf.shape(inputs)[1]
-        if self.positions == "learned":
-            x = x + self.position_embedding(tf.range(n))
-        else:
-            x = x + tf.cast(self.position_table[:n], x.dtype)
-        x = self.drop(x, training=training)
+        x = self.drop(self.embed(inputs), training=training)
         for block in self.blocks:
             x = block(x, training=training)
         return self.final_norm(x)
+
+    def embed(self, inputs, start=0):
+        """Token embeddings of `inputs` [batch, n], plus the positions start..start+n-1 where they are
+        added to the input (learned, sinusoidal; rotary ones turn queries and keys instead)."""
+        x = self.token_embedding(inputs)
+        n = tf.shape(inputs)[1]
+        if self.positions == "learned":
+            x = x + self.position_embedding(tf.range(start, start + n))
+        elif self.positions == "sinusoidal":
+            x = x + tf.cast(self.position_table[start : start + n], x.dtype)
+        return x
 
     # -- the contract: exact scoring and generation for a model with a context limit ------------
     def score(self, ids: np.ndarray, *, batch_size: int = 10, progress: Progress | None = None) -> np.ndarray:
@@ -261,15 +243,20 @@ class TransformerLM(NeuralLM):
     def body_flops_per_token(self, context: int | None = None) -> float:
         """Forward FLOPs per position for windows of `context` tokens (None: the model's context).
 
-        Per layer: the fused QKV projection 2·d·3d, the output projection 2·d·d, the MLP 2·2·d·d_ff,
-        and attention's QKᵀ and AV products, 2·T·d each: `CausalSelfAttention` computes the whole
-        T x T score matrix and masks it, so every position pays for all T, not for the ≈ T/2 of a
-        causal average."""
+        Per layer: the fused QKV projection 2·d·(d + 2·kv), kv = n_kv_head·head_dim (= d without
+        grouped-query attention: 2·d·3d), the output projection 2·d·d, the MLP 2·2·d·d_ff (GELU) or
+        2·3·d·h (SwiGLU's three matrices, h = swiglu_hidden(d_ff)), and attention's QKᵀ and AV
+        products, 2·T·d each (every query head reads T keys, grouped or not):
+        `CausalSelfAttention` computes the whole T x T score matrix and masks it, so every position
+        pays for all T, not for the ≈ T/2 of a causal average. Rotary positions and norms are
+        elementwise, not counted."""
         t = self.context if context is None else int(context)
         if not 1 <= t <= self.context:
             raise ValueError(f"context must be in [1, model.context={self.context}], got {context}")
         d = self.d_model
-        projections = 2.0 * (3 * d * d + d * d) + 2.0 * 2 * d * self.d_ff
+        kv = self.blocks[0].attn.n_kv_head * (d // self.n_head)
+        mlp = 3 * swiglu_hidden(self.d_ff) if self.mlp == "swiglu" else 2 * self.d_ff
+        projections = 2.0 * (d * (d + 2 * kv) + d * d) + 2.0 * d * mlp
         attention = 2.0 * 2 * t * d
         return self.n_layer * (projections + attention)
 
@@ -293,10 +280,37 @@ class TransformerLM(NeuralLM):
             self._score_fn = step
         return self._score_fn
 
-    def stepper(self, prompt: np.ndarray) -> WindowStepper:
-        """As NeuralLM's, but each step re-reads the last `context` tokens: there is no state to
-        carry the history (`generate` uses it too)."""
-        return WindowStepper(self, prompt)
+    def stepper(self, prompt: np.ndarray, cached: bool = True) -> CachedStepper | WindowStepper:
+        """The model after reading a lone eos and `prompt`, ready to step token by token (`generate`
+        uses it): with a key/value cache (`CachedStepper`), or re-reading the last `context` tokens
+        at every step (`cached=False`, the reference the cache is tested against)."""
+        return CachedStepper(self, prompt) if cached else WindowStepper(self, prompt)
+
+    def generation_fns(self):
+        """(prefill, step) of `CachedStepper`, traced once: prefill(window [1, T]) encodes a window
+        from position 0, step(token [1, 1], position, caches) one more position; both return the
+        next token's log-probabilities [1, |V|] and the caches (keys and values of every layer,
+        [1, n_kv_head, context, head_dim] each)."""
+        if self._generation_fns is None:
+
+            @tf.function(input_signature=[tf.TensorSpec([1, None], tf.int32)])
+            def prefill(window):
+                x, caches = self.embed(window), []
+                for block in self.blocks:
+                    x, k, v = block.prefill(x, self.context)
+                    caches += [k, v]
+                return self.output_head.log_probs(self.final_norm(x)[:, -1]), caches
+
+            @tf.function
+            def step(token, position, caches):
+                x, new = self.embed(token, start=position), []
+                for i, block in enumerate(self.blocks):
+                    x, k, v = block.step(x, position, caches[2 * i], caches[2 * i + 1])
+                    new += [k, v]
+                return self.output_head.log_probs(self.final_norm(x)[:, -1]), new
+
+            self._generation_fns = (prefill, step)
+        return self._generation_fns
 
     def get_config(self) -> dict:
         # Not NeuralLM's: eval_window (its recurrent scoring chunk) has no meaning here.
@@ -314,6 +328,11 @@ class TransformerLM(NeuralLM):
             "eval_stride": self.eval_stride,
             "init_scale": self.init_scale,
             "head": self.output_head.options(),
+            "norm": self.norm,
+            "mlp": self.mlp,
+            "bias": self.bias,
+            "n_kv_head": self.n_kv_head,
+            "qk_norm": self.qk_norm,
         }
 
 
@@ -332,3 +351,37 @@ class WindowStepper:
 
     def append(self, token: int) -> None:
         self.history.append(int(token))
+
+
+def refill_length(context: int) -> int:
+    """How many of the last tokens `CachedStepper` encodes again when its cache is full: 3/4 of the
+    context, so a refill (one pass over them) comes every context/4 tokens and every token keeps
+    at least 3/4 of the context as history."""
+    return max(1, 3 * context // 4)
+
+
+class CachedStepper:
+    """Next-token log-probabilities of the Transformer with a key/value cache (see the module
+    docstring): the prompt encoded once, then one position per token."""
+
+    def __init__(self, model: TransformerLM, prompt: np.ndarray):
+        self.model = model
+        self.prefill, self.step = model.generation_fns()
+        self.history = [model.eos_id, *np.asarray(prompt, dtype=np.int64).tolist()]
+        self._encode(self.history[-model.context :])
+
+    def _encode(self, window: list[int]) -> None:
+        self.log_probs, self.caches = self.prefill(tf.constant([window], dtype=tf.int32))
+        self.position = len(window)  # cache entries filled: the next token's position
+
+    def next_logits(self) -> np.ndarray:
+        return self.log_probs[0].numpy().astype(np.float64)
+
+    def append(self, token: int) -> None:
+        self.history.append(int(token))
+        if self.position == self.model.context:  # full: encode the last tokens again from position 0
+            self._encode(self.history[-refill_length(self.model.context) :])
+            return
+        token_t = tf.constant([[int(token)]], dtype=tf.int32)
+        self.log_probs, self.caches = self.step(token_t, tf.constant(self.position, tf.int32), self.caches)
+        self.position += 1

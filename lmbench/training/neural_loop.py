@@ -30,7 +30,7 @@ from lmbench.training.averaging import WeightAverage, should_switch
 from lmbench.training.checkpoints import TrainState
 from lmbench.training.divergence import DivergenceGuard
 from lmbench.training.result import FitResult, TrainingStopped, ValidationObserver
-from lmbench.training.steps import make_update, schedule_factor
+from lmbench.training.steps import exclude_from_decay, make_update, schedule_factor
 from lmbench.training.windows import WindowPlan
 
 
@@ -85,6 +85,7 @@ class NeuralLoop:
         until max_epochs, max_steps or early stopping; the model ends with its best weights."""
         model, optimizer, cfg = self.model, self.optimizer, self.cfg
         model.build_for_inference()
+        exclude_from_decay(optimizer, model)
         optimizer.build(model.trainable_variables)
         self.update = make_update(model, optimizer, cfg)
         self.average = WeightAverage(model.trainable_variables)

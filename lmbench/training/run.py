@@ -35,6 +35,7 @@ from lmbench.artifacts.format import save_bundle
 from lmbench.artifacts.interpolation import component_folders
 from lmbench.artifacts.pyfunc import log_bundle
 from lmbench.config import check_target, check_values, to_yaml
+from lmbench.config.recipes import RECIPE_KEY
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.subset import train_subset
 from lmbench.data.types import CorpusData
@@ -205,6 +206,9 @@ def build_tokenizer(tokenizer_cfg: DictConfig):
 
 
 def build_model(model_cfg: DictConfig, vocab, loader: BundleLoader) -> LanguageModel:
+    if RECIPE_KEY in model_cfg:  # the recipe the node names (config/recipes.py), not the class's argument
+        resolved = OmegaConf.to_container(model_cfg, resolve=True)
+        model_cfg = OmegaConf.create({k: v for k, v in resolved.items() if k != RECIPE_KEY})
     supplied = {"vocab_size": len(vocab), "eos_id": vocab.eos_id}
     wanted = inspect.signature(get_object(model_cfg._target_)).parameters
     if "vocab" in wanted:

@@ -28,6 +28,14 @@ def build_optimizer(optimizer_cfg):
         raise ConfigError(f"optimizer config cannot be built: {ex}") from None
 
 
+def exclude_from_decay(optimizer, model: NeuralLM) -> None:
+    """Decoupled weight decay (AdamW; any Keras optimizer given `weight_decay`) on the weight
+    matrices only: not on the model's `no_decay_variables` (norms, biases, embeddings). Before
+    `optimizer.build`, which fixes the exclusions."""
+    if getattr(optimizer, "weight_decay", None):
+        optimizer.exclude_from_weight_decay(var_list=model.no_decay_variables())
+
+
 RELEASE_EVERY = 1024  # training windows between two hand-backs of the ids' pages they read
 
 
