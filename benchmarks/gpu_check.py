@@ -1,7 +1,8 @@
 """On a machine with a GPU: does lmbench train there as it does on the CPU, how fast, and does each
 job of a sweep get a GPU of its own?
 
-    python benchmarks/gpu_check.py [--families rnn lstm gru transformer transformer_modern awd_lstm] [--steps 100] [--ptb]
+    python benchmarks/gpu_check.py [--families rnn lstm gru transformer transformer_modern awd_lstm]
+        [--steps 100] [--ptb]
         [--precision float32] [--rtol 0.05] [--no-sweep]
 
 1. Each family trains the same short run twice with the same seed, in a process of its own: on the
