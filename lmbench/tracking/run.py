@@ -29,7 +29,7 @@ from mlflow.entities import Metric, RunTag
 from lmbench import names
 from lmbench.errors import ConfigError
 from lmbench.interrupts import held
-from lmbench.tracking.store import ensure_experiment, redact, ui_hint, unreachable, with_retry
+from lmbench.tracking.store import ensure_experiment, redact, store_client, ui_hint, unreachable, with_retry
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class Tracker:
         if not self.enabled:
             return
         mlflow.set_tracking_uri(self.uri)
-        self._client = MlflowClient(tracking_uri=self.uri)
+        self._client = store_client(self.uri)
         self.experiment_id = ensure_experiment(self.uri, self.experiment)
         with held():  # a signal is raised once the run exists with its tags and params, to be ended KILLED
             run = with_retry(mlflow.start_run, experiment_id=self.experiment_id, parent_run_id=parent_run_id)
@@ -124,7 +124,7 @@ class Tracker:
         if not self.enabled:
             return
         mlflow.set_tracking_uri(self.uri)
-        client = self._client = MlflowClient(tracking_uri=self.uri)
+        client = self._client = store_client(self.uri)
         with held():
             run = client.get_run(run_id)  # MlflowException if the store does not have it
             self.experiment_id = run.info.experiment_id
