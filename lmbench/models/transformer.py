@@ -24,8 +24,8 @@ import tensorflow as tf
 from lmbench.errors import ConfigError
 from lmbench.models.base import Progress
 from lmbench.models.embedding import Embedding
-from lmbench.models.heads import build_head
-from lmbench.models.neural import NeuralLM
+from lmbench.models.heads import build_head, planned_head
+from lmbench.models.neural import NeuralLM, Planned
 
 POSITIONS = ("learned", "sinusoidal")
 # Scored positions per scoring call, at least: `score` runs this many // stride windows at once
@@ -183,6 +183,18 @@ class TransformerLM(NeuralLM):
             tied_embedding=self.token_embedding if tie_embeddings else None,
             kernel_initializer=normal,
         )
+
+    @classmethod
+    def planned(cls, options: dict, batch: int, steps: int, compute_bytes: int = 4) -> Planned:
+        """Per block two norms, the QKV and output projections and the MLP; kept per block: about
+        8 d + 2 d_ff values a token and the attention scores and weights, 2 x heads x steps² a window."""
+        vocab, d, d_ff, layers = options["vocab_size"], options["d_model"], options["d_ff"], options["n_layer"]
+        block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (d * d_ff + d_ff) + (d_ff * d + d)
+        positions = options["context"] * d if options["positions"] == "learned" else 0
+        tokens = batch * steps
+        head, kept = planned_head(options["head"], vocab, d, options["tie_embeddings"], tokens, compute_bytes)
+        activations = tokens * d + layers * (tokens * (8 * d + 2 * d_ff) + 2 * batch * options["n_head"] * steps**2)
+        return Planned(vocab * d, positions + layers * block + 2 * d + head, activations + kept)
 
     @property
     def eval_method(self) -> str:
