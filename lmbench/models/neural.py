@@ -25,6 +25,7 @@ from hydra.utils import get_class
 
 from lmbench.errors import reading_file
 from lmbench.models.base import ModelBase, Progress
+from lmbench.models.weights_file import guarded_write
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "model_config.json"
@@ -224,6 +225,12 @@ class NeuralLM(ModelBase, keras.Model):
 
     def num_params(self) -> int:
         return int(sum(np.prod(v.shape) for v in self.trainable_variables))
+
+    def save_weights(self, filepath, *args, **kwargs) -> None:
+        """Keras' `save_weights`, safe on a full disk (`weights_file.guarded_write`): checkpoints and
+        bundles both write through here."""
+        with guarded_write(filepath, self.variables):
+            super().save_weights(filepath, *args, **kwargs)
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)

@@ -46,7 +46,7 @@ from lmbench.scoring import EvalResult, TokenScores
 from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
 from lmbench.training import checkpoints, memory, precision
 from lmbench.training.divergence import explain
-from lmbench.training.outcome import compute_figures, log_corpus, print_outcome, run_name_prefix
+from lmbench.training.outcome import compute_figures, log_corpus, print_outcome, run_name_prefix, write_failure
 from lmbench.training.peak import cpu_model
 from lmbench.training.result import TrainingStopped, ValidationObserver
 from lmbench.training.steps import build_optimizer
@@ -122,10 +122,7 @@ def run(
         if ex.errno not in WRITE_ERRORS:
             tracker.finish("FAILED", f"{type(ex).__name__}: {ex}")
             raise
-        message = (
-            f"cannot write {ex.filename or f'into the run folder {output_dir}'} ({ex.strerror}); free space "
-            "or choose another folder (hydra.run.dir). The MLflow run keeps what it logged before"
-        )
+        message = write_failure(ex, output_dir)
         tracker.finish("FAILED", message)
         raise DataError(message) from None
     except BaseException as ex:
