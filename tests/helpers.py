@@ -50,7 +50,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-from lmbench.config import register_configs
+from lmbench.cli.plugins import register_configs
 from lmbench.models.ngram import NGramLM
 from lmbench.models.ngram.smoothing import DiscountFallbackWarning
 from lmbench.paths import CONF_DIR

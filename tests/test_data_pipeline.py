@@ -281,3 +281,13 @@ def test_a_very_long_line_is_cut_into_pieces_with_the_same_tokens(monkeypatch, m
     provisional: defaultdict = defaultdict(itertools.count().__next__)
     ids = np.concatenate([tokenizer.provisional_ids(piece, provisional, ends) for piece, ends in pieces])
     assert [list(provisional)[i] for i in ids] == whole
+
+
+def test_words_of_a_very_long_line_are_counted_in_pieces(monkeypatch):
+    """`line_measures` counted a line's words with `len(line.split())`: a string per word of a
+    corpus on one line (8M words: 600 MB)."""
+    import lmbench.data.text as text
+
+    monkeypatch.setattr(text, "WORD_PIECE", 8)
+    for line in ("a  b c " * 50, "   x", "abc" * 100, " a" * 77 + "  ", "", "ΟΔΟΣ\u3000ab\u2028c " * 30):
+        assert text.count_words(line) == len(line.split())

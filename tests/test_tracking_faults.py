@@ -214,7 +214,7 @@ def test_runs_started_together_on_a_fresh_sqlite_store_are_all_recorded(tmp_path
 FOLDER_RACE = """
 import os, sys, time
 from hydra import compose, initialize_config_dir
-from lmbench.config import register_configs
+from lmbench.cli.plugins import register_configs
 from lmbench.paths import CONF_DIR
 register_configs()
 os.chdir(sys.argv[1])

@@ -252,22 +252,7 @@ def register_configs() -> None:
 
     Its typed fields check every group's YAML and every override as it is merged in, so the fixed
     groups need no schema entry of their own: none is registered inside the selectable groups,
-    where `lmbench --help` would list it as an option.
+    where `lmbench --help` would list it as an option. The search sweeper plugin, which sits above
+    this layer, is registered by the commands (`lmbench.cli.plugins.register_configs`).
     """
     ConfigStore.instance().store(name="lmbench_schema", node=Config)
-    register_search_sweeper()
-
-
-def register_search_sweeper() -> None:
-    """Register lmbench's Optuna sweeper (hydra/sweeper=lmbench_optuna) with Hydra by hand.
-
-    Hydra finds plugins by walking the `hydra_plugins` namespace package, and an editable install
-    (setuptools' import-hook finder) hides lmbench's part of it from that walk, so that
-    `hparams_search=...` would not compose there. Importing the plugin module registers its config
-    schema; `register` makes the class instantiable. A wheel install is also found by the walk.
-    """
-    from hydra.core.plugins import Plugins
-
-    from hydra_plugins.lmbench_search.lmbench_sweeper import LmbenchOptunaSweeper
-
-    Plugins.instance().register(LmbenchOptunaSweeper)
