@@ -96,3 +96,18 @@ def test_the_destination_of_a_copy_is_named():
                            Path("/runs/a"))
     assert "cannot write /runs/a/checkpoints/x.h5" in inside and "hydra.run.dir" in inside
     assert "into the run folder /runs/a" in write_failure(OSError(errno.ENOSPC, "No space"), Path("/runs/a"))
+
+
+def test_a_store_write_that_names_no_file_names_the_artifact_store():
+    """A plain write (no file named) or a copy's source: the run's artifact store is named instead
+    (OSError's constructor drops filename2 when filename is None, so it is set apart)."""
+    from lmbench.tracking import Tracker
+
+    tracker = Tracker(False, "sqlite:///x.db", "e")
+    tracker.artifact_uri = "file:///store/1/abc/artifacts"
+    plain = tracker._in_store(OSError(errno.ENOSPC, "No space left on device"))
+    assert plain.filename2 == "/store/1/abc/artifacts"
+    inside = OSError(errno.ENOSPC, "No space left on device", "/store/1/abc/artifacts/model/MLmodel")
+    assert tracker._in_store(inside) is inside
+    said = write_failure(plain, Path("/runs/a"))
+    assert said.startswith("cannot write /store/1/abc/artifacts (No space left on device); it is in the MLflow")

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from helpers import corpus_args, free_port, mlflow_server, run_cli
+from helpers import compose_hydra, corpus_args, free_port, mlflow_server, run_cli
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
@@ -46,29 +46,28 @@ def test_a_wrong_scheme_is_refused_at_once(tmp_path):
     assert proc.returncode == 2 and "has the unknown scheme 'htp'" in proc.stderr
 
 
-def launcher(target: str, **ray_init) -> OmegaConf:
-    return OmegaConf.create({"_target_": target, **({"ray": {"init": ray_init}} if ray_init else {})})
+def declared(jobs_run_on: str | None) -> OmegaConf:
+    return OmegaConf.create({"sweep": {"jobs_run_on": jobs_run_on}})
 
 
-def test_a_file_store_is_refused_for_launchers_that_run_jobs_elsewhere():
-    slurm = launcher("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher")
-    remote_ray = launcher("hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher", address="10.0.0.1:6379")
-    for remote in (slurm, remote_ray):
-        with pytest.raises(ConfigError, match="is a file on this machine.*Start an MLflow tracking server"):
-            check_launcher_store(remote, "sqlite:////work/mlflow.db")
-        check_launcher_store(remote, "http://10.0.0.2:5000")  # a server: fine
-    # Jobs on this machine may share the file.
-    for local in (launcher("hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"),
-                  launcher("hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher", address=None),
-                  launcher("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")):
-        check_launcher_store(local, "sqlite:////work/mlflow.db")
+def test_a_file_store_is_refused_where_the_launcher_preset_declares_jobs_elsewhere():
+    """The launcher preset declares where its jobs run (sweep.jobs_run_on); the check read the
+    launcher's class name (SlurmLauncher, RayLauncher with an address) instead."""
+    for where in ("the SLURM cluster's nodes", "10.0.0.1:6379"):
+        refused = f"is a file on this machine.*other machines \\({where}\\).*tracking server"
+        with pytest.raises(ConfigError, match=refused):
+            check_launcher_store(declared(where), "sqlite:////work/mlflow.db")
+        check_launcher_store(declared(where), "http://10.0.0.2:5000")  # a server: fine
+    check_launcher_store(declared(None), "sqlite:////work/mlflow.db")  # jobs on this machine may share the file
+    for preset, where in (("submitit_slurm", "the SLURM cluster's nodes"), ("joblib", None), ("submitit_local", None)):
+        assert compose_hydra(f"launcher={preset}").sweep.jobs_run_on == where
 
 
 def test_submitit_slurm_with_the_default_sqlite_store_is_refused_before_submitting(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    proc = run_cli(tmp_path, "", "-m", "hydra/launcher=submitit_slurm", *corpus_args(tmp_path / "data"),
+    proc = run_cli(tmp_path, "", "launcher=submitit_slurm", *corpus_args(tmp_path / "data"),
                    "model=ngram", ok=False)
-    assert proc.returncode == 2 and "SlurmLauncher runs jobs on other machines" in proc.stderr
+    assert proc.returncode == 2 and "runs jobs on other machines (the SLURM cluster's nodes)" in proc.stderr
     assert not list(tmp_path.rglob(".submitit"))  # nothing was submitted
 
 

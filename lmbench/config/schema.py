@@ -119,6 +119,10 @@ class SweepConfig:
     # Set by lmbench's search sweeper (hydra/sweeper=lmbench_optuna), never by hand: the Optuna
     # trial this job is, whose study the job reports its validations to (lmbench/search/).
     trial: Optional[int] = None
+    # Declared by a launcher preset (conf/launcher/) whose jobs run on other machines: where they
+    # run (SLURM's nodes, a Ray cluster's address); null: on this machine. A tracking store on this
+    # machine's disk is then refused before the sweep starts (cli/sweep.check_launcher_store).
+    jobs_run_on: Optional[str] = None
 
 
 @dataclass

@@ -228,7 +228,9 @@ class Tracker:
         local = store[len("file://"):] if store.startswith("file://") else store
         if ex.filename2 is not None or (ex.filename is not None and local and str(ex.filename).startswith(local)):
             return ex
-        return OSError(ex.errno, ex.strerror, ex.filename, None, local or None)
+        located = OSError(ex.errno, ex.strerror, ex.filename)
+        located.filename2 = local or None  # not through the constructor, which drops it without a filename
+        return located
 
     def _flush(self, now: bool = False) -> bool:
         """Send the kept writes, oldest first, if it is time to try (or `now`); True when none is left."""
