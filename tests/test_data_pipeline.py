@@ -291,3 +291,12 @@ def test_words_of_a_very_long_line_are_counted_in_pieces(monkeypatch):
     monkeypatch.setattr(text, "WORD_PIECE", 8)
     for line in ("a  b c " * 50, "   x", "abc" * 100, " a" * 77 + "  ", "", "ΟΔΟΣ\u3000ab\u2028c " * 30):
         assert text.count_words(line) == len(line.split())
+
+
+def test_a_tokenizer_of_the_users_without_line_ends_keeps_its_lines_whole(monkeypatch):
+    import lmbench.data.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "ENCODE_CHUNK", 4)
+    assert pipeline.cuts_lines(WordTokenizer()) and not pipeline.cuts_lines(CountingTokenizer())
+    line = "a b c d e f g h i j k l m n o p"
+    assert list(pipeline._line_chunks(line, CountingTokenizer())) == [(line, True)]

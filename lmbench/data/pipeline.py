@@ -36,6 +36,7 @@ the number of out-of-vocabulary tokens per split (tokens the vocabulary lacks, n
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 import logging
@@ -151,8 +152,9 @@ def _encode(
     first_seen = {}
     for split in SPLITS:
         log.info("tokenizing %s (%s)", split, sources[split])
-        chunks = [
-            tokenizer.provisional_ids(chunk, provisional, ends)
+        chunks = [  # line_ends only when False: a tokenizer of the user's may not take it (it is then not cut)
+            tokenizer.provisional_ids(chunk, provisional) if ends else
+            tokenizer.provisional_ids(chunk, provisional, line_ends=False)
             for chunk, ends in _line_chunks(texts[split], tokenizer)
         ]
         first_seen[split] = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)
@@ -190,6 +192,13 @@ def measured_split(name: str, ids: np.ndarray, text: str) -> Split:
     return Split(name, ids, len(text), int(words.sum()), int(utf8.sum()), chars, words, utf8)
 
 
+def cuts_lines(tokenizer: Tokenizer) -> bool:
+    """Whether `tokenizer` can tokenize a piece of a line: its `tokenize` and `provisional_ids` take
+    `line_ends` (a subclass of the user's that overrides them without it keeps its lines whole)."""
+    return all("line_ends" in inspect.signature(method).parameters
+               for method in (tokenizer.tokenize, tokenizer.provisional_ids))
+
+
 def _line_chunks(text: str, tokenizer: Tokenizer | None = None):
     """`text` in pieces of about ENCODE_CHUNK characters, as (piece, whether it ends a line): each
     ends at a line end (but the last), unless the line is very long (over 2 x ENCODE_CHUNK to the
@@ -200,7 +209,7 @@ def _line_chunks(text: str, tokenizer: Tokenizer | None = None):
     while True:
         cut = text.find("\n", start + ENCODE_CHUNK)
         line_end = len(text) if cut < 0 else cut
-        if tokenizer is not None and line_end - start > 2 * ENCODE_CHUNK:
+        if tokenizer is not None and line_end - start > 2 * ENCODE_CHUNK and cuts_lines(tokenizer):
             mid = tokenizer.line_cut(text, start + ENCODE_CHUNK, line_end)  # no line end in between
             if mid > start:
                 yield text[start:mid], False

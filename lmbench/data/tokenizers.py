@@ -142,7 +142,9 @@ class Tokenizer:
         pipeline's `defaultdict` that numbers tokens in order of first appearance). A tokenizer that
         can do this without a Python string per token (the learned ones) overrides it; the ids must be
         the same."""
-        return np.fromiter(map(provisional.__getitem__, self.tokenize(text, line_ends)), dtype=np.int32)
+        # line_ends only when False: a subclass's `tokenize` may not take it (its lines are not cut)
+        tokens = self.tokenize(text) if line_ends else self.tokenize(text, line_ends=False)
+        return np.fromiter(map(provisional.__getitem__, tokens), dtype=np.int32)
 
     def line_cut(self, text: str, pos: int, endpos: int) -> int:
         """A place in text[pos:endpos] (inside one line) where the line may be cut into two pieces
