@@ -27,7 +27,7 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from lmbench.config import register_configs
+from lmbench.cli.plugins import register_configs
 from lmbench.data.corpora import locate_corpus
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.text import read_text

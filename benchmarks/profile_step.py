@@ -61,7 +61,7 @@ def main() -> None:
     import tensorflow as tf
     from hydra import compose, initialize_config_dir
 
-    from lmbench.config import register_configs
+    from lmbench.cli.plugins import register_configs
     from lmbench.data.batching import as_streams
     from lmbench.paths import CONF_DIR
     from lmbench.training.run import build, prepare

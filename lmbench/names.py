@@ -47,6 +47,17 @@ TRAIN_MFU = "train/mfu"
 EVAL_FLOPS_PER_TOKEN = "eval/flops_per_token"
 
 
+def ngram_count(order: int) -> str:
+    """How many n-grams of an order an n-gram model keeps (`ngrams/order<k>`), logged at its fit."""
+    return f"ngrams/order{order}"
+
+
+def ngram_discount(order: int, which: str | None = None) -> str:
+    """An n-gram model's discount of an order (`discount/order<k>`), or one of modified Kneser-Ney's
+    three (`which`: D1, D2, D3plus -- not "D3+": MLflow metric names allow no "+")."""
+    return f"discount/order{order}" + (f"/{which}" if which else "")
+
+
 def oov_metric(split: str) -> str:
     """Share of a split's tokens that the vocabulary lacks (`data/<split>_oov_rate`)."""
     return f"data/{split}_oov_rate"

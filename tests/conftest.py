@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 from hydra import compose, initialize_config_dir
 
-from lmbench.config import register_configs
+from lmbench.cli.plugins import register_configs
 from lmbench.paths import CONF_DIR
 
 # train/mfu divides by a peak FLOP/s that lmbench measures once per cache dir (1-3 s of GEMMs, and

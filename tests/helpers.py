@@ -7,7 +7,8 @@
   `compose_hydra` composes the root config with its `hydra` node.
 - lmbench's CLI in a subprocess: `lmbench` (a sweep or run on the tiny corpus, store in
   tmp_path/mlflow.db) and `sweep_runs` (its parent and child runs); `run_cli` and `corpus_args`
-  for a process that knows the store only as a tracking server's URL.
+  for a process that knows the store only as a tracking server's URL; `small_disk`, a nearly full
+  tmpfs (as root) for runs that fill their disk.
 - A synthetic n-gram corpus: `TRAIN` and `HELD_OUT` from a skewed Markov chain over `V` ids with
   `EOS`, and `fitted`, an NGramLM trained on it.
 - Services that tests start for themselves and tear down: a private PostgreSQL cluster and an
@@ -49,7 +50,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-from lmbench.config import register_configs
+from lmbench.cli.plugins import register_configs
 from lmbench.models.ngram import NGramLM
 from lmbench.models.ngram.smoothing import DiscountFallbackWarning
 from lmbench.paths import CONF_DIR
@@ -213,6 +214,22 @@ def corpus_args(data: Path) -> list[str]:
     data.mkdir(parents=True, exist_ok=True)
     return ["dataset=text_files", *(f"dataset.{s}={p}" for s, p in write_corpus(data).items()),
             "trainer.batch_size=4", "trainer.bptt=8", "trainer.eval_batch_size=2", "trainer.progress=false"]
+
+
+@contextmanager
+def small_disk(folder: Path, size: str = "2m", left: int = 64 * 1024) -> Iterator[Path]:
+    """A real full disk: a tmpfs of `size` mounted at `folder` with about `left` bytes free, unmounted
+    afterwards. Mounting needs root: elsewhere the test is skipped, saying so."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                           capture_output=True).returncode:
+        pytest.skip("needs root, to mount a small tmpfs as a full disk")
+    try:
+        free = os.statvfs(folder)
+        (folder / "filler").write_bytes(b"\0" * max(0, free.f_bavail * free.f_frsize - left))
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 # -- a synthetic corpus for the n-gram models ------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -224,8 +226,8 @@ def test_encoding_in_chunks_gives_the_ids_of_the_whole_text(split_files, cache_d
     assert chunked.info["oov"] == whole.info["oov"] == {"train": 0, "valid": 0, "test": 1}
     for split in ("train", "valid", "test"):
         np.testing.assert_array_equal(chunked.splits[split].ids, whole.splits[split].ids)
-    assert list(pipeline._line_chunks("a b\nc\nd")) == ["a b\n", "c\nd"]  # each >= 2 characters
-    assert list(pipeline._line_chunks("")) == [""]  # one empty line: one eos, as tokenize("") gives
+    assert list(pipeline._line_chunks("a b\nc\nd")) == [("a b\n", True), ("c\nd", True)]  # each >= 2 characters
+    assert list(pipeline._line_chunks("")) == [("", True)]  # one empty line: one eos, as tokenize("") gives
 
 
 def test_cached_ids_are_memory_mapped_and_batching_does_not_copy_them(tmp_path, cache_dir):
@@ -244,3 +246,57 @@ def test_cached_ids_are_memory_mapped_and_batching_does_not_copy_them(tmp_path, 
     np.testing.assert_array_equal(warm.train.ids, cold.train.ids)
     streams = as_streams(warm.train.ids, batch_size=4, bptt=35)
     assert np.shares_memory(streams, warm.train.ids) and streams.shape == (4, 70_001 // 4)
+
+
+LONG_LINES = [
+    "the cat  sat\ton the mat " * 40 + "end",  # one line, no line end
+    "short line\n" + " ".join(f"w{i % 17}" for i in range(500)) + "\n\n  x y  \n" + "z " * 300 + "\n",
+    "  ΟΔΟΣ ΟΔΟΣ.  " * 50 + "\n" + "ab" * 400,  # Greek final sigma when lowercased; a line without spaces
+    "!!! ... ??? " * 60 + "\n" + "12,000 3.5 x " * 40,  # punctuation-only words, numbers
+]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: WordTokenizer(),
+    lambda: WordTokenizer(lowercase=True, strip_punctuation=True, number_token="<num>"),
+    lambda: WordTokenizer(drop_blank_lines=True, strip_punctuation=True),
+    lambda: CharTokenizer(),
+    lambda: CharTokenizer(lowercase=True, drop_blank_lines=True),
+])
+@pytest.mark.parametrize("text", LONG_LINES)
+def test_a_very_long_line_is_cut_into_pieces_with_the_same_tokens(monkeypatch, make, text):
+    """A corpus on one line was one encoding chunk, every token string of it held at once (a 50 MB
+    line: +788 MB); now it is cut inside the line where the tokenizer says its tokens stay the same."""
+    import lmbench.data.pipeline as pipeline
+
+    tokenizer = make()
+    whole = tokenizer.tokenize(text)
+    monkeypatch.setattr(pipeline, "ENCODE_CHUNK", 16)
+    pieces = list(pipeline._line_chunks(text, tokenizer))
+    assert "".join(piece for piece, _ in pieces) == text
+    cut_inside = sum(not ends for _, ends in pieces)
+    assert cut_inside > 5 or (tokenizer.strip_punctuation and tokenizer.drop_blank_lines and cut_inside == 0)
+    chunked = [t for piece, ends in pieces for t in tokenizer.tokenize(piece, ends)]
+    assert chunked == whole
+    provisional: defaultdict = defaultdict(itertools.count().__next__)
+    ids = np.concatenate([tokenizer.provisional_ids(piece, provisional, ends) for piece, ends in pieces])
+    assert [list(provisional)[i] for i in ids] == whole
+
+
+def test_words_of_a_very_long_line_are_counted_in_pieces(monkeypatch):
+    """`line_measures` counted a line's words with `len(line.split())`: a string per word of a
+    corpus on one line (8M words: 600 MB)."""
+    import lmbench.data.text as text
+
+    monkeypatch.setattr(text, "WORD_PIECE", 8)
+    for line in ("a  b c " * 50, "   x", "abc" * 100, " a" * 77 + "  ", "", "ΟΔΟΣ\u3000ab\u2028c " * 30):
+        assert text.count_words(line) == len(line.split())
+
+
+def test_a_tokenizer_of_the_users_without_line_ends_keeps_its_lines_whole(monkeypatch):
+    import lmbench.data.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "ENCODE_CHUNK", 4)
+    assert pipeline.cuts_lines(WordTokenizer()) and not pipeline.cuts_lines(CountingTokenizer())
+    line = "a b c d e f g h i j k l m n o p"
+    assert list(pipeline._line_chunks(line, CountingTokenizer())) == [(line, True)]

@@ -339,3 +339,22 @@ def test_round_trip_on_every_real_corpus(dataset, kind, compose_config, cache_di
     data = load_corpus(cfg.dataset, instantiate(cfg.tokenizer), cache_dir=cache_dir)
     for split, text in texts.items():
         assert data.tokenizer.detokenize(data.vocab.decode(data.splits[split].ids)) == text, split
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_very_long_line_cut_into_pieces_gives_the_same_tokens(corpus, cache_dir, subword, kind, monkeypatch):
+    """A corpus on one line is cut inside the line (before a run of spaces: a unit starts there),
+    each piece encoded apart; the tokens are those of the whole line."""
+    import lmbench.data.pipeline as pipeline
+
+    cfg, texts = corpus
+    tok = load_corpus(cfg, subword(kind), cache_dir=cache_dir).tokenizer
+    for text in (texts["train"].replace("\n", "  "), ODD.replace("\n", " ") * 3, texts["test"]):
+        whole = tok.tokenize(text)
+        monkeypatch.setattr(pipeline, "ENCODE_CHUNK", 32)
+        pieces = list(pipeline._line_chunks(text, tok))
+        assert "".join(p for p, _ in pieces) == text and sum(not ends for _, ends in pieces) > 3
+        assert [t for p, ends in pieces for t in tok.tokenize(p, ends)] == whole
+        provisional = defaultdict(itertools.count().__next__)
+        ids = np.concatenate([tok.provisional_ids(p, provisional, ends) for p, ends in pieces])
+        assert [list(provisional)[i] for i in ids] == whole

@@ -47,20 +47,23 @@ def test_slurm_settings_come_from_the_environment(monkeypatch):
     for var, value in {"PARTITION": "gpu", "ACCOUNT": "lm", "TIME_MIN": "240", "CPUS": "8", "MEM_GB": "32",
                        "GPUS": "2"}.items():
         monkeypatch.setenv(f"LMBENCH_SLURM_{var}", value)
-    launcher = compose_hydra("launcher=submitit_slurm", "hydra.launcher.cpus_per_task=6").hydra.launcher
+    composed = compose_hydra("launcher=submitit_slurm", "hydra.launcher.cpus_per_task=6")
+    launcher = composed.hydra.launcher
     assert (launcher.partition, launcher.account, launcher.timeout_min, launcher.cpus_per_task, launcher.mem_gb,
             launcher.gpus_per_node) == ("gpu", "lm", 240, 6, 32, 2)  # the command line wins over the environment
     with pytest.raises(ConfigError, match="tracking server"):  # a file store is refused for SLURM
-        check_launcher_store(launcher, "sqlite:///mlflow.db")
+        check_launcher_store(composed, "sqlite:///mlflow.db")
 
 
 def test_ray_preset_joins_the_cluster_named_by_ray_address(monkeypatch):
     pytest.importorskip("hydra_plugins.hydra_ray_launcher")
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
-    launcher = compose_hydra("launcher=ray").hydra.launcher
+    composed = compose_hydra("launcher=ray")
+    launcher = composed.hydra.launcher
     assert launcher.ray.init.address == "127.0.0.1:6379" and launcher.ray.init.object_store_memory is None
+    assert composed.sweep.jobs_run_on == "127.0.0.1:6379"
     with pytest.raises(ConfigError, match="tracking server"):
-        check_launcher_store(launcher, "sqlite:///mlflow.db")
+        check_launcher_store(composed, "sqlite:///mlflow.db")
 
 
 def test_joblib_preset_runs_two_jobs_at_once(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from helpers import EOS, HELD_OUT, TRAIN, V, fitted
 
 import lmbench.models.ngram.model as ngram_model
+from lmbench import names
 from lmbench.errors import ConfigError, DataError
 from lmbench.models.base import CountingModel
 from lmbench.models.ngram import NGramLM
@@ -80,7 +81,8 @@ def test_empty_score_and_fit_statistics():
     stats = model.fit(TRAIN)
     assert stats["ngrams/order1"] == V
     assert stats["ngrams/order2"] == len({(a, b) for a, b in zip(np.r_[EOS, TRAIN], TRAIN)})
-    assert 0 < stats["discount/order2/D1"] < 1 and stats["num_params"] == model.num_params()
+    assert 0 < stats[names.ngram_discount(2, "D1")] < 1
+    assert "num_params" not in stats and names.PARAMS not in stats  # the summary's model/params, as every family's
     # num_params = every stored probability + back-off weights of contexts with continuations.
     assert model.num_params() > sum(stats[f"ngrams/order{k}"] for k in (1, 2, 3))
 

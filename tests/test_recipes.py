@@ -7,7 +7,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lmbench.config import model_family, register_configs
+from lmbench.cli.plugins import register_configs
+from lmbench.config import model_family
 from lmbench.paths import CONF_DIR
 
 ADAM, SGD = "keras.optimizers.Adam", "keras.optimizers.SGD"

@@ -394,7 +394,7 @@ def test_intervals_for_ten_runs_on_ptb_sized_scores_take_seconds(tmp_path):
 
 def test_sweep_seeds_is_hydras_range_sweep_and_needs_a_sweep():
     from lmbench.cli.main import seeds_as_sweep
-    from lmbench.config import register_configs
+    from lmbench.cli.plugins import register_configs
     from lmbench.errors import ConfigError
 
     register_configs()

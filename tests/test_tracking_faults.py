@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from helpers import corpus_args, free_port, mlflow_server, run_cli
+from helpers import compose_hydra, corpus_args, free_port, mlflow_server, run_cli
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
@@ -46,29 +46,28 @@ def test_a_wrong_scheme_is_refused_at_once(tmp_path):
     assert proc.returncode == 2 and "has the unknown scheme 'htp'" in proc.stderr
 
 
-def launcher(target: str, **ray_init) -> OmegaConf:
-    return OmegaConf.create({"_target_": target, **({"ray": {"init": ray_init}} if ray_init else {})})
+def declared(jobs_run_on: str | None) -> OmegaConf:
+    return OmegaConf.create({"sweep": {"jobs_run_on": jobs_run_on}})
 
 
-def test_a_file_store_is_refused_for_launchers_that_run_jobs_elsewhere():
-    slurm = launcher("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher")
-    remote_ray = launcher("hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher", address="10.0.0.1:6379")
-    for remote in (slurm, remote_ray):
-        with pytest.raises(ConfigError, match="is a file on this machine.*Start an MLflow tracking server"):
-            check_launcher_store(remote, "sqlite:////work/mlflow.db")
-        check_launcher_store(remote, "http://10.0.0.2:5000")  # a server: fine
-    # Jobs on this machine may share the file.
-    for local in (launcher("hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"),
-                  launcher("hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher", address=None),
-                  launcher("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")):
-        check_launcher_store(local, "sqlite:////work/mlflow.db")
+def test_a_file_store_is_refused_where_the_launcher_preset_declares_jobs_elsewhere():
+    """The launcher preset declares where its jobs run (sweep.jobs_run_on); the check read the
+    launcher's class name (SlurmLauncher, RayLauncher with an address) instead."""
+    for where in ("the SLURM cluster's nodes", "10.0.0.1:6379"):
+        refused = f"is a file on this machine.*other machines \\({where}\\).*tracking server"
+        with pytest.raises(ConfigError, match=refused):
+            check_launcher_store(declared(where), "sqlite:////work/mlflow.db")
+        check_launcher_store(declared(where), "http://10.0.0.2:5000")  # a server: fine
+    check_launcher_store(declared(None), "sqlite:////work/mlflow.db")  # jobs on this machine may share the file
+    for preset, where in (("submitit_slurm", "the SLURM cluster's nodes"), ("joblib", None), ("submitit_local", None)):
+        assert compose_hydra(f"launcher={preset}").sweep.jobs_run_on == where
 
 
 def test_submitit_slurm_with_the_default_sqlite_store_is_refused_before_submitting(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    proc = run_cli(tmp_path, "", "-m", "hydra/launcher=submitit_slurm", *corpus_args(tmp_path / "data"),
+    proc = run_cli(tmp_path, "", "launcher=submitit_slurm", *corpus_args(tmp_path / "data"),
                    "model=ngram", ok=False)
-    assert proc.returncode == 2 and "SlurmLauncher runs jobs on other machines" in proc.stderr
+    assert proc.returncode == 2 and "runs jobs on other machines (the SLURM cluster's nodes)" in proc.stderr
     assert not list(tmp_path.rglob(".submitit"))  # nothing was submitted
 
 
@@ -179,3 +178,61 @@ def test_commands_started_together_on_a_fresh_sqlite_store_all_get_it(tmp_path):
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
     assert len({out.strip() for out, _ in results}) == 1  # one experiment, the same id for all
     assert sorted(os.listdir(tmp_path)) == ["mlflow.db"]  # the lock leaves nothing behind
+
+
+RUN_RACE = """
+import sys, time
+from lmbench.tracking import Tracker
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))  # every process starts its run on the fresh store at once
+tracker = Tracker(True, sys.argv[1], "race")
+tracker.start("race", {}, {"seed": sys.argv[3]})
+tracker.log_metrics({"valid/ppl": 1.5}, step=1)
+tracker.finish()
+"""
+
+
+def test_runs_started_together_on_a_fresh_sqlite_store_are_all_recorded(tmp_path):
+    """Four runs started at one instant on a fresh store: `Tracker.start` made its MlflowClient (which
+    migrates a fresh sqlite file, unlocked) before taking the schema's lock, so every process
+    migrated at once ("table _alembic_tmp_tags already exists", "duplicate column name: step") and
+    no run was recorded. Now every client is made once the schema exists (`store_client`)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    start = time.time() + 8  # after every interpreter has imported MLflow
+    procs = [subprocess.Popen([sys.executable, "-c", RUN_RACE, uri, str(start), str(i)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(4)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2", "3"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert all(r.data.metrics == {"valid/ppl": 1.5} for r in runs)
+
+
+FOLDER_RACE = """
+import os, sys, time
+from hydra import compose, initialize_config_dir
+from lmbench.cli.plugins import register_configs
+from lmbench.paths import CONF_DIR
+register_configs()
+os.chdir(sys.argv[1])
+with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    cfg = compose("config", return_hydra_config=True)
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+print(cfg.hydra.run.dir)  # resolved as Hydra resolves it when the run starts: the same second for all
+"""
+
+
+def test_commands_started_in_the_same_second_get_folders_of_their_own(tmp_path):
+    """The default run folder is named after the second the command started, and Hydra creates it
+    with exist_ok: commands started together shared it (one resumed from the other's checkpoint)."""
+    start = time.time() + 8
+    procs = [subprocess.Popen([sys.executable, "-c", FOLDER_RACE, str(tmp_path), str(start)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
+    folders = [out.strip() for out, _ in results]
+    assert len(set(folders)) == 3, folders
+    assert all((tmp_path / folder).is_dir() for folder in folders)

@@ -29,7 +29,8 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from lmbench import interrupts, names, tracking
-from lmbench.config import DatasetConfig, register_configs
+from lmbench.cli.plugins import register_configs
+from lmbench.config import DatasetConfig
 from lmbench.data.pipeline import read_split_texts
 from lmbench.data.text import decode_text
 from lmbench.errors import DataError, LmbenchError, exit_with

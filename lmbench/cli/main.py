@@ -31,9 +31,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lmbench import interrupts, names
+from lmbench.cli.plugins import register_configs
 from lmbench.cli.search import trial_reporter
 from lmbench.cli.sweep import job_tags
-from lmbench.config import check_values, register_configs
+from lmbench.config import check_values
 from lmbench.config.hints import command_line_problems, override_key_hints
 from lmbench.errors import ConfigError, LmbenchError, TrainingDiverged, exit_with
 from lmbench.paths import CONF_MODULE, CONF_SEARCH_PATH

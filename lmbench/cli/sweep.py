@@ -104,18 +104,17 @@ def pass_to_jobs(config: DictConfig, env: dict[str, str]) -> None:
             config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{key}={quoted(value)}")
 
 
-def check_launcher_store(launcher: DictConfig, uri: str) -> None:
+def check_launcher_store(config: DictConfig, uri: str) -> None:
     """Refuse a store on this machine's disk (sqlite, a folder) for a launcher whose jobs run on
-    other machines: each job would write its own store there, or fail, and the sweep's parent run
-    (created here) would see none of them. Ray with no address and submitit_local run on this
-    machine and may share the file."""
-    target = str(launcher.get("_target_", ""))
-    remote = "SlurmLauncher" in target or ("RayLauncher" in target and launcher.ray.init.get("address"))
+    other machines, as its preset declares (`sweep.jobs_run_on`: conf/launcher/submitit_slurm.yaml,
+    ray.yaml with a cluster's address): each job would write its own store there, or fail, and the
+    sweep's parent run (created here) would see none of them."""
+    where = config.sweep.get("jobs_run_on")
     local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
-    if remote and local:
+    if where and local:
         raise ConfigError(
-            f"the tracking store {uri} is a file on this machine, but {target.rsplit('.', 1)[-1]} runs jobs on "
-            "other machines, which cannot write to it (and sqlite must not be shared over a network "
+            f"the tracking store {uri} is a file on this machine, but the launcher runs jobs on other machines "
+            f"({where}), which cannot write to it (and sqlite must not be shared over a network "
             "filesystem). Start an MLflow tracking server and set MLFLOW_TRACKING_URI=http://<host>:<port> "
             "(docs/machines.md)"
         )
@@ -152,7 +151,7 @@ class SweepCallback(Callback):
         # The jobs resolve the store the same way (training/run.py): the launch folder is the cwd.
         try:
             uri = tracking.resolve_uri(config.tracking.uri, Path.cwd())
-            check_launcher_store(config.hydra.launcher, uri)
+            check_launcher_store(config, uri)
             tracking.check_store(uri)
             if is_search(config):  # a bad search is one paragraph before any parent run or trial
                 check_search(config)

@@ -3,6 +3,7 @@
 Knows neither MLflow nor TensorFlow.
 """
 
+from lmbench.config import folders  # noqa: F401 (registers the run folder's resolver)
 from lmbench.config.checks import check_optimizer_values, check_trainer_values, check_values
 from lmbench.config.recipes import model_family, recipe_for
 from lmbench.config.schema import Config, DatasetConfig, TrackingConfig, TrainerConfig, register_configs

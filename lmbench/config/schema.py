@@ -130,6 +130,10 @@ class SweepConfig:
     # Set by lmbench's search sweeper (hydra/sweeper=lmbench_optuna), never by hand: the Optuna
     # trial this job is, whose study the job reports its validations to (lmbench/search/).
     trial: Optional[int] = None
+    # Declared by a launcher preset (conf/launcher/) whose jobs run on other machines: where they
+    # run (SLURM's nodes, a Ray cluster's address); null: on this machine. A tracking store on this
+    # machine's disk is then refused before the sweep starts (cli/sweep.check_launcher_store).
+    jobs_run_on: Optional[str] = None
 
 
 @dataclass
@@ -264,22 +268,7 @@ def register_configs() -> None:
 
     Its typed fields check every group's YAML and every override as it is merged in, so the fixed
     groups need no schema entry of their own: none is registered inside the selectable groups,
-    where `lmbench --help` would list it as an option.
+    where `lmbench --help` would list it as an option. The search sweeper plugin, which sits above
+    this layer, is registered by the commands (`lmbench.cli.plugins.register_configs`).
     """
     ConfigStore.instance().store(name="lmbench_schema", node=Config)
-    register_search_sweeper()
-
-
-def register_search_sweeper() -> None:
-    """Register lmbench's Optuna sweeper (hydra/sweeper=lmbench_optuna) with Hydra by hand.
-
-    Hydra finds plugins by walking the `hydra_plugins` namespace package, and an editable install
-    (setuptools' import-hook finder) hides lmbench's part of it from that walk, so that
-    `hparams_search=...` would not compose there. Importing the plugin module registers its config
-    schema; `register` makes the class instantiable. A wheel install is also found by the walk.
-    """
-    from hydra.core.plugins import Plugins
-
-    from hydra_plugins.lmbench_search.lmbench_sweeper import LmbenchOptunaSweeper
-
-    Plugins.instance().register(LmbenchOptunaSweeper)

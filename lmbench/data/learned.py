@@ -45,6 +45,7 @@ MODEL_FILE = "tokenizer.json"
 # A unit of text for encoding: a line's first word, a run of spaces with the word after it (or a
 # line's trailing spaces), or a line end. Other whitespace (tabs) stays inside a unit's word.
 _UNIT = re.compile(r"[^ \n]+| +[^ \n]*|\n")
+_UNIT_CUT = re.compile(r"[^ \n] +[^ \n]")  # where a long line may be cut (`line_cut`)
 _UNIT_MEMO_SIZE = 1 << 20  # distinct units whose tokens a trained tokenizer remembers
 
 
@@ -212,13 +213,13 @@ class LearnedTokenizer(Tokenizer):
 
     # -- text to tokens and back -----------------------------------------------------------------
 
-    def tokenize(self, text: str) -> list[str]:
-        tokens, which = self._units(text)
+    def tokenize(self, text: str, line_ends: bool = True) -> list[str]:
+        tokens, which = self._units(text, line_ends)
         return list(itertools.chain.from_iterable(map(tokens.__getitem__, which)))
 
-    def provisional_ids(self, text: str, provisional: Mapping[str, int]) -> np.ndarray:
+    def provisional_ids(self, text: str, provisional: Mapping[str, int], line_ends: bool = True) -> np.ndarray:
         """As `tokenize`, without a string per token: each distinct unit's ids once, then one gather."""
-        tokens, which = self._units(text)
+        tokens, which = self._units(text, line_ends)
         flat = np.fromiter(
             map(provisional.__getitem__, itertools.chain.from_iterable(tokens)), dtype=np.int32
         )
@@ -228,7 +229,15 @@ class LearnedTokenizer(Tokenizer):
         out_starts = np.cumsum(run) - run
         return flat[np.repeat(starts[which] - out_starts, run) + np.arange(int(run.sum()))]
 
-    def _units(self, text: str) -> tuple[list[tuple[str, ...]], np.ndarray]:
+    def line_cut(self, text: str, pos: int, endpos: int) -> int:
+        """Before a run of spaces that follows a non-space character: a unit (`_UNIT`) starts there,
+        and the units are encoded one by one."""
+        if self._may_blank_a_piece():
+            return -1
+        found = _UNIT_CUT.search(text, pos, endpos)
+        return -1 if found is None else found.start() + 1
+
+    def _units(self, text: str, line_ends: bool = True) -> tuple[list[tuple[str, ...]], np.ndarray]:
         """The text cut into units (see `_UNIT`): the tokens of each distinct unit, in order of first
         appearance, and which distinct unit each unit of the text is (int64).
 
@@ -243,7 +252,7 @@ class LearnedTokenizer(Tokenizer):
         if not lines:
             return [], np.zeros(0, dtype=np.int64)
         number: defaultdict[str, int] = defaultdict(itertools.count().__next__)
-        units = _UNIT.findall("\n".join(lines) + "\n")
+        units = _UNIT.findall("\n".join(lines) + ("\n" if line_ends else ""))
         which = np.fromiter(map(number.__getitem__, units), dtype=np.int64, count=len(units))
         memo = self._unit_memo
         if len(memo) > _UNIT_MEMO_SIZE:

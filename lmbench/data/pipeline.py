@@ -36,6 +36,7 @@ the number of out-of-vocabulary tokens per split (tokens the vocabulary lacks, n
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 import logging
@@ -140,7 +141,8 @@ def _encode(
     """The vocabulary (`vocab`, or built from train), every split's ids and its OOV count.
 
     Memory is bounded by the ids, not by the tokens: each split is tokenized `ENCODE_CHUNK`
-    characters at a time (cut at line ends, which no tokenizer looks across), and each token string
+    characters at a time (cut at line ends, which no tokenizer looks across, and inside a very long
+    line where the tokenizer says its tokens stay the same: `_line_chunks`), and each token string
     becomes at once a provisional id, its index among the distinct tokens in order of first
     appearance (a Python string per token would cost ~60 bytes, 3 GB for 50M tokens). Train comes
     first, so the train counts handed to `build_vocab` are in first-seen order, as a Counter of the
@@ -150,8 +152,10 @@ def _encode(
     first_seen = {}
     for split in SPLITS:
         log.info("tokenizing %s (%s)", split, sources[split])
-        chunks = [
-            tokenizer.provisional_ids(chunk, provisional) for chunk in _line_chunks(texts[split])
+        chunks = [  # line_ends only when False: a tokenizer of the user's may not take it (it is then not cut)
+            tokenizer.provisional_ids(chunk, provisional) if ends else
+            tokenizer.provisional_ids(chunk, provisional, line_ends=False)
+            for chunk, ends in _line_chunks(texts[split], tokenizer)
         ]
         first_seen[split] = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)
         if not len(first_seen[split]):
@@ -188,15 +192,33 @@ def measured_split(name: str, ids: np.ndarray, text: str) -> Split:
     return Split(name, ids, len(text), int(words.sum()), int(utf8.sum()), chars, words, utf8)
 
 
-def _line_chunks(text: str):
-    """`text` in pieces of about ENCODE_CHUNK characters, each ending at a line end (but the last)."""
+def cuts_lines(tokenizer: Tokenizer) -> bool:
+    """Whether `tokenizer` can tokenize a piece of a line: its `tokenize` and `provisional_ids` take
+    `line_ends` (a subclass of the user's that overrides them without it keeps its lines whole)."""
+    return all("line_ends" in inspect.signature(method).parameters
+               for method in (tokenizer.tokenize, tokenizer.provisional_ids))
+
+
+def _line_chunks(text: str, tokenizer: Tokenizer | None = None):
+    """`text` in pieces of about ENCODE_CHUNK characters, as (piece, whether it ends a line): each
+    ends at a line end (but the last), unless the line is very long (over 2 x ENCODE_CHUNK to the
+    next line end: a corpus on a single line). Such a line is cut where `tokenizer.line_cut` says its
+    pieces, tokenized apart, give the line's tokens (at whitespace for words and subwords, between
+    any two characters for characters); a tokenizer that cannot cut keeps the line whole."""
     start = 0
     while True:
         cut = text.find("\n", start + ENCODE_CHUNK)
+        line_end = len(text) if cut < 0 else cut
+        if tokenizer is not None and line_end - start > 2 * ENCODE_CHUNK and cuts_lines(tokenizer):
+            mid = tokenizer.line_cut(text, start + ENCODE_CHUNK, line_end)  # no line end in between
+            if mid > start:
+                yield text[start:mid], False
+                start = mid
+                continue
         if cut < 0 or cut == len(text) - 1:  # the rest (the whole text when it is short, even empty)
-            yield text[start:]
+            yield text[start:], True
             return
-        yield text[start : cut + 1]
+        yield text[start : cut + 1], True
         start = cut + 1
 
 

@@ -119,26 +119,44 @@ class Tokenizer:
             lines = [line for line in lines if line and not line.isspace()]
         return lines
 
-    def tokenize(self, text: str) -> list[str]:
-        """All tokens of `text`, line after line, each line followed by the end-of-sentence token."""
+    def tokenize(self, text: str, line_ends: bool = True) -> list[str]:
+        """All tokens of `text`, line after line, each line followed by the end-of-sentence token;
+        with `line_ends=False` the last line goes on in the next piece of text (cut by `line_cut`):
+        no end-of-sentence token after it."""
         split = self._line_splitter()
         number, eos = self.number_token, self.eos_token
         out: list[str] = []
         extend, append = out.extend, out.append
-        for line in self._lines(text):
+        lines = self._lines(text)
+        for i, line in enumerate(lines):
             tokens = split(line)
             if number is not None:
                 tokens = [number if _is_number(t) else t for t in tokens]
             extend(tokens)
-            if self.add_eos:
+            if self.add_eos and (line_ends or i < len(lines) - 1):
                 append(eos)
         return out
 
-    def provisional_ids(self, text: str, provisional: Mapping[str, int]) -> np.ndarray:
-        """`tokenize(text)` as int32 ids, each token looked up in `provisional` (the pipeline's
-        `defaultdict` that numbers tokens in order of first appearance). A tokenizer that can do this
-        without a Python string per token (the learned ones) overrides it; the ids must be the same."""
-        return np.fromiter(map(provisional.__getitem__, self.tokenize(text)), dtype=np.int32)
+    def provisional_ids(self, text: str, provisional: Mapping[str, int], line_ends: bool = True) -> np.ndarray:
+        """`tokenize(text, line_ends)` as int32 ids, each token looked up in `provisional` (the
+        pipeline's `defaultdict` that numbers tokens in order of first appearance). A tokenizer that
+        can do this without a Python string per token (the learned ones) overrides it; the ids must be
+        the same."""
+        # line_ends only when False: a subclass's `tokenize` may not take it (its lines are not cut)
+        tokens = self.tokenize(text) if line_ends else self.tokenize(text, line_ends=False)
+        return np.fromiter(map(provisional.__getitem__, tokens), dtype=np.int32)
+
+    def line_cut(self, text: str, pos: int, endpos: int) -> int:
+        """A place in text[pos:endpos] (inside one line) where the line may be cut into two pieces
+        that, tokenized apart (the first with line_ends=False), give the line's tokens; -1 where
+        there is none. Each piece must keep a non-space character (drop_blank_lines would drop a
+        blank one). Here: never (a tokenizer may read a whole line at once, as NLTK's do)."""
+        return -1
+
+    def _may_blank_a_piece(self) -> bool:
+        """Whether a piece with non-space characters may still be dropped as blank: when they are
+        all punctuation, deleted by strip_punctuation, and drop_blank_lines drops what is left."""
+        return self.strip_punctuation and self.drop_blank_lines
 
     def detokenize(self, tokens: Iterable[str]) -> str:
         """The text of each line's tokens (`_decode_line`), the end-of-sentence token read as a
@@ -226,8 +244,23 @@ class Tokenizer:
         return f"{type(self).__name__}({args})"
 
 
+_TWO_NONSPACE = re.compile(r"\S\S")
+_WORD_START = re.compile(r"\S\s+\S")
+
+
+def word_start(text: str, pos: int, endpos: int) -> int:
+    """The first start of a word in text[pos:endpos] that follows another word's end, or -1: where
+    `str.split` splits (re's \\s is str.isspace), and lowercasing's one rule with context (Greek
+    final sigma) does not look past whitespace."""
+    found = _WORD_START.search(text, pos, endpos)
+    return -1 if found is None else found.end() - 1
+
+
 class WordTokenizer(Tokenizer):
     """Whitespace-separated words (`str.split()`), the classic PTB / WikiText set-up."""
+
+    def line_cut(self, text: str, pos: int, endpos: int) -> int:
+        return -1 if self._may_blank_a_piece() else word_start(text, pos, endpos)
 
     def _line_splitter(self) -> Callable[[str], Iterable[str]]:
         return str.split
@@ -235,6 +268,16 @@ class WordTokenizer(Tokenizer):
 
 class CharTokenizer(Tokenizer):
     """One token per character. With `eos_token="\\n"` the token stream is the text itself."""
+
+    def line_cut(self, text: str, pos: int, endpos: int) -> int:
+        """Between any two non-space characters; lowercased, at a word's start as words are (Greek
+        final sigma depends on the letters around it)."""
+        if self._may_blank_a_piece():
+            return -1
+        if self.lowercase:
+            return word_start(text, pos, endpos)
+        found = _TWO_NONSPACE.search(text, pos, endpos)
+        return -1 if found is None else found.start() + 1
 
     def _line_splitter(self) -> Callable[[str], Iterable[str]]:
         return list

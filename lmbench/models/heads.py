@@ -196,6 +196,27 @@ class AdaptiveSoftmaxHead(OutputHead):
         return self.softmax.flops_per_token()
 
 
+def planned_head(head, vocab_size: int, input_dim: int, tied: bool, positions: int, compute_bytes: int
+                 ) -> tuple[int, int]:
+    """(trainable parameters, values kept for the backward pass) of the head `head` asks for, before
+    it is built: the full softmax's d |V| + |V| (|V| when tied), and the window's logits when they
+    fit its `keep_logits_mb`; the adaptive softmax's head layer and tail projections."""
+    config = head_config(head)
+    if config.kind == "adaptive":
+        cutoffs = [int(c) for c in config.cutoffs]
+        sizes = [b - a for a, b in zip(cutoffs, [*cutoffs[1:], vocab_size])]
+        first = cutoffs[0] + len(sizes)
+        params = input_dim * first + first
+        for i, size in enumerate(sizes):
+            width = int(input_dim // config.factor ** (i + 1))
+            params += input_dim * width + width * size + size
+        return params, 0
+    params = vocab_size + (0 if tied else input_dim * vocab_size)
+    logits = positions * vocab_size
+    kept = logits if logits * compute_bytes <= config.keep_logits_mb * 2**20 else 0
+    return params, kept
+
+
 HEADS: dict[str, type[OutputHead]] = {"full": FullSoftmaxHead, "adaptive": AdaptiveSoftmaxHead}
 
 

@@ -12,8 +12,10 @@ contract of `lmbench.models.base` on top.
 
 from __future__ import annotations
 
+import inspect
 import json
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -23,12 +25,30 @@ from hydra.utils import get_class
 
 from lmbench.errors import reading_file
 from lmbench.models.base import ModelBase, Progress
+from lmbench.models.weights_file import guarded_write
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "model_config.json"
 # A training step's FLOPs per forward FLOP: the backward pass computes two GEMMs (the gradients of
 # the input and of the weights) for every forward one (Kaplan et al. 2020, section 2.1).
 TRAINING_FLOPS_PER_FORWARD = 3
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What a network of given options will hold, known before any weight exists (the family's
+    `planned`, for `training.memory`'s estimate): trainable parameters of its input embedding
+    tables (updated sparsely: their gradient is the rows a step read), every other trainable
+    parameter, and the values one training step keeps for its backward pass (activations, in the
+    compute dtype: a lower bound, counting the largest tensors of each layer)."""
+
+    embedding: int
+    dense: int
+    activations: int
+
+    @property
+    def params(self) -> int:
+        return self.embedding + self.dense
 
 
 def stream_starts(ids: np.ndarray, n_streams: int, eos_id: int) -> np.ndarray:
@@ -190,6 +210,19 @@ class NeuralLM(ModelBase, keras.Model):
         (the padding of the last window and of short streams is not counted)."""
         return self.body_flops_per_token() + self.output_head.flops_per_token()
 
+    @classmethod
+    def planned(cls, options: dict, batch: int, steps: int, compute_bytes: int = 4) -> Planned:
+        """What a network of this family built with `options` (its constructor's arguments, the
+        defaults filled in: `options_of`) holds, for training windows of batch x steps tokens."""
+        raise NotImplementedError(f"{cls.__name__} does not plan its memory")
+
+    @classmethod
+    def options_of(cls, vocab_size: int, config: dict) -> dict:
+        """The constructor's arguments for `config` (a model node's keys) with the defaults filled in."""
+        bound = inspect.signature(cls).bind_partial(vocab_size=vocab_size, eos_id=0, **config)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
     def num_params(self) -> int:
         return int(sum(np.prod(v.shape) for v in self.trainable_variables))
 
@@ -200,6 +233,12 @@ class NeuralLM(ModelBase, keras.Model):
         mix features; pulling a norm's scale or a rare word's embedding to zero only hurts."""
         tables = {id(layer.embeddings) for layer in self._flatten_layers() if isinstance(layer, keras.layers.Embedding)}
         return [v for v in self.trainable_variables if len(v.shape) < 2 or id(v) in tables]
+
+    def save_weights(self, filepath, *args, **kwargs) -> None:
+        """Keras' `save_weights`, safe on a full disk (`weights_file.guarded_write`): checkpoints and
+        bundles both write through here."""
+        with guarded_write(filepath, self.variables):
+            super().save_weights(filepath, *args, **kwargs)
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)

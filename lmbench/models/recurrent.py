@@ -20,8 +20,8 @@ import tensorflow as tf
 
 from lmbench.errors import ConfigError
 from lmbench.models.embedding import Embedding
-from lmbench.models.heads import build_head
-from lmbench.models.neural import NeuralLM
+from lmbench.models.heads import build_head, planned_head
+from lmbench.models.neural import NeuralLM, Planned
 from lmbench.models.regularization import (
     activation_penalty,
     embedding_dropout,
@@ -242,6 +242,23 @@ class RecurrentLM(NeuralLM):
                 rnn.build(x.shape)
             return unrolled_lstm(rnn.cell, x, state, recurrent)
         return rnn(x, initial_state=state, training=training)
+
+    @classmethod
+    def planned(cls, options: dict, batch: int, steps: int, compute_bytes: int = 4) -> Planned:
+        """Per layer gates x (input width + hidden_size) x hidden_size kernels and gates x hidden_size
+        biases (the GRU's reset-after form two sets); kept per layer and token: the gates' pre- and
+        post-activation values and the cell's outputs, (2 gates + 2) x hidden_size values."""
+        vocab, width, hidden = options["vocab_size"], options["embedding_dim"], options["hidden_size"]
+        cell = options["cell"]
+        gates, tokens = GATES.get(cell, 1), batch * steps
+        sizes = [hidden] * (options["num_layers"] - 1) + [options.get("last_layer_size") or hidden]  # AWD's last
+        dense = 0
+        for size in sizes:
+            dense += gates * (width + size) * size + gates * size * (2 if cell == "gru" else 1)
+            width = size
+        head, kept = planned_head(options["head"], vocab, width, options["tie_embeddings"], tokens, compute_bytes)
+        activations = tokens * options["embedding_dim"] + tokens * sum(sizes) * (2 * gates + 2)
+        return Planned(vocab * options["embedding_dim"], dense + head, activations + kept)
 
     def body_flops_per_token(self, context: int | None = None) -> float:
         """Per layer, 2 x gates x (input width + hidden_size) x hidden_size: the input GEMM and the

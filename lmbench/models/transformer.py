@@ -35,8 +35,8 @@ import tensorflow as tf
 from lmbench.errors import ConfigError
 from lmbench.models.base import Progress
 from lmbench.models.embedding import Embedding
-from lmbench.models.heads import build_head
-from lmbench.models.neural import NeuralLM
+from lmbench.models.heads import build_head, planned_head
+from lmbench.models.neural import NeuralLM, Planned
 from lmbench.models.transformer_blocks import MLPS, NORMS, Block, make_norm, swiglu_hidden
 
 POSITIONS = ("learned", "sinusoidal", "rope")
@@ -160,6 +160,25 @@ class TransformerLM(NeuralLM):
             tied_embedding=self.token_embedding if tie_embeddings else None,
             kernel_initializer=normal,
         )
+
+    @classmethod
+    def planned(cls, options: dict, batch: int, steps: int, compute_bytes: int = 4) -> Planned:
+        """Per block two norms, the QKV and output projections and the MLP; kept per block: about
+        8 d + 2 d_ff values a token and the attention scores and weights, 2 x heads x steps² a window."""
+        vocab, d, d_ff, layers = options["vocab_size"], options["d_model"], options["d_ff"], options["n_layer"]
+        bias, heads = options.get("bias", True), options["n_head"]
+        kv_heads, head_dim = options.get("n_kv_head") or heads, d // heads
+        norm = d if options.get("norm", "layernorm") == "rmsnorm" or not bias else 2 * d  # scale (+ shift)
+        qkv = (heads + 2 * kv_heads) * head_dim
+        hidden = swiglu_hidden(d_ff) if options.get("mlp", "gelu") == "swiglu" else d_ff
+        mlp_in = 2 * hidden if options.get("mlp", "gelu") == "swiglu" else hidden  # SwiGLU: gate and value
+        block = 2 * norm + d * qkv + d * d + d * mlp_in + hidden * d + (2 * head_dim if options.get("qk_norm") else 0)
+        block += (qkv + d + mlp_in + d) if bias else 0
+        positions = options["context"] * d if options["positions"] == "learned" else 0
+        tokens = batch * steps
+        head, kept = planned_head(options["head"], vocab, d, options["tie_embeddings"], tokens, compute_bytes)
+        activations = tokens * d + layers * (tokens * (8 * d + 2 * d_ff) + 2 * batch * options["n_head"] * steps**2)
+        return Planned(vocab * d, positions + layers * block + norm + head, activations + kept)
 
     @property
     def eval_method(self) -> str:

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-from mlflow import MlflowClient
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
+
+from lmbench.tracking.store import store_client
 
 
 @dataclass
@@ -37,7 +38,7 @@ def _record(run) -> RunRecord:
 
 
 def get_run(uri: str, run_id: str) -> RunRecord:
-    return _record(MlflowClient(tracking_uri=uri).get_run(run_id))
+    return _record(store_client(uri).get_run(run_id))
 
 
 def find_runs(
@@ -45,7 +46,7 @@ def find_runs(
 ) -> list[RunRecord]:
     """Runs of `experiment` (default: every experiment), children of `parent_run_id`, matching
     `filter_string` (MLflow search syntax, e.g. "tags.lmbench.dataset = 'ptb'"), all combined."""
-    client = MlflowClient(tracking_uri=uri)
+    client = store_client(uri)
     if experiment is not None:
         found = client.get_experiment_by_name(experiment)
         if found is None:
@@ -73,7 +74,7 @@ def find_runs(
 def run_status(uri: str, run_id: str) -> str | None:
     """FINISHED, RUNNING, FAILED, KILLED; None when the store has no such run."""
     try:
-        return MlflowClient(tracking_uri=uri).get_run(run_id).info.status
+        return store_client(uri).get_run(run_id).info.status
     except MlflowException:
         return None
 
@@ -88,7 +89,7 @@ def download(artifact_uri: str, uri: str, dst: Path) -> str:
 def run_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path | None:
     """Download one artifact of a run (`token_scores/test.npz`) into the folder `dst`; None when the
     run has no such artifact (a run logged before lmbench wrote it)."""
-    client = MlflowClient(tracking_uri=uri)
+    client = store_client(uri)
     folder = path.rpartition("/")[0] or None
     if path not in {f.path for f in client.list_artifacts(run_id, folder)}:
         return None
@@ -98,12 +99,12 @@ def run_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path | None:
 
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     """(step, value) pairs of one metric, by step."""
-    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
+    history = store_client(uri).get_metric_history(run_id, key)
     return sorted((m.step, m.value) for m in history)
 
 
 def last_logged(uri: str, run_id: str, key: str) -> float | None:
     """The value of `key` logged last in time. A run's summary shows the value at the highest step
     instead, which differs for a key logged both per step and once more at the end."""
-    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
+    history = store_client(uri).get_metric_history(run_id, key)
     return max(history, key=lambda m: (m.timestamp, m.step)).value if history else None

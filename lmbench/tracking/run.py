@@ -29,7 +29,7 @@ from mlflow.entities import Metric, RunTag
 from lmbench import names
 from lmbench.errors import ConfigError
 from lmbench.interrupts import held
-from lmbench.tracking.store import ensure_experiment, redact, ui_hint, unreachable, with_retry
+from lmbench.tracking.store import ensure_experiment, redact, store_client, ui_hint, unreachable, with_retry
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class Tracker:
         self._logged_upto: dict[str, int] = {}  # after a resume: last step already in the store
         self._client: MlflowClient | None = None  # set when the run starts
         self._unlogged = Unlogged()
+        self.artifact_uri: str | None = None  # where the run's artifacts go, once it has started
         self.retry_every_s, self.final_wait_s = float(retry_every_s), float(final_wait_s)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -106,11 +107,12 @@ class Tracker:
         if not self.enabled:
             return
         mlflow.set_tracking_uri(self.uri)
-        self._client = MlflowClient(tracking_uri=self.uri)
+        self._client = store_client(self.uri)
         self.experiment_id = ensure_experiment(self.uri, self.experiment)
         with held():  # a signal is raised once the run exists with its tags and params, to be ended KILLED
             run = with_retry(mlflow.start_run, experiment_id=self.experiment_id, parent_run_id=parent_run_id)
             self.run_id = self.last_run_id = run.info.run_id
+            self.artifact_uri = run.info.artifact_uri
             with_retry(mlflow.set_tags, {**tags, names.RUN_NAME: f"{run_name_prefix}-{self.run_id[:8]}"})
             # MLflow takes at most 100 params per request; log_params batches, values are strings.
             with_retry(mlflow.log_params, {k: ("null" if v is None else v) for k, v in params.items()})
@@ -124,7 +126,7 @@ class Tracker:
         if not self.enabled:
             return
         mlflow.set_tracking_uri(self.uri)
-        client = self._client = MlflowClient(tracking_uri=self.uri)
+        client = self._client = store_client(self.uri)
         with held():
             run = client.get_run(run_id)  # MlflowException if the store does not have it
             self.experiment_id = run.info.experiment_id
@@ -133,6 +135,7 @@ class Tracker:
             }
             with_retry(mlflow.start_run, run_id=run_id)
             self.run_id = self.last_run_id = run_id
+            self.artifact_uri = run.info.artifact_uri
             with_retry(mlflow.set_tag, names.RESUMED_AT_STEP, str(resumed_at_step))
 
     def finish(self, status: str = "FINISHED", reason: str | None = None, step: int | None = None) -> None:
@@ -206,6 +209,8 @@ class Tracker:
         try:
             with held():  # never interrupted half-way (see lmbench/interrupts.py)
                 with_retry(call)
+        except OSError as ex:  # a full or read-only artifact store
+            raise self._in_store(ex) from None
         except Exception as ex:
             if not unreachable(self.uri, ex):
                 raise
@@ -214,6 +219,18 @@ class Tracker:
             log.warning("tracking store %s unreachable; keeping writes and retrying every %.0f s",
                         redact(self.uri), self.retry_every_s)
             self._unlogged.keep(what, count, call)
+
+    def _in_store(self, ex: OSError) -> OSError:
+        """`ex` naming, as the file it could not write (`filename2`, as a copy's error does), the
+        run's artifact store when it names nothing there: a copy names its source first, a plain
+        write names no file at all, and the user must hear where the store is, not a temporary file."""
+        store = self.artifact_uri or ""
+        local = store[len("file://"):] if store.startswith("file://") else store
+        if ex.filename2 is not None or (ex.filename is not None and local and str(ex.filename).startswith(local)):
+            return ex
+        located = OSError(ex.errno, ex.strerror, ex.filename)
+        located.filename2 = local or None  # not through the constructor, which drops it without a filename
+        return located
 
     def _flush(self, now: bool = False) -> bool:
         """Send the kept writes, oldest first, if it is time to try (or `now`); True when none is left."""

@@ -128,7 +128,7 @@ def check_store(uri: str) -> None:
     if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
         return
     try:
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        store_client(uri).search_experiments(max_results=1)
     except Exception as ex:  # MlflowException, or the driver's own error for a database
         raise TrackingError(store_problem(uri, ex)) from None
 
@@ -211,8 +211,7 @@ def ensure_experiment(uri: str, name: str) -> str:
     experiment is tagged as model training, the type MLflow UIs that ask for one ask a user to pick;
     which page 3.17's UI opens it on depends on the link instead (ui_url).
     """
-    create_sqlite_schema(uri)
-    client = MlflowClient(tracking_uri=uri)
+    client = store_client(uri)
     try:
         existing = with_retry(client.get_experiment_by_name, name)
     except MlflowException as ex:  # a server with authentication: this user may not read it
@@ -242,18 +241,34 @@ def ensure_experiment(uri: str, name: str) -> str:
         return existing.experiment_id
 
 
+def store_client(uri: str) -> MlflowClient:
+    """An MlflowClient for the store at `uri`, made only once the store's schema exists.
+
+    Creating an MlflowClient creates MLflow's store object, which migrates a sqlite file's schema
+    there and then, without any lock: every client of lmbench is made here, so that the first one
+    of each process, for each sqlite store, is made under `create_sqlite_schema`'s lock."""
+    create_sqlite_schema(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+_SCHEMA_READY: set[str] = set()  # sqlite URIs whose schema this process has seen complete, under the lock
+
+
 def create_sqlite_schema(uri: str) -> None:
     """MLflow's tables in a sqlite file, created by one process at a time: two `lmbench` commands
-    started together on a fresh store both create them, and the slower one fails with "table
-    experiments already exists" (sweeps create their store before their jobs; separate commands
-    cannot). The lock is the database folder's (flock on its descriptor: no file is left behind)."""
+    started together on a fresh store both migrate it (MLflow creates the tables when its client is
+    made), and both fail ("table _alembic_tmp_tags already exists", "duplicate column name: step")
+    with no run recorded. The lock is the database folder's (flock on its descriptor: no file is
+    left behind); the first client is made inside it, and every later one finds the schema complete.
+    Once per process and store."""
     db = _sqlite_path(uri)
-    if db is None or not db.parent.is_dir():
+    if db is None or uri in _SCHEMA_READY or not db.parent.is_dir():
         return
     folder = os.open(db.parent, os.O_RDONLY)
     try:
         fcntl.flock(folder, fcntl.LOCK_EX)
         with_retry(MlflowClient(tracking_uri=uri).search_experiments, max_results=1)
+        _SCHEMA_READY.add(uri)
     finally:
         os.close(folder)  # releases the lock
 
@@ -267,7 +282,7 @@ def start_parent_run(uri: str, experiment: str, run_name_prefix: str, tags: dict
     Uses the client, not the fluent API, so the launching process has no active run: sequential
     sweeps run their jobs in this same process, and each job starts its own run.
     """
-    client = MlflowClient(tracking_uri=uri)
+    client = store_client(uri)
     experiment_id = ensure_experiment(uri, experiment)
     run_id = with_retry(client.create_run, experiment_id, tags=tags).info.run_id
     for key, value in ((names.RUN_NAME, f"{run_name_prefix}-{run_id[:8]}"), (names.SWEEP_ID, run_id)):
@@ -278,7 +293,7 @@ def start_parent_run(uri: str, experiment: str, run_name_prefix: str, tags: dict
 def reopen_run(uri: str, run_id: str, experiment: str) -> bool:
     """Set a run of `experiment` that ended (a sweep that stopped part-way) back to RUNNING, for a
     re-launched sweep to continue under it; False when the store has no such run there."""
-    client = MlflowClient(tracking_uri=uri)
+    client = store_client(uri)
     try:
         run = client.get_run(run_id)
     except MlflowException:
@@ -292,7 +307,7 @@ def reopen_run(uri: str, run_id: str, experiment: str) -> bool:
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
-    client = MlflowClient(tracking_uri=uri)
+    client = store_client(uri)
     for key, value in (tags or {}).items():
         with_retry(client.set_tag, run_id, key, value)
     with_retry(client.set_terminated, run_id, status=status)
@@ -300,7 +315,7 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED", tags: dict[str, str
 
 def log_artifacts(uri: str, run_id: str, path: Path, artifact_path: str | None = None) -> None:
     """Log a file or a folder's contents to a run other than the active one (a sweep's parent)."""
-    client = MlflowClient(tracking_uri=uri)
+    client = store_client(uri)
     if Path(path).is_dir():
         client.log_artifacts(run_id, str(path), artifact_path=artifact_path)
     else:
@@ -309,9 +324,9 @@ def log_artifacts(uri: str, run_id: str, path: Path, artifact_path: str | None =
 
 def describe_run(uri: str, run_id: str, markdown: str) -> None:
     """Set a run's description (Markdown, shown on its page in the MLflow UI)."""
-    with_retry(MlflowClient(tracking_uri=uri).set_tag, run_id, names.DESCRIPTION, markdown)
+    with_retry(store_client(uri).set_tag, run_id, names.DESCRIPTION, markdown)
 
 
 def log_table(uri: str, run_id: str, columns: dict[str, list], artifact_file: str) -> None:
     """Log `columns` (name -> values, all of one length) as an MLflow table artifact of a run."""
-    with_retry(MlflowClient(tracking_uri=uri).log_table, run_id, data=columns, artifact_file=artifact_file)
+    with_retry(store_client(uri).log_table, run_id, data=columns, artifact_file=artifact_file)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -16,6 +18,27 @@ from lmbench.training.peak import mfu, resolve_peak
 from lmbench.training.result import FitResult
 
 log = logging.getLogger("lmbench.training.run")
+
+
+def write_failure(ex: OSError, output_dir: Path) -> str:
+    """What to say when a file of the run could not be written (a full disk, a read-only folder).
+
+    A copy names its source in `filename` and its destination in `filename2` (shutil's copies into
+    MLflow's artifact store): the destination is the file that could not be written. A file outside
+    the run folder is the artifact store's, which hydra.run.dir does not move."""
+    target = ex.filename2 or ex.filename
+    if target is None:
+        where = f"into the run folder {output_dir}"
+    else:
+        where = str(target)
+    inside = target is None or Path(os.path.abspath(target)).is_relative_to(Path(output_dir).resolve())
+    if inside:
+        fix = "free space or choose another folder (hydra.run.dir)"
+    else:
+        fix = ("it is in the MLflow artifact store: free space there, or log to a store whose artifacts are "
+               f"elsewhere (tracking.uri, tracking.experiment); the run folder {output_dir} keeps the model "
+               "and config.yaml")
+    return f"cannot write {where} ({ex.strerror}); {fix}. The MLflow run keeps what it logged before"
 
 def run_name_prefix(cfg: DictConfig, model: LanguageModel) -> str:
     return cfg.tracking.run_name or f"{family_of(model)}-{cfg.dataset.name}"

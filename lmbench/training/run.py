@@ -45,9 +45,9 @@ from lmbench.models.neural import NeuralLM
 from lmbench.paths import default_cache_dir
 from lmbench.scoring import EvalResult, TokenScores
 from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
-from lmbench.training import checkpoints, precision
+from lmbench.training import checkpoints, memory, precision
 from lmbench.training.divergence import explain
-from lmbench.training.outcome import compute_figures, log_corpus, print_outcome, run_name_prefix
+from lmbench.training.outcome import compute_figures, log_corpus, print_outcome, run_name_prefix, write_failure
 from lmbench.training.peak import cpu_model
 from lmbench.training.result import TrainingStopped, ValidationObserver
 from lmbench.training.steps import build_optimizer
@@ -96,10 +96,11 @@ def run(
     with the step and reason, and `TrainingStopped` is raised. Returns the summary."""
     output_dir = Path(output_dir)
     plan = prepare(cfg, launch_dir)
-    built = build(plan, output_dir, observer)
+    with memory.allocation_failures():  # one paragraph, not TensorFlow's traceback
+        built = build(plan, output_dir, observer)
     tracker = built.tracker  # finish() does nothing until open_run has started the run
     try:
-        with interrupts.signal_errors():  # after Ctrl-C or SIGTERM, any error is the signal's: KILLED
+        with interrupts.signal_errors(), memory.allocation_failures():  # after a signal, any error is its: KILLED
             open_run(plan, built, output_dir, launch_dir, parent_run_id, extra_tags)
             fit, summary = train(plan, built, output_dir)
             save(plan, built, output_dir, summary)
@@ -122,10 +123,7 @@ def run(
         if ex.errno not in WRITE_ERRORS:
             tracker.finish("FAILED", f"{type(ex).__name__}: {ex}")
             raise
-        message = (
-            f"cannot write {ex.filename or f'into the run folder {output_dir}'} ({ex.strerror}); free space "
-            "or choose another folder (hydra.run.dir). The MLflow run keeps what it logged before"
-        )
+        message = write_failure(ex, output_dir)
         tracker.finish("FAILED", message)
         raise DataError(message) from None
     except BaseException as ex:
@@ -167,6 +165,7 @@ def build(plan: Plan, output_dir: Path, observer: ValidationObserver | None = No
     )
     data = train_subset(data, cfg.dataset.train_fraction, cfg.dataset.max_train_tokens)  # vocabulary: all of train
     log_corpus(cfg, data, source)
+    memory.check_fits(cfg, len(data.vocab), plan.policy)  # before the model: its output layer is built with it
     model = build_model(cfg.model, data.vocab, BundleLoader(plan.uri, default_cache_dir(cfg.cache_dir)))
     tracking = cfg.tracking
     tracker = Tracker(

@@ -119,7 +119,7 @@ class NGramLM(ModelBase):
         est = estimate(tables, counts, self.smoothing, self.discount, self.k, self.vocab_size)
         self.keys = [np.zeros(0, dtype=np.int64)] + [t.keys for t in tables[1:]]
         self.log_probs, self.log_backoffs, self.n_backoffs = est.log_probs, est.log_backoffs, est.n_backoffs
-        self.stats = {**est.stats, "num_params": float(self.num_params())}
+        self.stats = dict(est.stats)  # its size is the run's summary's model/params, as every family's
         if progress is not None:
             progress(n_tokens)
         return dict(self.stats)

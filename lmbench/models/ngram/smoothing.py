@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lmbench import names
 from lmbench.models.ngram.counting import OrderCounts
 
 SMOOTHINGS = ("mkn", "kn", "wb", "absolute", "addk")
@@ -121,7 +122,7 @@ def estimate(
             log_backoffs.append(np.log(context_term, out=context_term))
             np.log(lower, out=lower)  # order k-1, read for the last time above
         log_probs.append(probs)
-        stats[f"ngrams/order{k}"] = float(len(probs))
+        stats[names.ngram_count(k)] = float(len(probs))
         lower = probs
     np.log(lower, out=lower)
     return Estimate(log_probs, log_backoffs, n_backoffs, stats)
@@ -185,11 +186,10 @@ def _discounts(x: np.ndarray, k: int, smoothing: str, discount: float | None, st
     """The discount subtracted from a count of order k, looked up by min(count, 3) (0 for 0)."""
     if smoothing == "mkn":
         d1, d2, d3 = modified_kn_discounts(x, k)
-        # "D3plus", not "D3+": MLflow metric names allow no "+".
-        stats.update({f"discount/order{k}/{name}": d for name, d in (("D1", d1), ("D2", d2), ("D3plus", d3))})
+        stats.update({names.ngram_discount(k, name): d for name, d in (("D1", d1), ("D2", d2), ("D3plus", d3))})
         return np.array([0.0, d1, d2, d3])
     d = single_discount(x, k) if discount is None else discount
-    stats[f"discount/order{k}"] = d
+    stats[names.ngram_discount(k)] = d
     return np.array([0.0, d, d, d])
 
 
