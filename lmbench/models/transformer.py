@@ -37,7 +37,7 @@ from lmbench.models.base import Progress
 from lmbench.models.embedding import Embedding
 from lmbench.models.heads import build_head, planned_head
 from lmbench.models.neural import NeuralLM, Planned
-from lmbench.models.transformer_blocks import MLPS, NORMS, Block, make_norm, swiglu_hidden
+from lmbench.models.transformer_blocks import MLPS, NORMS, Block, make_norm, sinusoidal_table, swiglu_hidden
 
 POSITIONS = ("learned", "sinusoidal", "rope")
 # Scored positions per scoring call, at least: `score` runs this many // stride windows at once
@@ -57,16 +57,6 @@ def sliding_windows(n_tokens: int, context: int, stride: int) -> tuple[np.ndarra
     ends = np.append(np.arange(min(context, n_tokens), n_tokens, stride), n_tokens)
     starts = np.maximum(ends - context, 0)
     return starts, ends
-
-
-def sinusoidal_table(length: int, dim: int) -> np.ndarray:
-    """Vaswani et al. (2017) position encodings, [length, dim]."""
-    pos = np.arange(length)[:, None]
-    freq = np.exp(-math.log(10000.0) * (np.arange(0, dim, 2) / dim))
-    table = np.zeros((length, dim), dtype=np.float32)
-    table[:, 0::2] = np.sin(pos * freq)
-    table[:, 1::2] = np.cos(pos * freq)[:, : dim // 2]
-    return table
 
 
 def check_options(

@@ -28,6 +28,16 @@ def swiglu_hidden(d_ff: int) -> int:
     return max(SWIGLU_MULTIPLE, SWIGLU_MULTIPLE * round(2 * d_ff / 3 / SWIGLU_MULTIPLE))
 
 
+def sinusoidal_table(length: int, dim: int) -> np.ndarray:
+    """Vaswani et al. (2017) position encodings, [length, dim]."""
+    pos = np.arange(length)[:, None]
+    freq = np.exp(-math.log(10000.0) * (np.arange(0, dim, 2) / dim))
+    table = np.zeros((length, dim), dtype=np.float32)
+    table[:, 0::2] = np.sin(pos * freq)
+    table[:, 1::2] = np.cos(pos * freq)[:, : dim // 2]
+    return table
+
+
 def rope_tables(length: int, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin of RoPE's rotation angles (Su et al. 2021), [length, head_dim / 2]: dimension
     pair i of position t turns by t * ROPE_BASE^(-2i / head_dim)."""
