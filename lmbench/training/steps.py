@@ -58,6 +58,19 @@ def bptt_windows(streams: np.ndarray, bptt: int, start: int = 0, stop: int | Non
                 release(row[read])
 
 
+def window_losses(model: NeuralLM, x, y, states, penalised: list, l1: float, l2: float):
+    """(data loss: mean nats/token, the loss to differentiate: plus the model's own `losses` and the
+    L1/L2 penalties on `penalised`, the states after the window) of one training window; called
+    inside a gradient tape."""
+    hidden, states = model(x, states=states, training=True)
+    loss = tf.reduce_mean(model.output_head.token_nll(hidden, y))
+    total = loss + tf.add_n(model.losses) if model.losses else loss
+    for v in penalised:
+        w = tf.cast(v, tf.float32)
+        total += l1 * tf.reduce_sum(tf.abs(w)) + l2 * tf.reduce_sum(tf.square(w))
+    return loss, total, states
+
+
 def make_train_step(
     model: NeuralLM, optimizer, jit_compile: bool, l1: float = 0.0, l2: float = 0.0, clip_norm: float | None = None
 ):
@@ -76,12 +89,7 @@ def make_train_step(
     @tf.function(jit_compile=jit_compile)
     def step(x, y, states):
         with tf.GradientTape() as tape:
-            hidden, states = model(x, states=states, training=True)
-            loss = tf.reduce_mean(model.output_head.token_nll(hidden, y))
-            total = loss + tf.add_n(model.losses) if model.losses else loss
-            for v in penalised:
-                w = tf.cast(v, tf.float32)
-                total += l1 * tf.reduce_sum(tf.abs(w)) + l2 * tf.reduce_sum(tf.square(w))
+            loss, total, states = window_losses(model, x, y, states, penalised, l1, l2)
         grads = tape.gradient(total, model.trainable_variables)
         if clip_norm is not None:
             grads, _ = tf.clip_by_global_norm(grads, clip_norm)
@@ -125,12 +133,7 @@ class AccumulatingUpdate:
         @tf.function(jit_compile=jit_compile)
         def add(x, y, states, weight):
             with tf.GradientTape() as tape:
-                hidden, states = model(x, states=states, training=True)
-                loss = tf.reduce_mean(model.output_head.token_nll(hidden, y))
-                total = loss + tf.add_n(model.losses) if model.losses else loss
-                for v in penalised:
-                    w = tf.cast(v, tf.float32)
-                    total += l1 * tf.reduce_sum(tf.abs(w)) + l2 * tf.reduce_sum(tf.square(w))
+                loss, total, states = window_losses(model, x, y, states, penalised, l1, l2)
             for total_grad, grad in zip(self.sums, tape.gradient(total, variables)):
                 if isinstance(grad, tf.IndexedSlices):  # the embedding's rows of this window
                     total_grad.scatter_add(tf.IndexedSlices(tf.cast(grad.values, tf.float32) * weight, grad.indices))
