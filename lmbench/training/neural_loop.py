@@ -20,7 +20,7 @@ from lmbench.models.neural import WEIGHTS_FILE, NeuralLM
 from lmbench.progress import progress_bar
 from lmbench.scoring import EvalResult, perplexity
 from lmbench.tracking import Tracker
-from lmbench.training import checkpoints
+from lmbench.training import checkpoints, distributed
 from lmbench.training.checkpoints import TrainState
 from lmbench.training.divergence import DivergenceGuard
 from lmbench.training.result import FitResult, TrainingStopped, ValidationObserver
@@ -81,9 +81,12 @@ class NeuralLoop:
         """Train from `state` (after restoring checkpoints/last into the model when `resumed`)
         until max_epochs, max_steps or early stopping; the model ends with its best weights."""
         model, optimizer, cfg = self.model, self.optimizer, self.cfg
-        model.build_for_inference()
-        optimizer.build(model.trainable_variables)
+        with distributed.scope():  # several devices: mirrored variables (a no-op for one)
+            model.build_for_inference()
+            optimizer.build(model.trainable_variables)
         self.step_fn = make_train_step(model, optimizer, cfg.jit_compile, cfg.l1, cfg.l2, cfg.clip_norm)
+        if distributed.active() is not None:  # the same step, split over the replicas (distributed.py)
+            self.step_fn = distributed.train_step(distributed.active(), model, optimizer, cfg.l1, cfg.l2, cfg.clip_norm)
         stream_states = model.initial_state(cfg.batch_size)
         if cfg.max_time is not None:
             self._quarters_validated = min(3, int(4 * state.train_seconds / cfg.max_time))
@@ -91,7 +94,7 @@ class NeuralLoop:
             stream_states = checkpoints.restore(self.last, model, optimizer, stream_states)
             optimizer.learning_rate.assign(state.learning_rate)
         else:
-            state.learning_rate = float(optimizer.learning_rate)
+            state.learning_rate = float(optimizer.learning_rate.numpy())
         result = FitResult(
             steps=state.global_step, train_seconds=state.train_seconds, train_tokens=state.train_tokens,
             steps_per_epoch=self.per_epoch,
@@ -183,7 +186,7 @@ class NeuralLoop:
         speed = state.window_tokens / max(seconds, 1e-9)
         self.tracker.log_metrics(
             {names.TRAIN_LOSS: mean, names.TRAIN_PPL: perplexity(mean), names.TRAIN_WINDOW_TOKENS_PER_SEC: speed,
-             names.TRAIN_LR_STEP: float(self.optimizer.learning_rate)},
+             names.TRAIN_LR_STEP: float(self.optimizer.learning_rate.numpy())},
             step=state.global_step,
         )
         bar.set_postfix(loss=f"{mean:.3f}", ppl=f"{perplexity(mean):.1f}", tok_s=f"{speed:.0f}")
@@ -192,7 +195,7 @@ class NeuralLoop:
     def _end_epoch(self, state: TrainState, stream_states, result: FitResult) -> None:
         """Validation, the best checkpoint, decay or stop, and the resumable checkpoint."""
         epoch = state.epoch
-        lr = float(self.optimizer.learning_rate)
+        lr = float(self.optimizer.learning_rate.numpy())
         self.tracker.log_metrics({names.TRAIN_LR: lr, names.TRAIN_EPOCH: epoch}, step=epoch)
         valid = self.validate(self.model, self.data, epoch, result)
         if self.validate_every:
