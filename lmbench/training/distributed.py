@@ -206,6 +206,20 @@ def _reduce_once(optimizer) -> None:
     optimizer._all_reduce_sum_gradients = list  # grads_and_vars as they come
 
 
+def _reducible(grad, positions: int):
+    """`grad` as it is all-reduced. A sparse gradient with one row per position of the replica's
+    slice (a token embedding's) stays sparse: the replicas' rows are gathered, as one device's
+    would be. Any other sparse gradient (a learned position table's: one row per position of the
+    window, already summed over the streams) is made dense and summed: gathered, its rows would
+    be counted once per replica by everything that reads rows apart -- the global norm, and Keras'
+    sparse Adam, which squares rows before adding duplicates (its second moment) -- and differ
+    from one device's. Such tables are small (context x d)."""
+    rows = grad.values.shape[0] if isinstance(grad, tf.IndexedSlices) else None
+    if rows is not None and rows != positions:  # None: rows chosen by the data (an adaptive head's), per position
+        return tf.convert_to_tensor(grad)
+    return grad
+
+
 def train_step(replicas: Replicas, model, optimizer, l1: float = 0.0, l2: float = 0.0, clip_norm: float | None = None):
     """`steps.make_train_step`'s step, data-parallel: (x, y, states) of the whole batch in, (the
     batch's mean loss, the whole batch's states) out."""
@@ -233,7 +247,7 @@ def train_step(replicas: Replicas, model, optimizer, l1: float = 0.0, l2: float 
                 w = tf.cast(v, tf.float32)
                 total += l1 * tf.reduce_sum(tf.abs(w)) + l2 * tf.reduce_sum(tf.square(w))
             share = total / n  # summed over the replicas: the single-device loss of the whole batch
-        grads = tape.gradient(share, variables)
+        grads = [_reducible(g, size * x.shape[1]) for g in tape.gradient(share, variables)]
         present = [i for i, g in enumerate(grads) if g is not None]
         reduced = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
         if clip_norm is not None:
