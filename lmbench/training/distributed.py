@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 
@@ -55,6 +56,7 @@ import tensorflow as tf
 from lmbench.config.checks import check_devices
 from lmbench.errors import ConfigError, LmbenchError
 
+log = logging.getLogger(__name__)
 # Collectives (all-reduce, all-gather) give up after this long: a worker that died ends the others'
 # step with an error instead of a hang (tensorflow issue 35878). Steps of a healthy run are far shorter.
 COLLECTIVE_TIMEOUT_S = float(os.environ.get("LMBENCH_COLLECTIVE_TIMEOUT_S", "45"))
@@ -112,31 +114,40 @@ def configure(cfg) -> Replicas | None:
     _active = None
     gpus = tf.config.list_physical_devices("GPU")
     if cfg.strategy == "multi_worker":
+        _check_split(cfg, None)
         replicas = _multi_worker(cfg, gpus)
     else:
         wanted = (len(gpus) or 1) if cfg.devices == "all" else cfg.devices
         if wanted == 1 and cfg.strategy == "auto":
             return None
+        _check_split(cfg, wanted)
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)  # at INFO: a line per collective
         replicas = Replicas(tf.distribute.MirroredStrategy(_local_devices(wanted, gpus)), wanted)
-    if cfg.batch_size % replicas.count:
+    _check_split(cfg, replicas.count)
+    log.info("training on %s", replicas.describe())
+    _active = replicas
+    return replicas
+
+
+def _check_split(cfg, count: int | None) -> None:
+    """What the data-parallel step cannot do; `count`: the replicas (None: not known yet)."""
+    if count is not None and cfg.batch_size % count:
         raise ConfigError(
-            f"trainer.batch_size={cfg.batch_size} streams cannot be split evenly over {replicas.count} replicas: "
+            f"trainer.batch_size={cfg.batch_size} streams cannot be split evenly over {count} replicas: "
             "each replica trains an equal share of the global batch's streams, so that the run is the "
-            f"single-device run. Choose a batch size that {replicas.count} divides (e.g. "
-            f"{cfg.batch_size - cfg.batch_size % replicas.count or replicas.count}), or another number of devices."
+            f"single-device run. Choose a batch size that {count} divides (e.g. "
+            f"{cfg.batch_size - cfg.batch_size % count or count}), or another number of devices."
         )
     if cfg.jit_compile:
         raise ConfigError(
             "trainer.jit_compile=true is for one device: the data-parallel step (trainer.devices > 1 or "
             "trainer.strategy=mirrored|multi_worker) runs its collectives outside XLA. Set trainer.jit_compile=false."
         )
-    if replicas.workers > 1 and cfg.max_time is not None:
+    if cfg.strategy == "multi_worker" and cfg.max_time is not None:
         raise ConfigError(
             "trainer.max_time cannot stop a multi-worker run: each worker's clock would stop it at another "
             "step, and the others would wait for it. Use trainer.max_steps or trainer.max_tokens."
         )
-    _active = replicas
-    return replicas
 
 
 def _local_devices(wanted: int, gpus: list) -> list[str]:
@@ -189,6 +200,7 @@ def _multi_worker(cfg, gpus: list) -> Replicas:
             f"trainer.devices={cfg.devices} with trainer.strategy=multi_worker on workers without a GPU: each "
             "worker is one replica (its CPU); leave trainer.devices at 1"
         )
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # at INFO: a line per collective
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
     strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
     workers = len(resolver.cluster_spec().as_dict().get("worker", [])) or 1
