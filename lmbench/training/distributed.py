@@ -49,6 +49,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -79,7 +80,8 @@ class Replicas:
 
     def describe(self) -> str:
         where = f", worker {self.worker} of {self.workers}" if self.workers > 1 else ""
-        return f"{self.count} replicas ({type(self.strategy).__name__}{where})"
+        kind = "MultiWorkerMirroredStrategy" if self.workers > 1 else type(self.strategy).__name__
+        return f"{self.count} replicas ({kind}{where})"
 
 
 _active: Replicas | None = None
@@ -284,8 +286,31 @@ def train_step(replicas: Replicas, model, optimizer, l1: float = 0.0, l2: float 
     return guarded
 
 
+def agree_on_start(step: int) -> None:
+    """Every worker must continue from the same step: each resumes from its own checkpoint, and a
+    worker killed while writing one keeps the one before. No-op for one process."""
+    replicas = _active
+    if replicas is None or replicas.workers == 1:
+        return
+    strategy = replicas.strategy
+    value = tf.constant([step], tf.int64)
+    gathered = strategy.run(lambda: tf.distribute.get_replica_context().all_gather(value, axis=0))
+    steps = strategy.experimental_local_results(gathered)[0].numpy()  # every replica's step
+    low, high = int(steps.min()), int(steps.max())
+    if low != high:
+        raise ConfigError(
+            f"the workers' checkpoints are at different steps ({low} and {high}; this is worker {replicas.worker}, at "
+            f"step {step}): a worker was stopped while writing its checkpoint. Copy the chief's "
+            "<run folder>/checkpoints into every other worker's <run folder>/workers/<index>/checkpoints, then "
+            "restart every worker with the same command."
+        )
+
+
 def lost_worker_message(replicas: Replicas, ex: Exception) -> str:
-    first = str(ex).strip().splitlines()[0][:300] if str(ex).strip() else type(ex).__name__
+    lines = [line.strip() for line in str(ex).splitlines() if line.strip()]
+    telling = re.compile(r"unavailable|socket|connect|peer|abort|timed? ?out|deadline", re.I)
+    said = [line for line in lines if telling.search(line)]
+    first = (said or lines or [type(ex).__name__])[0][:300]
     return (
         f"a training step across {replicas.describe()} failed: another worker stopped answering or is gone "
         f"(TensorFlow: {type(ex).__name__}: {first}). Every worker's run ends here; the last checkpoint is kept. "

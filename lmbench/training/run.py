@@ -180,6 +180,7 @@ def build(plan: Plan, output_dir: Path, observer: ValidationObserver | None = No
     with distributed.scope():
         optimizer = build_optimizer(cfg.optimizer) if isinstance(model, NeuralLM) else None
     resume = saved_state(cfg, trainer, model, plan.digest)
+    distributed.agree_on_start(resume.global_step if resume is not None else 0)  # several workers
     if isinstance(model, NeuralLM) and source is None:  # a fine-tune keeps its source's; a resume restores its own
         model.adapt(data.train.ids)
     elif isinstance(model, NeuralLM):  # its head's FLOPs still follow this corpus's cluster shares
