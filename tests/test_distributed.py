@@ -6,13 +6,16 @@ processes of their own (two at a time: one per core)."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from helpers import tiny_cfg, write_corpus
+from helpers import free_port, tiny_cfg, write_corpus
 from mlflow import MlflowClient
 
 from lmbench.errors import ConfigError
@@ -22,10 +25,10 @@ TINY_TRANSFORMER = ("model=transformer_small", "model.n_layer=1", "model.d_model
 TINY_LSTM = ("model=lstm_small", "model.hidden_size=32", "model.embedding_dim=32", "model.num_layers=1")
 
 
-def start(tmp_path: Path, name: str, *overrides: str) -> subprocess.Popen:
+def start(tmp_path: Path, name: str, *overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`python -m lmbench` on the tiny corpus, float32, every step's loss logged, as experiment `name`."""
     paths = write_corpus(tmp_path)
-    env = {**os.environ, "LMBENCH_CACHE_DIR": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "LMBENCH_CACHE_DIR": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     command = [
         sys.executable, "-m", "lmbench", "dataset=text_files", *(f"dataset.{s}={p}" for s, p in paths.items()),
@@ -36,6 +39,17 @@ def start(tmp_path: Path, name: str, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def workers(tmp_path: Path, name: str, *overrides: str) -> list[subprocess.Popen]:
+    """Two lmbench processes, one worker each of a `multi_worker` run on 127.0.0.1, in one run folder."""
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    return [
+        start(tmp_path, name, *TINY_LSTM, "trainer.strategy=multi_worker", *overrides,
+              env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
+        for i in range(2)
+    ]
+
+
 def finished(proc: subprocess.Popen) -> str:
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
@@ -43,7 +57,7 @@ def finished(proc: subprocess.Popen) -> str:
 
 
 def run_figures(tmp_path: Path, name: str) -> tuple[list[float], float, dict]:
-    """(every logged train/loss in step order, test/ppl, tags) of experiment `name`'s only run."""
+    """(every logged train/loss in step order, test/ppl, params) of experiment `name`'s only run."""
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name(name).experiment_id])
     assert run.info.status == "FINISHED"
@@ -101,3 +115,48 @@ def test_one_device_has_no_strategy(tmp_path):
     assert distributed.configure(cfg.trainer) is None
     assert distributed.active() is None and distributed.is_chief()
     assert distributed.own_folder(tmp_path) == tmp_path
+
+
+def test_two_workers_on_localhost_are_one_run_and_resume_after_one_is_killed(tmp_path):
+    """multi_worker over 2 processes on 127.0.0.1: one MLflow run (the chief's); SIGKILL to worker 1
+    ends the chief with one paragraph within 60 s (the run FAILED); the same command again resumes
+    both from their checkpoints and finishes the same run, with one device's figures."""
+    MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()
+    common = (
+        "optimizer=adam", "optimizer.learning_rate=0.01", "trainer.checkpoint_every_n_steps=10",
+        "trainer.validate_every_n_steps=10", "trainer.max_steps=60",
+    )
+    one = start(tmp_path, "one", *TINY_LSTM, *common)
+    chief, worker = workers(tmp_path, "two", *common)
+    finished(one)
+    last = tmp_path / "two" / "checkpoints" / "last" / "trainer_state.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (last.is_file() and json.loads(last.read_text())["global_step"] >= 20):
+        time.sleep(0.2)
+    assert chief.poll() is None, chief.communicate()[0][-3000:]
+    worker.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    out, _ = chief.communicate(timeout=120)
+    assert time.monotonic() - killed < 60
+    assert chief.returncode == 2, out[-3000:]
+    assert "another worker stopped answering or is gone" in out and "Traceback" not in out
+    worker.wait()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("two").experiment_id])
+    assert run.info.status == "FAILED" and "another worker" in run.data.tags["lmbench.error"]
+
+    outs = [finished(p) for p in workers(tmp_path, "two", *common)]  # the same command again
+    assert all("Resuming from" in out for out in outs)
+    assert (tmp_path / "two" / "workers" / "1" / "checkpoints" / "last").is_dir()  # worker 1's own
+    assert not (tmp_path / "two" / "workers" / "1" / "model").exists()  # the bundle is the chief's
+    losses, test_ppl = {}, {}
+    for name in ("one", "two"):
+        (run,) = client.search_runs([client.get_experiment_by_name(name).experiment_id])  # one run each
+        assert run.info.status == "FINISHED"
+        # steps between the last checkpoint and the kill were logged twice: the same values
+        losses[name] = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/loss")}
+        test_ppl[name] = run.data.metrics["test/ppl"]
+    assert sorted(losses["two"]) == list(range(1, 61))
+    for step, loss in losses["one"].items():
+        assert losses["two"][step] == pytest.approx(loss, rel=1e-5), f"step {step}"
+    assert test_ppl["two"] == pytest.approx(test_ppl["one"], rel=1e-4)
