@@ -65,12 +65,23 @@ def run_figures(tmp_path: Path, name: str) -> tuple[list[float], float, dict]:
     return [m.value for m in history], run.data.metrics["test/ppl"], run.data.params
 
 
-@pytest.mark.parametrize("model", [TINY_LSTM, (*TINY_TRANSFORMER, "model.dropout=0")], ids=["lstm", "transformer"])
-def test_two_devices_train_what_one_device_trains(tmp_path, model):
+@pytest.mark.parametrize(
+    ("model", "precision", "rel_loss", "rel_ppl"),
+    [
+        (TINY_LSTM, "float32", 1e-5, 1e-4),
+        ((*TINY_TRANSFORMER, "model.dropout=0"), "float32", 1e-5, 1e-4),
+        # bfloat16 runs (states gathered as float32); bf16 GEMMs of another batch shape round
+        # differently, so close (2e-4 measured), not equal
+        (TINY_LSTM, "mixed_bfloat16", 2e-3, 2e-3),
+    ],
+    ids=["lstm", "transformer", "lstm-bf16"],
+)
+def test_two_devices_train_what_one_device_trains(tmp_path, model, precision, rel_loss, rel_ppl):
     # dropout 0: replicas draw their own masks, which are not one device's (distributed.py)
     MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # the schema, before two runs meet it
-    one = start(tmp_path, "one", *model, "optimizer=adam", "optimizer.learning_rate=0.01")
-    two = start(tmp_path, "two", *model, "optimizer=adam", "optimizer.learning_rate=0.01", "trainer.devices=2")
+    common = (*model, "optimizer=adam", "optimizer.learning_rate=0.01", f"trainer.precision={precision}")
+    one = start(tmp_path, "one", *common)
+    two = start(tmp_path, "two", *common, "trainer.devices=2")
     finished(one)
     assert "training on 2 replicas (MirroredStrategy)" in finished(two)
     losses_1, ppl_1, params = run_figures(tmp_path, "one")
@@ -78,9 +89,9 @@ def test_two_devices_train_what_one_device_trains(tmp_path, model):
     assert len(losses_1) == len(losses_2) == STEPS
     assert params["trainer.devices"] == "1" and params_2["trainer.devices"] == "2"
     for step, (a, b) in enumerate(zip(losses_1, losses_2), 1):
-        assert b == pytest.approx(a, rel=1e-5), f"step {step}"
+        assert b == pytest.approx(a, rel=rel_loss), f"step {step}"
     assert losses_1[-1] < losses_1[0] - 0.3  # it learned: the equality is not that of two idle runs
-    assert ppl_2 == pytest.approx(ppl_1, rel=1e-4)
+    assert ppl_2 == pytest.approx(ppl_1, rel=rel_ppl)
     # the recipe clips (LSTM 0.25, Transformer 1.0): the global norm of the reduced gradients
     assert float(params["trainer.clip_norm"]) > 0
 

@@ -234,6 +234,14 @@ def _reducible(grad, positions: int):
     return grad
 
 
+def _all_gather(ctx, t):
+    """`t` of every replica, concatenated; bfloat16 states travel as float32 (collectives lack
+    bfloat16; the round trip is exact)."""
+    if t.dtype == tf.bfloat16:
+        return tf.cast(ctx.all_gather(tf.cast(t, tf.float32), axis=0), t.dtype)
+    return ctx.all_gather(t, axis=0)
+
+
 def train_step(replicas: Replicas, model, optimizer, l1: float = 0.0, l2: float = 0.0, clip_norm: float | None = None):
     """`steps.make_train_step`'s step, data-parallel: (x, y, states) of the whole batch in, (the
     batch's mean loss, the whole batch's states) out."""
@@ -268,7 +276,7 @@ def train_step(replicas: Replicas, model, optimizer, l1: float = 0.0, l2: float 
             reduced, _ = tf.clip_by_global_norm(reduced, clip_norm)
         optimizer.apply_gradients(zip(reduced, [variables[i] for i in present]))
         loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss / n)
-        states = tf.nest.map_structure(lambda s: ctx.all_gather(s, axis=0), states)
+        states = tf.nest.map_structure(lambda s: _all_gather(ctx, s), states)
         return loss, states
 
     @tf.function
