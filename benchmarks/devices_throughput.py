@@ -33,7 +33,8 @@ from gpu_check import write_corpus  # noqa: E402
 def one_run(folder: Path, store: str, name: str, checkout: str, devices: int, args, corpus: list[str], i: int):
     tag = f"{name}-{i}"
     cmd = [sys.executable, "-m", "lmbench", f"model={args.model}", *corpus, f"trainer.max_steps={args.steps}",
-           "trainer.precision=float32", f"trainer.devices={devices}", "trainer.progress=false", "seed=1",
+           "trainer.precision=float32", *([f"trainer.devices={devices}"] if devices != 1 else []),  # main lacks the key
+           "trainer.progress=false", "seed=1",
            "tracking.log_every_n_steps=10", "tracking.experiment=throughput", f"tracking.run_name={tag}",
            f"hydra.run.dir={folder / tag}", f"cache_dir={folder / 'cache'}", "tracking.log_model=false"]
     env = {**os.environ, "PYTHONPATH": str(Path(checkout).resolve()), "TF_CPP_MIN_LOG_LEVEL": "3",
