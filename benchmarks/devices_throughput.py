@@ -35,7 +35,7 @@ def one_run(folder: Path, store: str, name: str, checkout: str, devices: int, ar
     cmd = [sys.executable, "-m", "lmbench", f"model={args.model}", *corpus, f"trainer.max_steps={args.steps}",
            "trainer.precision=float32", *([f"trainer.devices={devices}"] if devices != 1 else []),  # main lacks the key
            "trainer.progress=false", "seed=1",
-           "tracking.log_every_n_steps=10", "tracking.experiment=throughput", f"tracking.run_name={tag}",
+           "tracking.log_every_n_steps=10", "tracking.experiment=throughput", f"tracking.run_name=r{i}-{name}-end",
            f"hydra.run.dir={folder / tag}", f"cache_dir={folder / 'cache'}", "tracking.log_model=false"]
     env = {**os.environ, "PYTHONPATH": str(Path(checkout).resolve()), "TF_CPP_MIN_LOG_LEVEL": "3",
            "MLFLOW_TRACKING_URI": store}
@@ -44,7 +44,7 @@ def one_run(folder: Path, store: str, name: str, checkout: str, devices: int, ar
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("throughput")
-    (run,) = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{tag}'")
+    (run,) = client.search_runs([experiment.experiment_id], f"attributes.run_name LIKE 'r{i}-{name}-end-%'")  # + -<id>
     windows = sorted(client.get_metric_history(run.info.run_id, "train/window_tokens_per_sec"), key=lambda m: m.step)
     steady = statistics.median(m.value for m in windows[1:]) if len(windows) > 1 else float("nan")
     return run.data.metrics["train/tokens_per_sec"], steady
