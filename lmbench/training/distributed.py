@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 # Collectives (all-reduce, all-gather) give up after this long: a worker that died ends the others'
 # step with an error instead of a hang (tensorflow issue 35878). Steps of a healthy run are far shorter.
 COLLECTIVE_TIMEOUT_S = float(os.environ.get("LMBENCH_COLLECTIVE_TIMEOUT_S", "45"))
+START_TIMEOUT_S = 1800.0  # the workers' first meeting, after each has read (maybe tokenized) the corpus
 
 
 class WorkerLost(LmbenchError):
@@ -302,7 +303,9 @@ def agree_on_start(step: int) -> None:
         return
     strategy = replicas.strategy
     value = tf.constant([step], tf.int64)
-    gathered = strategy.run(lambda: tf.distribute.get_replica_context().all_gather(value, axis=0))
+    # also the barrier where workers wait for each other's data (a corpus one has yet to tokenize)
+    patient = tf.distribute.experimental.CommunicationOptions(timeout_seconds=START_TIMEOUT_S)
+    gathered = strategy.run(lambda: tf.distribute.get_replica_context().all_gather(value, axis=0, options=patient))
     steps = strategy.experimental_local_results(gathered)[0].numpy()  # every replica's step
     low, high = int(steps.min()), int(steps.max())
     if low != high:
