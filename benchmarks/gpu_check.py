@@ -22,6 +22,14 @@ job of a sweep get a GPU of its own?
    listens on every interface: the sweep runs in a network namespace of its own (`unshare -n`,
    loopback only) when that is permitted, else it is skipped too.
 
+3. With `--devices all` (or a number) instead: one network on several GPUs (`trainer.devices`,
+   lmbench/training/distributed.py). Each family trains the same short run (same seed, global batch
+   `--batch-size`, float32) on one GPU and on N; the training losses and perplexities must agree
+   within --rtol, and the table gives both tokens/s and the scaling efficiency, tokens/s on N over
+   N x tokens/s on one (the global batch is fixed: each device gets 1/N of it). `--cpu-devices N`
+   runs the same comparison on N logical CPU devices, without a GPU (the same cores: efficiency
+   about 1/N; it checks that the script and the figures work, e.g. `--cpu-devices 2 --steps 20`).
+
 Exit status: 0 every check passed; 1 a check failed; 77 no GPU visible to TensorFlow (nothing was
 checked; the conventional "skipped" status of test harnesses). Written on a machine without a
 GPU, where only the 77 path has run; it runs unchanged where TensorFlow sees a GPU.
@@ -137,6 +145,34 @@ def one_gpu_per_job(args, folder: Path, n_gpus: int, corpus: list[str]) -> bool:
     return ok
 
 
+def compare_replicas(args, folder: Path, store: str, corpus: list[str], n: int, env: dict[str, str]) -> bool:
+    """The same run on one device and on `n` (trainer.devices): equal figures, and the speed-up."""
+    client, ok = MlflowClient(store), True
+    print("| family | devices | final train loss | valid ppl | test ppl | train tokens/s | scaling efficiency |\n"
+          "|---|---:|---:|---:|---:|---:|---:|")
+    for family in args.families:
+        figures = {}
+        for devices in (1, n):
+            name = f"{family}-x{devices}"
+            lmbench(folder, store, [f"model={family}", *corpus, f"trainer.max_steps={args.steps}", "seed=1",
+                                    "trainer.precision=float32", f"trainer.batch_size={args.batch_size}",
+                                    f"trainer.devices={devices}", f"tracking.run_name={name}",
+                                    f"hydra.run.dir={folder / 'runs' / name}"], env)
+            run = run_of(client, name)
+            m = run.data.metrics
+            figures[devices] = (m["train/loss"], m["best_valid/ppl"], m["test/ppl"], m["train/tokens_per_sec"])
+        base = figures[1][3]
+        for devices in (1, n):
+            loss, valid, test, speed = figures[devices]
+            print(f"| {family} | {devices} | {loss:.5f} | {valid:.3f} | {test:.3f} | {speed:,.0f} "
+                  f"| {speed / (devices * base):.2f} |")
+        for what, one, many in zip(("train loss", "valid ppl", "test ppl"), figures[1], figures[n]):
+            if abs(many - one) > args.rtol * abs(one):
+                print(f"FAIL {family}: {what} {many:.5f} on {n} devices against {one:.5f} on one (rtol {args.rtol})")
+                ok = False
+    return ok
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
@@ -145,14 +181,22 @@ def main() -> None:
     parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16", "auto"))
     parser.add_argument("--rtol", type=float, default=0.05)
     parser.add_argument("--no-sweep", action="store_true", help="leave out the one-GPU-per-job sweep")
+    parser.add_argument("--devices", help="`all` or N: compare one GPU with N (trainer.devices) instead")
+    parser.add_argument("--cpu-devices", type=int, help="compare one CPU device with N logical ones (no GPU needed)")
+    parser.add_argument("--batch-size", type=int, default=24, help="the global batch of --devices (N must divide it)")
     args = parser.parse_args()
 
+    if args.cpu_devices:  # the --devices comparison on logical CPU devices: runs anywhere
+        sys.exit(0 if replicas_check(args, args.cpu_devices, {"CUDA_VISIBLE_DEVICES": ""}) else 1)
     n_gpus = gpu_count()
     if n_gpus == 0:
         print("gpu_check: TensorFlow sees no GPU on this machine (tf.config.list_physical_devices('GPU') "
               "is empty), so there is nothing to compare; run it where a GPU and CUDA are present "
               "(pip install -e '.[gpu]'). Nothing was checked.", file=sys.stderr)
         sys.exit(NO_GPU)
+    if args.devices:
+        n = n_gpus if args.devices == "all" else int(args.devices)
+        sys.exit(0 if replicas_check(args, n, {}) else 1)
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
         folder = Path(tmp)
         corpus = ["dataset=ptb"] if args.ptb else write_corpus(folder)
@@ -163,6 +207,17 @@ def main() -> None:
             ok = one_gpu_per_job(args, folder, n_gpus, corpus) and ok
     print("gpu_check: all checks passed" if ok else "gpu_check: some checks FAILED")
     sys.exit(0 if ok else 1)
+
+
+def replicas_check(args, n: int, env: dict[str, str]) -> bool:
+    with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
+        folder = Path(tmp)
+        corpus = ["dataset=ptb"] if args.ptb else write_corpus(folder)
+        store = f"sqlite:///{folder / 'mlflow.db'}"
+        MlflowClient(store).search_experiments()
+        ok = compare_replicas(args, folder, store, corpus, n, env)
+    print("gpu_check: all checks passed" if ok else "gpu_check: some checks FAILED")
+    return ok
 
 
 if __name__ == "__main__":

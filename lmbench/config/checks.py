@@ -84,8 +84,22 @@ def check_trainer_values(cfg) -> None:
             f"trainer.accumulate_steps (windows per optimizer update) and trainer.nonmono (NT-ASGD's "
             f"validations without improvement) must be >= 1, got {cfg.accumulate_steps} and {cfg.nonmono}"
         )
+    check_devices(cfg)
     if cfg.batch_size < 1 or cfg.bptt < 1:
         raise ConfigError(f"trainer.batch_size and trainer.bptt must be >= 1, got {cfg.batch_size} and {cfg.bptt}")
+
+
+STRATEGIES = ("auto", "mirrored", "multi_worker")  # trainer.strategy (training/distributed.py)
+
+
+def check_devices(cfg) -> None:
+    """`trainer.devices` (a number >= 1 or `all`) and `trainer.strategy`; configs written before
+    they existed have neither (one device)."""
+    devices, strategy = getattr(cfg, "devices", 1), getattr(cfg, "strategy", "auto")
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"trainer.strategy={strategy!r}; valid: {', '.join(STRATEGIES)}")
+    if devices != "all" and (isinstance(devices, bool) or not isinstance(devices, int) or devices < 1):
+        raise ConfigError(f"trainer.devices must be a number of devices >= 1 or `all`, got {devices!r}")
 
 
 def check_dataset_values(cfg) -> None:

@@ -103,6 +103,10 @@ class TrainerConfig:
     # Fine-tune: start from this logged model's weights (run id, runs:/<id>/model, models:/<name>/<v>,
     # a run or bundle folder). Its model and tokenizer configs and its vocabulary replace the run's.
     init_from: Optional[str] = None
+    # Data-parallel training of one network (training/distributed.py): a number of devices or `all`
+    # (1: one device, no strategy); `auto` | `mirrored` (one machine) | `multi_worker` (TF_CONFIG, SLURM).
+    devices: Any = 1
+    strategy: str = "auto"
 
 
 @dataclass

@@ -25,7 +25,7 @@ from lmbench.models.neural import WEIGHTS_FILE, NeuralLM
 from lmbench.progress import progress_bar
 from lmbench.scoring import EvalResult, perplexity
 from lmbench.tracking import Tracker
-from lmbench.training import checkpoints
+from lmbench.training import checkpoints, distributed
 from lmbench.training.averaging import WeightAverage, should_switch
 from lmbench.training.checkpoints import TrainState
 from lmbench.training.divergence import DivergenceGuard
@@ -84,10 +84,16 @@ class NeuralLoop:
         """Train from `state` (after restoring checkpoints/last into the model when `resumed`)
         until max_epochs, max_steps or early stopping; the model ends with its best weights."""
         model, optimizer, cfg = self.model, self.optimizer, self.cfg
-        model.build_for_inference()
-        exclude_from_decay(optimizer, model)
-        optimizer.build(model.trainable_variables)
-        self.update = make_update(model, optimizer, cfg)
+        with distributed.scope():  # several devices: mirrored variables (a no-op for one)
+            model.build_for_inference()
+            exclude_from_decay(optimizer, model)
+            optimizer.build(model.trainable_variables)
+        replicas = distributed.active()
+        if replicas is None:
+            self.update = make_update(model, optimizer, cfg)
+        else:  # the same step, split over the replicas (distributed.py); one window an update
+            step = distributed.train_step(replicas, model, optimizer, cfg.l1, cfg.l2, cfg.clip_norm)
+            self.update = lambda windows, states: step(*windows[0], states)
         self.average = WeightAverage(model.trainable_variables)
         stream_states = model.initial_state(cfg.batch_size)
         if cfg.max_time is not None:
@@ -98,7 +104,7 @@ class NeuralLoop:
             if state.averaging_from_step is not None:
                 self.average.restore(checkpoints.read_arrays(self.last, "avg_"), state.averaged_updates)
         else:
-            state.learning_rate = float(optimizer.learning_rate)
+            state.learning_rate = float(optimizer.learning_rate.numpy())
         result = FitResult(
             steps=state.global_step, train_seconds=state.train_seconds, train_tokens=state.train_tokens,
             steps_per_epoch=self.per_epoch,
@@ -199,7 +205,7 @@ class NeuralLoop:
         speed = state.window_tokens / max(seconds, 1e-9)
         self.tracker.log_metrics(
             {names.TRAIN_LOSS: mean, names.TRAIN_PPL: perplexity(mean), names.TRAIN_WINDOW_TOKENS_PER_SEC: speed,
-             names.TRAIN_LR_STEP: float(self.optimizer.learning_rate)},
+             names.TRAIN_LR_STEP: float(self.optimizer.learning_rate.numpy())},
             step=state.global_step,
         )
         bar.set_postfix(loss=f"{mean:.3f}", ppl=f"{perplexity(mean):.1f}", tok_s=f"{speed:.0f}")
@@ -208,7 +214,7 @@ class NeuralLoop:
     def _end_epoch(self, state: TrainState, stream_states, result: FitResult) -> None:
         """Validation, the best checkpoint, decay or stop, and the resumable checkpoint."""
         epoch = state.epoch
-        lr = float(self.optimizer.learning_rate)
+        lr = float(self.optimizer.learning_rate.numpy())
         if self.cfg.variable_bptt:  # the scheduled rate, not the last window's length-scaled one
             factor = schedule_factor(self.cfg, state.global_step, self.total, self._time_fraction(state))
             lr = state.learning_rate * factor

@@ -45,7 +45,7 @@ from lmbench.models.neural import NeuralLM
 from lmbench.paths import default_cache_dir
 from lmbench.scoring import EvalResult, TokenScores
 from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
-from lmbench.training import checkpoints, memory, precision
+from lmbench.training import checkpoints, distributed, memory, precision
 from lmbench.training.divergence import explain
 from lmbench.training.outcome import compute_figures, log_corpus, print_outcome, run_name_prefix, write_failure
 from lmbench.training.peak import cpu_model
@@ -94,8 +94,8 @@ def run(
     the job's overrides, Hydra's group choices) are added to the run's tags; `observer` sees every
     validation of a network and may stop it (a search's pruner): then the run ends KILLED, tagged
     with the step and reason, and `TrainingStopped` is raised. Returns the summary."""
-    output_dir = Path(output_dir)
     plan = prepare(cfg, launch_dir)
+    output_dir = distributed.own_folder(Path(output_dir))  # a worker's (not the chief's) files: its own folder
     with memory.allocation_failures():  # one paragraph, not TensorFlow's traceback
         built = build(plan, output_dir, observer)
     tracker = built.tracker  # finish() does nothing until open_run has started the run
@@ -135,6 +135,7 @@ def run(
 
 
 def prepare(cfg: DictConfig, launch_dir: Path) -> Plan:
+    distributed.configure(cfg.trainer)  # several devices: before TensorFlow's first op (distributed.py)
     uri = resolve_uri(cfg.tracking.uri, launch_dir)
     source = None
     if cfg.trainer.init_from:  # fine-tuning: the source's model, tokenizer and vocabulary
@@ -166,17 +167,20 @@ def build(plan: Plan, output_dir: Path, observer: ValidationObserver | None = No
     data = train_subset(data, cfg.dataset.train_fraction, cfg.dataset.max_train_tokens)  # vocabulary: all of train
     log_corpus(cfg, data, source)
     memory.check_fits(cfg, len(data.vocab), plan.policy)  # before the model: its output layer is built with it
-    model = build_model(cfg.model, data.vocab, BundleLoader(plan.uri, default_cache_dir(cfg.cache_dir)))
+    with distributed.scope():  # the network's variables mirrored on every replica (none for one device)
+        model = build_model(cfg.model, data.vocab, BundleLoader(plan.uri, default_cache_dir(cfg.cache_dir)))
     tracking = cfg.tracking
     tracker = Tracker(
-        tracking.enabled, plan.uri, tracking.experiment, tracking.log_every_n_steps,
+        tracking.enabled and distributed.is_chief(), plan.uri, tracking.experiment, tracking.log_every_n_steps,
         retry_every_s=tracking.retry_every_s, final_wait_s=tracking.final_wait_s,
     )
     trainer = Trainer(cfg.trainer, tracker, checkpoint_dir=output_dir / "checkpoints", observer=observer, seed=cfg.seed)
     trainer.check(model, data)
     # A network's optimizer is built now, so that a bad optimizer config fails before tracking.
-    optimizer = build_optimizer(cfg.optimizer) if isinstance(model, NeuralLM) else None
+    with distributed.scope():
+        optimizer = build_optimizer(cfg.optimizer) if isinstance(model, NeuralLM) else None
     resume = saved_state(cfg, trainer, model, plan.digest)
+    distributed.agree_on_start(resume.global_step if resume is not None else 0)  # several workers
     if isinstance(model, NeuralLM) and source is None:  # a fine-tune keeps its source's; a resume restores its own
         model.adapt(data.train.ids)
     elif isinstance(model, NeuralLM):  # its head's FLOPs still follow this corpus's cluster shares
@@ -367,6 +371,8 @@ def log_token_scores(cfg: DictConfig, built: Built, output_dir: Path, results: d
 def save(plan: Plan, built: Built, output_dir: Path, summary: dict[str, float]) -> None:
     """The bundle (`<run folder>/model/`), its ARPA form if asked, and the MLflow model."""
     cfg, container, source, tracker = plan.cfg, plan.container, plan.source, built.tracker
+    if not distributed.is_chief():  # the chief's bundle is the run's
+        return
     bundle = save_bundle(
         output_dir / "model",
         built.model,
