@@ -48,8 +48,8 @@ def test_help_page_opens_with_a_usage_header_and_lists_groups_without_schemas(tm
     assert "schema" not in groups, groups
     assert "dataset: ptb, text_files, tinyshakespeare, wikitext103, wikitext2\n" in groups
     assert "tracking: mlflow, none\n" in groups and "trainer: default\n" in groups
-    assert "model: gru, interpolated, lstm," in groups
-    assert "experiment: equal_time, ptb_classic, quick, scaling," in groups
+    assert "model: awd_lstm, awd_lstm_small, gru, interpolated, lstm," in groups
+    assert "experiment: awd_lstm_ptb, equal_time, ptb_classic, quick, scaling," in groups
     assert "trainer:\n  max_epochs: 1" in out  # the composed config follows
 
 

@@ -43,7 +43,7 @@ def test_unknown_group_option_lists_the_choices(tmp_path):
     proc = lmbench(tmp_path, "model=lstmm")
     assert_clean_error(
         proc, "lmbench: error: model=lstmm is not an option of the model group. Did you mean model=lstm?",
-        "Options: gru, interpolated, lstm,",
+        "Options: awd_lstm, awd_lstm_small, gru, interpolated, lstm,",
     )
     assert proc.returncode == 2 and "Config search path" not in proc.stderr  # not Hydra's internals
     proc = lmbench(tmp_path, "-m", "model=ngram,LSTM")  # each value of a sweep, before any job

@@ -85,7 +85,8 @@ def estimate(cfg: DictConfig, vocab_size: int, policy: str) -> Estimate | None:
     cls = get_object(cfg.model._target_)
     if not (isinstance(cls, type) and issubclass(cls, NeuralLM)):
         return None
-    options = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "_target_"}
+    node = OmegaConf.to_container(cfg.model, resolve=True)  # less keys for Hydra or lmbench: _target_, _recipe_
+    options = {k: v for k, v in node.items() if not (k.startswith("_") and k.endswith("_"))}
     bf16 = policy == "mixed_bfloat16"
     try:
         planned = cls.planned(cls.options_of(vocab_size, options), int(cfg.trainer.batch_size),
