@@ -14,7 +14,7 @@ def as_streams(ids: np.ndarray, batch_size: int, bptt: int) -> np.ndarray:
     The Zaremba/PTB layout: row b holds tokens b*L .. (b+1)*L-1; the tail that does not fill a
     row is dropped (at most batch_size-1 training tokens). Hidden state flows along each row.
     Always a view, never a copy, in the ids' own dtype (read-only when the ids are the cache's
-    memory map): `window` reads one BPTT window from it at a time.
+    memory map): `steps.bptt_windows` reads one BPTT window from it at a time.
     """
     if bptt <= 0:
         raise ConfigError(f"trainer.bptt must be a positive number of tokens, got {bptt}")
@@ -34,15 +34,3 @@ def n_windows(stream_length: int, bptt: int) -> int:
     """Number of BPTT windows in one pass over streams of `stream_length` tokens."""
     return -(-(stream_length - 1) // bptt)
 
-
-def window(streams: np.ndarray, index: int, bptt: int) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, targets) of BPTT window `index` (0-based) of [batch, L] `streams`, as int32
-    [batch, size] arrays: tokens index*bptt .. +size-1 of every stream and the ones after them;
-    size is `bptt`, but for an epoch's last window, which may be shorter."""
-    start = index * bptt
-    size = min(bptt, streams.shape[1] - 1 - start)
-    if index < 0 or size <= 0:
-        raise IndexError(f"window {index} of streams of {streams.shape[1]} tokens (bptt {bptt})")
-    inputs = np.array(streams[:, start : start + size], dtype=np.int32)  # copies of this window only
-    targets = np.array(streams[:, start + 1 : start + 1 + size], dtype=np.int32)
-    return inputs, targets

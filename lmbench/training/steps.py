@@ -10,7 +10,7 @@ import tensorflow as tf
 from hydra.utils import instantiate
 
 from lmbench.config import TrainerConfig, check_optimizer_values
-from lmbench.data.batching import n_windows, window
+from lmbench.data.batching import n_windows
 from lmbench.data.mapped import release
 from lmbench.errors import ConfigError
 from lmbench.models.neural import NeuralLM
@@ -48,12 +48,22 @@ def bptt_windows(streams: np.ndarray, bptt: int, start: int = 0, stop: int | Non
     held a second copy of the training split, 4 bytes a token (285 MB at 71M tokens), and read every
     page of the map before the first step. Every RELEASE_EVERY windows the pages read so far are
     handed back (`mapped.release`), so an epoch does not leave the whole split resident either."""
-    stop = n_windows(streams.shape[1], bptt) if stop is None else stop
+    count = n_windows(streams.shape[1], bptt)
+    bounds = np.minimum(np.arange(count + 1) * bptt, streams.shape[1] - 1)  # the last window: the rest
+    yield from windows_between(streams, bounds, start, count if stop is None else stop)
+
+
+def windows_between(streams: np.ndarray, bounds: np.ndarray, start: int, stop: int):
+    """(inputs, targets) int32 tensors of windows `start` .. `stop`-1 of [batch, L] `streams`, window
+    i predicting positions bounds[i] + 1 .. bounds[i + 1] from the ones before: copies of that window
+    only, and every RELEASE_EVERY windows the pages read so far handed back (`mapped.release`). Fixed
+    windows (`bptt_windows`) and variable-length ones (`windows.WindowPlan`) both come from here."""
     for index in range(start, stop):
-        inputs, targets = window(streams, index, bptt)
-        yield tf.constant(inputs), tf.constant(targets)
+        a, b = int(bounds[index]), int(bounds[index + 1])
+        yield (tf.constant(np.array(streams[:, a:b], dtype=np.int32)),
+               tf.constant(np.array(streams[:, a + 1 : b + 1], dtype=np.int32)))
         if (index + 1) % RELEASE_EVERY == 0:
-            read = slice((index + 1 - RELEASE_EVERY) * bptt, (index + 1) * bptt)
+            read = slice(int(bounds[index + 1 - RELEASE_EVERY]), b)
             for row in streams:
                 release(row[read])
 

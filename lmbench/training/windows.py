@@ -15,11 +15,9 @@ unroll): about 60 traces for bptt 70, each kept for the run (time and host memor
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
 from lmbench.data.batching import n_windows
-from lmbench.data.mapped import release
-from lmbench.training.steps import RELEASE_EVERY, bptt_windows
+from lmbench.training.steps import bptt_windows, windows_between
 
 MIN_LENGTH = 5  # Merity et al.'s floor on a drawn window length
 JITTER = 5.0  # the standard deviation of a window's length around bptt (or bptt / 2)
@@ -92,13 +90,5 @@ class WindowPlan:
         if not self.variable:
             yield from bptt_windows(streams, self.bptt, start, stop)
             return
-        lengths = self.lengths(epoch)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        for index in range(start, stop):
-            a, b = int(offsets[index]), int(offsets[index + 1])
-            yield (tf.constant(np.array(streams[:, a:b], dtype=np.int32)),
-                   tf.constant(np.array(streams[:, a + 1 : b + 1], dtype=np.int32)))
-            if (index + 1) % RELEASE_EVERY == 0:  # hand back the pages read so far (steps.bptt_windows)
-                read = slice(int(offsets[index + 1 - RELEASE_EVERY]), b)
-                for row in streams:
-                    release(row[read])
+        bounds = np.concatenate([[0], np.cumsum(self.lengths(epoch))])
+        yield from windows_between(streams, bounds, start, stop)
