@@ -32,9 +32,15 @@ a scatter into the table. The concatenated rows are those of one device in the s
 global norm (which TensorFlow takes over the rows) is the single-device one.
 
 Scoring is the single-device code (`NeuralLM.score`) on the first replica's copy of the weights,
-which every replica holds equal: exact, and the same on every worker. Dropout draws its masks per
-replica from Keras' seed generator; under a strategy the replicas draw the same mask for their own
-slices, so a run with dropout is not the single-device run number for number (with dropout 0 it is).
+which every replica holds equal: exact, and the same on every worker.
+
+Dropout: every replica holds the same seed generator state, so Keras alone would draw the same mask
+on every replica for its own streams. lmbench's masks over streams (its `Dropout` layer, locked
+dropout) fold the replica's id into the seed, so every stream has its own mask, as on one device;
+the masks one device shares over the whole batch (weight drop, embedding dropout: one a window) stay
+shared by the replicas (models/regularization.py). A run with dropout therefore draws its masks from
+one device's distribution -- the same expected loss and gradient, every stream its own mask -- but
+not one device's draws: it is not that run number for number (with dropout 0 it is).
 
 Logical CPU devices: TensorFlow sees a CPU as one device, so `trainer.devices=N` without a GPU splits
 it into N logical devices (`tf.config.set_logical_device_configuration`), which must happen before
