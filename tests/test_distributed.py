@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import free_port, tiny_cfg, write_corpus
+from helpers import free_port, lmbench, sweep_runs, tiny_cfg, write_corpus
 from mlflow import MlflowClient
 
 from lmbench.errors import ConfigError
@@ -51,8 +51,8 @@ def workers(tmp_path: Path, name: str, *overrides: str) -> list[subprocess.Popen
     ]
 
 
-def finished(proc: subprocess.Popen) -> str:
-    out, _ = proc.communicate(timeout=600)
+def finished(proc: subprocess.Popen, timeout: float = 600) -> str:
+    out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out[-3000:]
     return out
 
@@ -254,3 +254,39 @@ def test_one_device_draws_are_keras_own():
     layer, reference = regularization.Dropout(0.3, seed=4), keras.layers.Dropout(0.3, seed=4)
     np.testing.assert_array_equal(layer(x, training=True), reference(x, training=True))
     np.testing.assert_array_equal(layer(x, training=False), x)
+
+
+def test_a_counting_model_in_a_sweep_on_two_devices_counts_as_on_one(tmp_path):
+    """`-m model=ngram,lstm_small trainer.devices=2`: the n-gram counts as on one device, saying once
+    that the devices do not apply to it; the network after it, in the same process, still trains on
+    2 replicas (the CPU was split before TensorFlow's first op all the same)."""
+    out = lmbench(tmp_path, "-m", "model=ngram,lstm_small", "trainer.devices=2", "trainer.max_steps=2",
+                  "tracking.experiment=mixed").stdout
+    assert out.count("trainer.devices=2 does not apply to counting") == 1
+    assert out.count("training on 2 replicas (MirroredStrategy)") == 1
+    _, _, runs = sweep_runs(tmp_path, "mixed")
+    assert sorted(r.data.tags["lmbench.family"] for r in runs) == ["lstm", "ngram"]
+    assert all(r.info.status == "FINISHED" and r.data.metrics["test/ppl"] > 1 for r in runs)
+
+
+def test_a_counting_model_under_multi_worker_is_counted_by_the_chief_alone(tmp_path):
+    """The same n-gram command on 2 workers: worker 1 stops at once with status 0, saying why,
+    without waiting for the chief or touching the store; the chief counts and records the run
+    alone, without waiting for worker 1."""
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+
+    def alone(index: int) -> str:
+        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        proc = start(tmp_path, "ngram", "model=ngram", "trainer.strategy=multi_worker", env={"TF_CONFIG": config})
+        try:
+            return finished(proc, timeout=300)
+        finally:
+            proc.kill()  # still waiting for the other worker (before): not left behind
+
+    said = alone(1)
+    assert "worker 1 of 2: trainer.strategy=multi_worker does not apply to a counting model" in said
+    assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("ngram") is None
+    assert not (tmp_path / "ngram" / "workers").exists()
+    assert "this chief counts and records alone" in alone(0)
+    _, test_ppl, params = run_figures(tmp_path, "ngram")
+    assert test_ppl > 1 and params["trainer.strategy"] == "multi_worker"

@@ -94,7 +94,11 @@ def run(
     the job's overrides, Hydra's group choices) are added to the run's tags; `observer` sees every
     validation of a network and may stop it (a search's pruner): then the run ends KILLED, tagged
     with the step and reason, and `TrainingStopped` is raised. Returns the summary."""
-    plan = prepare(cfg, launch_dir)
+    try:
+        plan = prepare(cfg, launch_dir)
+    except distributed.Idle as ex:  # a counting model, and this is not the chief: status 0, nothing run
+        log.info("%s", ex)
+        return {}
     output_dir = distributed.own_folder(Path(output_dir))  # a worker's (not the chief's) files: its own folder
     with memory.allocation_failures():  # one paragraph, not TensorFlow's traceback
         built = build(plan, output_dir, observer)
@@ -135,7 +139,7 @@ def run(
 
 
 def prepare(cfg: DictConfig, launch_dir: Path) -> Plan:
-    distributed.configure(cfg.trainer)  # several devices: before TensorFlow's first op (distributed.py)
+    distributed.configure(cfg.trainer, counting=distributed.counted(cfg))  # before TensorFlow's first op
     uri = resolve_uri(cfg.tracking.uri, launch_dir)
     source = None
     if cfg.trainer.init_from:  # fine-tuning: the source's model, tokenizer and vocabulary
@@ -266,11 +270,7 @@ def damaged_checkpoint(trainer: Trainer, ex: DamagedFile) -> str:
 
 
 def open_run(
-    plan: Plan,
-    built: Built,
-    output_dir: Path,
-    launch_dir: Path,
-    parent_run_id: str | None,
+    plan: Plan, built: Built, output_dir: Path, launch_dir: Path, parent_run_id: str | None,
     extra_tags: dict[str, str] | None,
 ) -> Tracker:
     """Start the run (or reopen the one a checkpoint names); log what it is made of."""
