@@ -133,7 +133,8 @@ def test_one_device_has_no_strategy(tmp_path):
 
 
 def test_two_workers_on_localhost_are_one_run_and_resume_after_one_is_killed(tmp_path):
-    """multi_worker over 2 processes on 127.0.0.1: one MLflow run (the chief's); SIGKILL to worker 1
+    """multi_worker over 2 processes on 127.0.0.1: one MLflow run (the chief's), which worker 1 names
+    in its log and its folder; SIGKILL to worker 1
     ends the chief with one paragraph within 60 s (the run FAILED); the same command again resumes
     both from their checkpoints and finishes the same run, with one device's figures."""
     MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()
@@ -172,6 +173,11 @@ def test_two_workers_on_localhost_are_one_run_and_resume_after_one_is_killed(tmp
         losses[name] = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/loss")}
         test_ppl[name] = run.data.metrics["test/ppl"]
     assert sorted(losses["two"]) == list(range(1, 61))
+    # worker 1 knows the chief's run: in its log line and in its own folder
+    (two,) = client.search_runs([client.get_experiment_by_name("two").experiment_id])
+    assert f"MLflow run {two.info.run_id} in " in outs[1] and "logged by the chief (worker 0)" in outs[1]
+    recorded = json.loads((tmp_path / "two" / "workers" / "1" / "mlflow_run.json").read_text())
+    assert recorded["run_id"] == two.info.run_id and recorded["worker"] == 1
     for step, loss in losses["one"].items():
         assert losses["two"][step] == pytest.approx(loss, rel=1e-5), f"step {step}"
     assert test_ppl["two"] == pytest.approx(test_ppl["one"], rel=1e-4)

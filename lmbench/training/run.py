@@ -45,7 +45,7 @@ from lmbench.models.neural import NeuralLM
 from lmbench.paths import default_cache_dir
 from lmbench.scoring import EvalResult, TokenScores
 from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
-from lmbench.training import checkpoints, distributed, memory, precision
+from lmbench.training import checkpoints, distributed, memory, precision, workers
 from lmbench.training.divergence import explain
 from lmbench.training.outcome import compute_figures, log_corpus, print_outcome, run_name_prefix, write_failure
 from lmbench.training.peak import cpu_model
@@ -291,6 +291,8 @@ def open_run(
         print(f"Resuming from {built.trainer.last_checkpoint} at step {resume.global_step}", flush=True)
     if tracker.enabled:
         print(f"MLflow run {tracker.run_id} in {tracker.uri} (experiment '{tracker.experiment}')", flush=True)
+    run_id = workers.share_run(distributed.active(), tracker.run_id)  # the chief's, on every worker
+    workers.record_run(distributed.active(), run_id, output_dir, tracker.uri, tracker.experiment)
     return tracker
 
 
