@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-from helpers import free_port, tiny_cfg, write_corpus
+from helpers import free_port, lmbench, sweep_runs, tiny_cfg, write_corpus
 from mlflow import MlflowClient
 
 from lmbench.errors import ConfigError
@@ -50,8 +51,8 @@ def workers(tmp_path: Path, name: str, *overrides: str) -> list[subprocess.Popen
     ]
 
 
-def finished(proc: subprocess.Popen) -> str:
-    out, _ = proc.communicate(timeout=600)
+def finished(proc: subprocess.Popen, timeout: float = 600) -> str:
+    out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out[-3000:]
     return out
 
@@ -77,7 +78,7 @@ def run_figures(tmp_path: Path, name: str) -> tuple[list[float], float, dict]:
     ids=["lstm", "transformer", "lstm-bf16"],
 )
 def test_two_devices_train_what_one_device_trains(tmp_path, model, precision, rel_loss, rel_ppl):
-    # dropout 0: replicas draw their own masks, which are not one device's (distributed.py)
+    # dropout 0: with dropout the replicas draw their own masks, not one device's (distributed.py)
     MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # the schema, before two runs meet it
     common = (*model, "optimizer=adam", "optimizer.learning_rate=0.01", f"trainer.precision={precision}")
     one = start(tmp_path, "one", *common)
@@ -132,7 +133,8 @@ def test_one_device_has_no_strategy(tmp_path):
 
 
 def test_two_workers_on_localhost_are_one_run_and_resume_after_one_is_killed(tmp_path):
-    """multi_worker over 2 processes on 127.0.0.1: one MLflow run (the chief's); SIGKILL to worker 1
+    """multi_worker over 2 processes on 127.0.0.1: one MLflow run (the chief's), which worker 1 names
+    in its log and its folder; SIGKILL to worker 1
     ends the chief with one paragraph within 60 s (the run FAILED); the same command again resumes
     both from their checkpoints and finishes the same run, with one device's figures."""
     MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()
@@ -171,6 +173,126 @@ def test_two_workers_on_localhost_are_one_run_and_resume_after_one_is_killed(tmp
         losses[name] = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/loss")}
         test_ppl[name] = run.data.metrics["test/ppl"]
     assert sorted(losses["two"]) == list(range(1, 61))
+    # worker 1 knows the chief's run: in its log line and in its own folder
+    (two,) = client.search_runs([client.get_experiment_by_name("two").experiment_id])
+    assert f"MLflow run {two.info.run_id} in " in outs[1] and "logged by the chief (worker 0)" in outs[1]
+    recorded = json.loads((tmp_path / "two" / "workers" / "1" / "mlflow_run.json").read_text())
+    assert recorded["run_id"] == two.info.run_id and recorded["worker"] == 1
     for step, loss in losses["one"].items():
         assert losses["two"][step] == pytest.approx(loss, rel=1e-5), f"step {step}"
     assert test_ppl["two"] == pytest.approx(test_ppl["one"], rel=1e-4)
+
+
+# Run in a process of its own (the logical devices come before TensorFlow's first op): what every
+# replica of a step draws on the same inputs, twice, and the noise generator's state afterwards.
+MASKS_PER_REPLICA = """
+import json
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from lmbench.models import regularization as reg
+from lmbench.models.transformer import TransformerLM
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+ids = tf.constant([[1, 2, 3, 4, 5, 6, 7, 8], [8, 7, 6, 5, 4, 3, 2, 1]])
+with strategy.scope():
+    keras.utils.set_random_seed(3)
+    noise = keras.random.SeedGenerator(5)
+    dropped = TransformerLM(vocab_size=9, eos_id=0, n_layer=1, n_head=2, d_model=16, d_ff=32, dropout=0.3, context=8)
+    plain = TransformerLM(vocab_size=9, eos_id=0, n_layer=1, n_head=2, d_model=16, d_ff=32, dropout=0.0, context=8)
+    dropped(ids), plain(ids)
+def replica():
+    ones = tf.ones([2, 8, 64])
+    return {
+        "locked": reg.locked_dropout(ones, 0.5, noise), "plain": reg.locked_dropout(ones, 0.5, noise, locked=False),
+        "weight": reg.weight_drop(tf.ones([64, 64]), 0.5, noise),
+        "words": reg.embedding_dropout(ones, ids, 9, 0.5, noise),
+        "transformer": dropped.features(ids, training=True), "transformer_0": plain.features(ids, training=True),
+    }
+step = tf.function(lambda: strategy.run(replica))
+draws = [step(), step()]
+print(json.dumps({
+    "draws": [{k: [r.numpy().tolist() for r in strategy.experimental_local_results(v)] for k, v in d.items()}
+              for d in draws],
+    "state": [s.numpy().tolist() for s in strategy.experimental_local_results(noise.state.value)],
+}))
+"""
+
+
+def test_replicas_draw_their_own_dropout_masks_and_share_the_per_window_ones(tmp_path):
+    """2 replicas on identical inputs: a mask over streams (dropout, locked dropout, the
+    Transformer's Dropout layers) differs between them, as one device's streams' masks do; a mask
+    one device shares over the whole batch (weight drop, embedding dropout) is the same on both; the
+    generator's state stays mirrored; without dropout the replicas compute the same."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", MASKS_PER_REPLICA], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    first, second = ({k: [np.array(r) for r in v] for k, v in d.items()} for d in out["draws"])
+    for key in ("locked", "plain", "transformer"):
+        assert not np.array_equal(first[key][0], first[key][1]), key
+    for key in ("locked", "plain", "weight", "words"):
+        for mask in first[key]:  # each replica's mask: keep with probability 1/2, kept values scaled by 2
+            assert set(np.unique(mask)) == {0.0, 2.0} and 0.4 < (mask > 0).mean() < 0.6, key
+    locked = first["locked"][0]
+    assert (locked == locked[:, :1]).all() and not (first["plain"][0] == first["plain"][0][:, :1]).all()
+    for key in ("weight", "words"):
+        np.testing.assert_array_equal(first[key][0], first[key][1], err_msg=key)
+        assert not np.array_equal(first[key][0], second[key][0]), key  # a new mask every window
+    np.testing.assert_array_equal(first["transformer_0"][0], first["transformer_0"][1])
+    assert out["state"][0] == out["state"][1] == [5, 8]  # 4 draws a step, the same on both replicas
+
+
+def test_one_device_draws_are_keras_own():
+    """Outside a data-parallel step, `regularization.dropout` and its `Dropout` layer draw what Keras
+    draws from the same generator state, so one-device runs keep their numbers."""
+    import keras
+    import tensorflow as tf
+
+    from lmbench.models import regularization
+
+    x = tf.ones([3, 5, 7])
+    ours, keras_own = keras.random.SeedGenerator(11), keras.random.SeedGenerator(11)
+    for _ in range(2):
+        drawn = regularization.dropout(x, 0.3, ours)
+        np.testing.assert_array_equal(drawn, keras.random.dropout(x, 0.3, seed=keras_own))
+    layer, reference = regularization.Dropout(0.3, seed=4), keras.layers.Dropout(0.3, seed=4)
+    np.testing.assert_array_equal(layer(x, training=True), reference(x, training=True))
+    np.testing.assert_array_equal(layer(x, training=False), x)
+
+
+def test_a_counting_model_in_a_sweep_on_two_devices_counts_as_on_one(tmp_path):
+    """`-m model=ngram,lstm_small trainer.devices=2`: the n-gram counts as on one device, saying once
+    that the devices do not apply to it; the network after it, in the same process, still trains on
+    2 replicas (the CPU was split before TensorFlow's first op all the same)."""
+    out = lmbench(tmp_path, "-m", "model=ngram,lstm_small", "trainer.devices=2", "trainer.max_steps=2",
+                  "tracking.experiment=mixed").stdout
+    assert out.count("trainer.devices=2 does not apply to counting") == 1
+    assert out.count("training on 2 replicas (MirroredStrategy)") == 1
+    _, _, runs = sweep_runs(tmp_path, "mixed")
+    assert sorted(r.data.tags["lmbench.family"] for r in runs) == ["lstm", "ngram"]
+    assert all(r.info.status == "FINISHED" and r.data.metrics["test/ppl"] > 1 for r in runs)
+
+
+def test_a_counting_model_under_multi_worker_is_counted_by_the_chief_alone(tmp_path):
+    """The same n-gram command on 2 workers: worker 1 stops at once with status 0, saying why,
+    without waiting for the chief or touching the store; the chief counts and records the run
+    alone, without waiting for worker 1."""
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+
+    def alone(index: int) -> str:
+        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        proc = start(tmp_path, "ngram", "model=ngram", "trainer.strategy=multi_worker", env={"TF_CONFIG": config})
+        try:
+            return finished(proc, timeout=300)
+        finally:
+            proc.kill()  # still waiting for the other worker (before): not left behind
+
+    said = alone(1)
+    assert "worker 1 of 2: trainer.strategy=multi_worker does not apply to a counting model" in said
+    assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("ngram") is None
+    assert not (tmp_path / "ngram" / "workers").exists()
+    assert "this chief counts and records alone" in alone(0)
+    _, test_ppl, params = run_figures(tmp_path, "ngram")
+    assert test_ppl > 1 and params["trainer.strategy"] == "multi_worker"

@@ -111,3 +111,32 @@ def test_pyfunc_of_a_bpe_run_brings_its_trained_tokenizer(tmp_path, monkeypatch)
     assert pieces == bundle.tokenizer.tokenize("the cat sat on the mat\n") and pieces[-1] == "<eos>"
     assert bundle.tokenizer.detokenize(pieces) == "the cat sat on the mat\n"
     assert bundle.score_text(test_text).ppl == pytest.approx(row["ppl"], rel=1e-9)
+
+
+def test_logging_a_model_keeps_its_signature_and_example_without_saying_it_runs_predict(tmp_path):
+    """MLflow's "Running the predict function to generate output based on input example" came with
+    every logged model (its example has no text: nothing is loaded or run); the logged model still
+    has its signature with the generation params and its input example, and loads and predicts."""
+    import logging
+
+    from lmbench.artifacts.pyfunc import GENERATION_PARAMS
+
+    heard = []
+    listener = logging.Handler()
+    listener.emit = heard.append
+    logger = logging.getLogger("mlflow.models.signature")
+    logger.addHandler(listener)
+    try:
+        cfg = compose_tiny(tmp_path, "ngram", *FAMILIES["ngram"])
+        run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)
+    finally:
+        logger.removeHandler(listener)
+    assert not [r.getMessage() for r in heard if "predict function" in r.getMessage()]
+    _, r = only_run(cfg.tracking.uri)
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    loaded = mlflow.pyfunc.load_model(f"runs:/{r.info.run_id}/model")
+    params = loaded.metadata.signature.params
+    assert {p.name: p.default for p in params.params} == GENERATION_PARAMS
+    assert loaded.metadata.signature.inputs.to_dict() == [{"type": "string", "required": True}]
+    assert loaded.input_example == []  # no text: MLflow's run of it loads nothing
+    assert loaded.predict(["a cat saw a dog\n"]).iloc[0]["tokens"] == ["a", "cat", "saw", "a", "dog", "<eos>"]

@@ -23,6 +23,7 @@ MLflow "models from code" (this file's `set_model` line), not as a pickled objec
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -113,7 +114,31 @@ def log_bundle(tracker: Tracker, bundle_folder: Path) -> None:
     tracker.call("MLflow model", _log_pyfunc, Path(bundle_folder))
 
 
+class _QuietExampleRun(logging.Filter):
+    """Drops MLflow's INFO line "Running the predict function to generate output based on input
+    example", printed at every logged model. MLflow (3.17) runs `predict` on the input example
+    whenever `predict` has type hints, to infer the output schema, even when given a signature
+    (`_infer_signature_from_type_hints`), and cannot be told not to: the hint must stay (without it
+    MLflow warns at every class definition and no longer turns a DataFrame into the list of texts),
+    and so must the example (it carries the generation params into the signature; without it the
+    hinted signature, which has no params, replaces a given one, with a warning). The example has no
+    text: that `predict` loads no bundle and runs no model (measured: about 2 ms, no bundle loaded),
+    so the line tells a user nothing; the signature and the example are logged as before."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Running the predict function")
+
+
 def _log_pyfunc(bundle_folder: Path) -> None:
+    quiet, said = _QuietExampleRun(), logging.getLogger("mlflow.models.signature")
+    said.addFilter(quiet)
+    try:
+        _log_model(bundle_folder)
+    finally:
+        said.removeFilter(quiet)
+
+
+def _log_model(bundle_folder: Path) -> None:
     mlflow.pyfunc.log_model(
         name="model",
         python_model=str(Path(__file__)),

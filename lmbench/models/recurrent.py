@@ -23,6 +23,7 @@ from lmbench.models.embedding import Embedding
 from lmbench.models.heads import build_head, planned_head
 from lmbench.models.neural import NeuralLM, Planned
 from lmbench.models.regularization import (
+    Dropout,
     activation_penalty,
     embedding_dropout,
     locked_dropout,
@@ -145,7 +146,7 @@ class RecurrentLM(NeuralLM):
         self.rnns = [
             CELLS[cell](units, return_sequences=True, return_state=True, **layer_kwargs) for units in self.layer_sizes
         ]
-        self.drop = keras.layers.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self._may_unroll = not tf.config.list_logical_devices("GPU")
         self.output_head = build_head(
             head,

@@ -11,6 +11,15 @@ Language Models"), as pieces the recurrent family applies to one training window
   (beta x mean squared difference of consecutive, undropped outputs of the last layer).
 
 Every mask is drawn from a `keras.random.SeedGenerator`, so a run is reproducible from its seed.
+
+Data-parallel training (training/distributed.py): every replica holds the same generator state
+and advances it the same way, so Keras would draw the same mask on every replica. A mask over
+streams (`dropout`, `Dropout`, `locked_dropout`) is drawn with the replica's id folded into the seed
+(`tf.random.experimental.stateless_fold_in`): each replica's streams get their own masks, as one
+device's streams do. A mask shared by the whole batch on one device (`weight_drop`,
+`embedding_dropout`: one a window) stays the same on every replica. So the masks of the whole batch
+follow one device's law (the same expected loss), not its draws; on one device (or outside a
+replica) the draws are Keras' own, bit for bit.
 """
 
 from __future__ import annotations
@@ -19,10 +28,30 @@ import keras
 import tensorflow as tf
 
 
-def _keep_mask(shape, rate: float, seed, dtype):
+def dropout(x, rate: float, seed, per_stream: bool = True):
+    """`keras.random.dropout(x, rate, seed=seed)`; in a replica of a step with several replicas and
+    `per_stream`, drawn with the replica's id folded into the seed (the module's docstring)."""
+    context = tf.distribute.get_replica_context()
+    if not per_stream or context is None or context.num_replicas_in_sync == 1 or not 0.0 < rate < 1.0:
+        return keras.random.dropout(x, rate, seed=seed)
+    drawn = tf.random.experimental.stateless_fold_in(seed.next(), context.replica_id_in_sync_group)
+    drawn = tf.cast(tf.math.floormod(drawn, tf.int32.max - 1), tf.int32)  # as Keras' _cast_seed
+    return tf.nn.experimental.stateless_dropout(x, rate, seed=drawn)
+
+
+class Dropout(keras.layers.Dropout):
+    """`keras.layers.Dropout` drawing with `dropout`: its own mask on every replica."""
+
+    def call(self, inputs, training=False):
+        if training and self.rate > 0:
+            return dropout(inputs, self.rate, self.seed_generator)
+        return inputs
+
+
+def _keep_mask(shape, rate: float, seed, dtype, per_stream: bool = False):
     """1 / (1 - rate) with probability 1 - rate, else 0, of `shape`."""
     ones = tf.ones(shape, dtype)
-    return keras.random.dropout(ones, rate, seed=seed)
+    return dropout(ones, rate, seed, per_stream)
 
 
 def embedding_dropout(rows, ids, vocab_size: int, rate: float, seed):
@@ -43,7 +72,7 @@ def locked_dropout(x, rate: float, seed, locked: bool = True):
     shape = tf.shape(x)
     if locked:
         shape = tf.concat([shape[:1], [1], shape[2:]], axis=0)
-    return x * _keep_mask(shape, rate, seed, x.dtype)
+    return x * _keep_mask(shape, rate, seed, x.dtype, per_stream=True)
 
 
 def weight_drop(kernel, rate: float, seed):

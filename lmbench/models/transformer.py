@@ -37,6 +37,7 @@ from lmbench.models.base import Progress
 from lmbench.models.embedding import Embedding
 from lmbench.models.heads import build_head, planned_head
 from lmbench.models.neural import NeuralLM, Planned
+from lmbench.models.regularization import Dropout
 from lmbench.models.transformer_blocks import MLPS, NORMS, Block, make_norm, sinusoidal_table, swiglu_hidden
 
 POSITIONS = ("learned", "sinusoidal", "rope")
@@ -130,7 +131,7 @@ class TransformerLM(NeuralLM):
             self.position_embedding = keras.layers.Embedding(context, d_model, embeddings_initializer=normal)
         elif positions == "sinusoidal":
             self.position_table = tf.constant(sinusoidal_table(context, d_model))
-        self.drop = keras.layers.Dropout(dropout)
+        self.drop = Dropout(dropout)
         # GPT-2: scale the layers that write into the residual stream by 1/sqrt(2 n_layer), so the
         # stream's variance at init does not grow with depth.
         out_scale = init_scale / math.sqrt(2 * n_layer)

@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lmbench.models.regularization import Dropout
+
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
 ROPE_BASE = 10000.0  # RoFormer's and Llama's frequency base
@@ -93,8 +95,8 @@ class CausalSelfAttention(keras.layers.Layer):
         self.out = keras.layers.Dense(
             d_model, use_bias=bias, kernel_initializer=keras.initializers.RandomNormal(0.0, out_scale)
         )
-        self.attn_drop = keras.layers.Dropout(dropout)
-        self.resid_drop = keras.layers.Dropout(dropout)
+        self.attn_drop = Dropout(dropout)
+        self.resid_drop = Dropout(dropout)
         if qk_norm:  # created only when asked, so a default block saves the weights it always did
             self.q_norm = keras.layers.RMSNormalization(epsilon=1e-6)
             self.k_norm = keras.layers.RMSNormalization(epsilon=1e-6)
@@ -204,7 +206,7 @@ class Block(keras.layers.Layer):
         self.proj = keras.layers.Dense(
             d_model, use_bias=bias, kernel_initializer=keras.initializers.RandomNormal(0.0, out_scale)
         )
-        self.mlp_drop = keras.layers.Dropout(dropout)
+        self.mlp_drop = Dropout(dropout)
 
     def feed_forward(self, x, training=False):
         h = self.fc(x)

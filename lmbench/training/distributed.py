@@ -32,9 +32,15 @@ a scatter into the table. The concatenated rows are those of one device in the s
 global norm (which TensorFlow takes over the rows) is the single-device one.
 
 Scoring is the single-device code (`NeuralLM.score`) on the first replica's copy of the weights,
-which every replica holds equal: exact, and the same on every worker. Dropout draws its masks per
-replica from Keras' seed generator; under a strategy the replicas draw the same mask for their own
-slices, so a run with dropout is not the single-device run number for number (with dropout 0 it is).
+which every replica holds equal: exact, and the same on every worker.
+
+Dropout: every replica holds the same seed generator state, so Keras alone would draw the same mask
+on every replica for its own streams. lmbench's masks over streams (its `Dropout` layer, locked
+dropout) fold the replica's id into the seed, so every stream has its own mask, as on one device;
+the masks one device shares over the whole batch (weight drop, embedding dropout: one a window) stay
+shared by the replicas (models/regularization.py). A run with dropout therefore draws its masks from
+one device's distribution -- the same expected loss and gradient, every stream its own mask -- but
+not one device's draws: it is not that run number for number (with dropout 0 it is).
 
 Logical CPU devices: TensorFlow sees a CPU as one device, so `trainer.devices=N` without a GPU splits
 it into N logical devices (`tf.config.set_logical_device_configuration`), which must happen before
@@ -53,9 +59,11 @@ import re
 from dataclasses import dataclass
 
 import tensorflow as tf
+from hydra.utils import get_object
 
 from lmbench.config.checks import check_devices
 from lmbench.errors import ConfigError, LmbenchError
+from lmbench.models.neural import NeuralLM
 from lmbench.training.steps import window_losses
 
 log = logging.getLogger(__name__)
@@ -110,13 +118,20 @@ def scope():
     return _active.strategy.scope() if _active is not None else contextlib.nullcontext()
 
 
-def configure(cfg) -> Replicas | None:
+class Idle(Exception):  # not an error: this process has nothing to do
+    """A worker other than the chief, for a counting model: the chief counts alone."""
+
+
+def configure(cfg, counting: bool = False) -> Replicas | None:
     """Set up the devices and the strategy that `cfg` (the trainer node) asks for, before any
-    TensorFlow op; None for one device. Refuses, with one paragraph, what cannot be."""
+    TensorFlow op; None for one device. Refuses, with one paragraph, what cannot be. A `counting`
+    model (the n-gram, a mixture) gets no strategy (`_counting`)."""
     global _active
     check_devices(cfg)
     _active = None
     gpus = tf.config.list_physical_devices("GPU")
+    if counting:
+        return _counting(cfg, gpus)
     if cfg.strategy == "multi_worker":
         _check_split(cfg, None)
         replicas = _multi_worker(cfg, gpus)
@@ -131,6 +146,52 @@ def configure(cfg) -> Replicas | None:
     log.info("training on %s", replicas.describe())
     _active = replicas
     return replicas
+
+
+def counted(cfg) -> bool:
+    """Whether the run's model (`cfg`: the whole config) is counted, not trained: the n-gram, a
+    mixture. A fine-tune is a network's."""
+    try:
+        return not cfg.trainer.init_from and not issubclass(get_object(cfg.model._target_), NeuralLM)
+    except Exception:  # an unknown target: run.prepare's check_target refuses it, in one paragraph
+        return False
+
+
+def _counting(cfg, gpus: list) -> None:
+    """A counting model counts its training split once, on the CPU, whatever the devices: one line
+    says so. multi_worker: the chief (worker 0) counts and records alone, as one process, without
+    meeting the others; any other worker raises `Idle` at once (run() ends it with status 0), so
+    that the same command on every machine (srun) runs the n-gram once. Locally the CPU is still
+    split, quietly, so that a network job later in this process (a sweep's) finds its devices."""
+    if cfg.strategy == "multi_worker":
+        worker, workers = _worker_index()
+        if worker:
+            raise Idle(
+                f"worker {worker} of {workers}: trainer.strategy=multi_worker does not apply to a counting model "
+                "(the n-gram): the chief (worker 0) counts it alone, in one pass on its CPU, and records the run; "
+                "this worker has nothing to do and stops."
+            )
+        log.info("trainer.strategy=multi_worker does not apply to counting: this chief counts and records alone, "
+                 "in one pass on its CPU; the other workers stop at once")
+        return None
+    if cfg.devices == 1 and cfg.strategy == "auto":
+        return None
+    log.info("trainer.devices=%s does not apply to counting: a counting model counts on the CPU, in one pass",
+             cfg.devices)
+    with contextlib.suppress(ConfigError):
+        _local_devices((len(gpus) or 1) if cfg.devices == "all" else cfg.devices, gpus)
+    return None
+
+
+def _worker_index() -> tuple[int, int]:
+    """(this process's index among the workers, the workers) as TF_CONFIG or SLURM give them;
+    (0, 1) when neither does."""
+    if os.environ.get("TF_CONFIG"):
+        spec = json.loads(os.environ["TF_CONFIG"])
+        return int(spec.get("task", {}).get("index", 0)), len(spec.get("cluster", {}).get("worker", [])) or 1
+    if os.environ.get("SLURM_JOB_ID"):
+        return int(os.environ.get("SLURM_PROCID", "0")), int(os.environ.get("SLURM_NTASKS", "1"))
+    return 0, 1
 
 
 def _check_split(cfg, count: int | None) -> None:
@@ -191,14 +252,11 @@ def _multi_worker(cfg, gpus: list) -> Replicas:
     """MultiWorkerMirroredStrategy over TF_CONFIG's workers, or SLURM's tasks."""
     if os.environ.get("TF_CONFIG"):
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-        task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
-        worker = int(task.get("index", 0))
     elif os.environ.get("SLURM_JOB_ID"):
         # One task per node; its GPUs are those SLURM gave the task (no CUDA_VISIBLE_DEVICES rewrite: too late)
         resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(
             gpus_per_node=len(gpus), gpus_per_task=len(gpus), auto_set_gpu=False
         )
-        worker = int(os.environ.get("SLURM_PROCID", "0"))
     else:
         raise ConfigError(
             "trainer.strategy=multi_worker needs to know its workers: set TF_CONFIG (a JSON cluster spec and "
@@ -218,7 +276,7 @@ def _multi_worker(cfg, gpus: list) -> Replicas:
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
     strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
     workers = len(resolver.cluster_spec().as_dict().get("worker", [])) or 1
-    return Replicas(strategy, strategy.num_replicas_in_sync, worker, workers)
+    return Replicas(strategy, strategy.num_replicas_in_sync, _worker_index()[0], workers)
 
 
 def _reduce_once(optimizer) -> None:

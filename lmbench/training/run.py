@@ -45,7 +45,7 @@ from lmbench.models.neural import NeuralLM
 from lmbench.paths import default_cache_dir
 from lmbench.scoring import EvalResult, TokenScores
 from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
-from lmbench.training import checkpoints, distributed, memory, precision
+from lmbench.training import checkpoints, distributed, memory, precision, workers
 from lmbench.training.divergence import explain
 from lmbench.training.outcome import compute_figures, log_corpus, print_outcome, run_name_prefix, write_failure
 from lmbench.training.peak import cpu_model
@@ -94,7 +94,11 @@ def run(
     the job's overrides, Hydra's group choices) are added to the run's tags; `observer` sees every
     validation of a network and may stop it (a search's pruner): then the run ends KILLED, tagged
     with the step and reason, and `TrainingStopped` is raised. Returns the summary."""
-    plan = prepare(cfg, launch_dir)
+    try:
+        plan = prepare(cfg, launch_dir)
+    except distributed.Idle as ex:  # a counting model, and this is not the chief: status 0, nothing run
+        log.info("%s", ex)
+        return {}
     output_dir = distributed.own_folder(Path(output_dir))  # a worker's (not the chief's) files: its own folder
     with memory.allocation_failures():  # one paragraph, not TensorFlow's traceback
         built = build(plan, output_dir, observer)
@@ -135,7 +139,7 @@ def run(
 
 
 def prepare(cfg: DictConfig, launch_dir: Path) -> Plan:
-    distributed.configure(cfg.trainer)  # several devices: before TensorFlow's first op (distributed.py)
+    distributed.configure(cfg.trainer, counting=distributed.counted(cfg))  # before TensorFlow's first op
     uri = resolve_uri(cfg.tracking.uri, launch_dir)
     source = None
     if cfg.trainer.init_from:  # fine-tuning: the source's model, tokenizer and vocabulary
@@ -266,11 +270,7 @@ def damaged_checkpoint(trainer: Trainer, ex: DamagedFile) -> str:
 
 
 def open_run(
-    plan: Plan,
-    built: Built,
-    output_dir: Path,
-    launch_dir: Path,
-    parent_run_id: str | None,
+    plan: Plan, built: Built, output_dir: Path, launch_dir: Path, parent_run_id: str | None,
     extra_tags: dict[str, str] | None,
 ) -> Tracker:
     """Start the run (or reopen the one a checkpoint names); log what it is made of."""
@@ -291,6 +291,8 @@ def open_run(
         print(f"Resuming from {built.trainer.last_checkpoint} at step {resume.global_step}", flush=True)
     if tracker.enabled:
         print(f"MLflow run {tracker.run_id} in {tracker.uri} (experiment '{tracker.experiment}')", flush=True)
+    run_id = workers.share_run(distributed.active(), tracker.run_id)  # the chief's, on every worker
+    workers.record_run(distributed.active(), run_id, output_dir, tracker.uri, tracker.experiment)
     return tracker
 
 
