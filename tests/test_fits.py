@@ -78,8 +78,15 @@ def test_the_refusal_follows_the_memory_available(tmp_path, monkeypatch):
     monkeypatch.setattr(memory, "available_host", lambda: found.total + 1)
     assert memory.check_fits(cfg, 20, "float32") == found  # fits, just
     monkeypatch.setattr(memory, "available_host", lambda: found.total - 1)
-    with pytest.raises(ConfigError, match=r"cannot fit: .* and this machine has 0.0 GB available"):
+    with pytest.raises(ConfigError, match=r"cannot fit: .* and this machine has 0 MB available"):
         memory.check_fits(cfg, 20, "float32")
+
+
+def test_sizes_read_in_megabytes_below_a_gigabyte_and_no_part_shows_as_zero(tmp_path):
+    assert [memory.size_text(n) for n in (0, 18_400_000, 999_000_000, 10**9, 2_794_000_000)] == [
+        "0 MB", "18 MB", "999 MB", "1.00 GB", "2.79 GB"]
+    parts = memory.estimate(tiny_cfg(tmp_path), 20, "float32").parts()
+    assert parts.startswith("weights ") and " 0.0" not in parts and "MB" in parts
 
 
 @pytest.mark.parametrize("error", [MemoryError(), tf.errors.ResourceExhaustedError(None, None, "OOM when allocating")])

@@ -53,11 +53,16 @@ def available_host() -> int | None:
     return min(found) if found else None
 
 
+def size_text(size: int) -> str:
+    """Bytes as a person reads them: '18 MB' below a gigabyte, '2.79 GB' from there."""
+    return f"{size / 1e6:,.0f} MB" if size < GB else f"{size / GB:,.2f} GB"
+
+
 def exhausted(ex: BaseException) -> str:
     """The paragraph for an allocation that failed although the estimate said the model fits."""
     detail = str(ex).strip().splitlines()[0][:300] if str(ex).strip() else type(ex).__name__
     free = available_host()
-    have = f" ({free / GB:,.1f} GB available now)" if free is not None else ""
+    have = f" ({size_text(free)} available now)" if free is not None else ""
     return (
         f"out of memory{have}: {type(ex).__name__}: {detail}. The model, a training step's activations "
         "or the scoring windows did not fit: make the model smaller, lower trainer.batch_size, bptt or "

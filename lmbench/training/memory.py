@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmbench.errors import ConfigError
 from lmbench.models.neural import NeuralLM, Planned
 from lmbench.training import machine
-from lmbench.training.machine import GB, available_host
+from lmbench.training.machine import available_host, size_text
 
 # Optimizer slots per parameter, by the optimizer class's name (Keras'); an optimizer not listed
 # counts none (the estimate stays a lower bound). SGD has one with momentum, RMSprop one more with
@@ -63,7 +63,7 @@ class Estimate:
     def parts(self) -> str:
         named = (("weights", self.weights), ("gradients", self.gradients), ("optimizer state", self.slots),
                  ("bfloat16 copies", self.casts), ("activations", self.activations))
-        return ", ".join(f"{name} {size / GB:,.1f}" for name, size in named if size)
+        return ", ".join(f"{name} {size_text(size)}" for name, size in named if size)
 
 
 def optimizer_slots(optimizer_cfg: DictConfig) -> int:
@@ -124,20 +124,20 @@ def check_fits(cfg: DictConfig, vocab_size: int, policy: str) -> Estimate | None
         return None
     gpu = available_gpu()
     where, free = gpu if gpu is not None else ("this machine", available_host())
-    needs = (f"at least {found.total / GB:,.2f} GB ({found.parts()} GB; {found.planned.params:,} parameters, "
+    needs = (f"at least {size_text(found.total)} ({found.parts()}; {found.planned.params:,} parameters, "
              f"batch {cfg.trainer.batch_size} x bptt {cfg.trainer.bptt}, {policy})")
     if free is not None and found.total > free:
         bf16 = "" if policy == "mixed_bfloat16" else ", trainer.precision=mixed_bfloat16"
         raise ConfigError(
-            f"the model cannot fit: training it needs {needs}, and {where} has {free / GB:,.1f} GB available. "
+            f"the model cannot fit: training it needs {needs}, and {where} has {size_text(free)} available. "
             "Make the model smaller (model.hidden_size, embedding_dim, num_layers, d_model, d_ff; for a large "
             f"vocabulary model/head=adaptive), or train with a smaller trainer.batch_size or bptt{bf16}, or on a "
             "machine with more memory"
         )
     held = _resident()
-    log.info("memory: training needs %s by the estimate; %s has %s GB available%s", needs, where,
-             "?" if free is None else f"{free / GB:,.2f}",
-             "" if held is None else f", the process holds {held / GB:.2f} GB")
+    log.info("memory: training needs %s by the estimate; %s has %s available%s", needs, where,
+             "?" if free is None else size_text(free),
+             "" if held is None else f", the process holds {size_text(held)}")
     return found
 
 
