@@ -16,8 +16,8 @@ from lmbench.errors import ConfigError
 from lmbench.models.recurrent import RecurrentLM
 from lmbench.models.transformer import TransformerLM
 from lmbench.training import memory
+from lmbench.training.network import NetworkTrainer
 from lmbench.training.run import run
-from lmbench.training.trainer import Trainer
 
 ADAPTIVE = {"kind": "adaptive", "cutoffs": [50, 200]}
 
@@ -94,7 +94,7 @@ def test_an_allocation_that_fails_in_training_is_one_paragraph_and_a_failed_run(
     def fit(self, *args, **kwargs):
         raise error
 
-    monkeypatch.setattr(Trainer, "fit", fit)
+    monkeypatch.setattr(NetworkTrainer, "fit", fit)  # the trainer a network is fitted by
     cfg = tiny_cfg(tmp_path)
     with pytest.raises(ConfigError, match=f"out of memory .*{type(error).__name__}.*lower trainer.batch_size"):
         run(cfg, output_dir=tmp_path / "out", launch_dir=tmp_path)

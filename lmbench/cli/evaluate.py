@@ -37,6 +37,7 @@ from lmbench.errors import DataError, LmbenchError, exit_with
 from lmbench.paths import CONF_MODULE
 from lmbench.progress import progress_bar
 from lmbench.scoring import Totals
+from lmbench.training.native import quiet_tensorflow_import
 
 PROG = "lmbench-evaluate"
 DEFAULT_EXPERIMENT = "lmbench-eval"
@@ -190,8 +191,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-log", action="store_true", help="print only; log no MLflow run")
     parser.add_argument("--tracking-uri", help="store (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     args = parser.parse_args(argv)
-
-    from lmbench.cli.main import quiet_tensorflow_import
 
     quiet_tensorflow_import()
     from lmbench.artifacts.bundle import load_bundle

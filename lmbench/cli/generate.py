@@ -19,6 +19,7 @@ import sys
 from lmbench import interrupts
 from lmbench.errors import LmbenchError, exit_with
 from lmbench.models.base import check_sampling
+from lmbench.training.native import quiet_tensorflow_import
 
 PROG = "lmbench-generate"
 
@@ -47,8 +48,6 @@ def main(argv: list[str] | None = None) -> None:
             raise LmbenchError(f"the number of tokens to generate must be >= 1, got {args.tokens}")
     except LmbenchError as ex:
         exit_with(PROG, ex)
-
-    from lmbench.cli.main import quiet_tensorflow_import
 
     quiet_tensorflow_import()
     from lmbench.artifacts.bundle import load_bundle

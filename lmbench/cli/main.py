@@ -20,7 +20,6 @@ import gc
 import logging
 import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -30,7 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lmbench import interrupts, names
+from lmbench import interrupts, names, tracking
 from lmbench.cli.plugins import register_configs
 from lmbench.cli.search import trial_reporter
 from lmbench.cli.sweep import job_tags
@@ -38,36 +37,8 @@ from lmbench.config import check_values
 from lmbench.config.hints import command_line_problems, override_key_hints
 from lmbench.errors import ConfigError, LmbenchError, TrainingDiverged, exit_with
 from lmbench.paths import CONF_MODULE, CONF_SEARCH_PATH
-from lmbench.tracking import check_store, resolve_uri
-
-
-@contextmanager
-def _native_stderr_silenced():
-    """Hide TensorFlow's C++ start-up lines (oneDNN notice, CUDA probing): they are printed before
-    absl logging starts, so TF_CPP_MIN_LOG_LEVEL cannot. Python errors still surface normally.
-    Set TF_CPP_MIN_LOG_LEVEL=0 to see them."""
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
-        yield
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def quiet_tensorflow_import() -> None:
-    """Import TensorFlow with its native start-up lines hidden (for lmbench's other commands)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    atexit.register(gc.freeze)  # see main()
-    with _native_stderr_silenced():
-        import tensorflow as tf
-
-        tf.config.list_physical_devices("GPU")
+from lmbench.training.result import TrainingStopped
+from lmbench.training.run import run
 
 
 # The configs come from the package (`conf/` in the repository, lmbench.conf when installed);
@@ -75,22 +46,15 @@ def quiet_tensorflow_import() -> None:
 @hydra.main(config_path=CONF_SEARCH_PATH, config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> float | None:
     interrupts.handle_signals()  # SIGTERM ends a run as Ctrl-C does, in every process that runs a job
-    try:  # values out of range: one paragraph before TensorFlow loads (4-5 s) or any data is read
+    try:  # values out of range: one paragraph before TensorFlow loads (a network's run) or any data is read
         check_values(cfg)
     except LmbenchError as ex:
         exit_with("lmbench", ex)
     if cfg.tracking.enabled:  # a wrong, unreachable or refusing store: one paragraph, before TensorFlow loads
         try:
-            check_store(resolve_uri(cfg.tracking.uri, Path.cwd()))
+            tracking.check_store(tracking.resolve_uri(cfg.tracking.uri, Path.cwd()))  # MLflow loads here
         except LmbenchError as ex:
             exit_with("lmbench", ex)
-    with _native_stderr_silenced():  # TensorFlow is imported only once the config is valid
-        import tensorflow as tf
-
-        tf.config.list_physical_devices("GPU")  # the CUDA probe logs here, not at the first op
-        from lmbench.training.result import TrainingStopped
-        from lmbench.training.run import run
-
     hydra_cfg = HydraConfig.get()
     parent_run_id, tags = job_tags(hydra_cfg)  # a job of a sweep nests under the sweep's parent run
     reporter = trial_reporter(cfg, hydra_cfg)  # a search's trial reports its validations to the study

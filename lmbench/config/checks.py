@@ -92,6 +92,14 @@ def check_trainer_values(cfg) -> None:
 STRATEGIES = ("auto", "mirrored", "multi_worker")  # trainer.strategy (training/distributed.py)
 
 
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")  # trainer.precision (training/precision.py)
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision!r}; valid: {', '.join(PRECISIONS)}")
+
+
 def check_devices(cfg) -> None:
     """`trainer.devices` (a number >= 1 or `all`) and `trainer.strategy`; configs written before
     they existed have neither (one device)."""

@@ -184,6 +184,9 @@ class ModelBase(SteppedGeneration):
     eval_method: str | None = None  # how scoring gives each token its context, when not plain
     tunes_on_valid: bool = False  # `tune` is to run on the validation split after `fit`
     exports_arpa: bool = False  # `to_arpa` writes the model as an ARPA file
+    # A network (`NeuralLM`: Keras, trained by gradient descent). Declared on the class, so that a run
+    # knows from its config's `_target_` whether it needs TensorFlow before it imports any of it.
+    is_network: bool = False
 
     def tune(self, ids: np.ndarray, *, batch_size: int, progress: Progress | None = None) -> dict[str, float]:
         """Fit what is fitted on validation ids (after `fit`); statistics worth logging."""

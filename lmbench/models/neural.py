@@ -125,6 +125,7 @@ class NeuralLM(ModelBase, keras.Model):
     """Base class of the neural families: the lmbench model contract on top of a Keras model."""
 
     family = "neural"
+    is_network = True
 
     def __init__(self, vocab_size: int, eos_id: int, eval_window: int = 256):
         super().__init__()

@@ -22,14 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import mlflow
-from mlflow import MlflowClient
-from mlflow.entities import Metric, RunTag
-
 from lmbench import names
 from lmbench.errors import ConfigError
 from lmbench.interrupts import held
-from lmbench.tracking.store import ensure_experiment, redact, store_client, ui_hint, unreachable, with_retry
+from lmbench.paths import redact
+from lmbench.tracking.uri import ui_hint, unreachable
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -69,6 +66,17 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _mlflow():
+    """MLflow and `store` (which imports it), imported once a run is tracked: their import costs
+    1-2 s and 170 MB, which a run with tracking=none (a Tracker that is not enabled) does not pay.
+    Every method that writes does so only after `start` or `resume` (`active`)."""
+    import mlflow
+
+    from lmbench.tracking import store
+
+    return mlflow, store
+
+
 def git_commit(folder: Path) -> str | None:
     try:
         out = subprocess.run(
@@ -94,7 +102,7 @@ class Tracker:
         self.experiment_id: str | None = None
         self.last_run_id: str | None = None  # the run this tracker logged to, also after finish
         self._logged_upto: dict[str, int] = {}  # after a resume: last step already in the store
-        self._client: MlflowClient | None = None  # set when the run starts
+        self._client = None  # MLflow's client, set when the run starts
         self._unlogged = Unlogged()
         self.artifact_uri: str | None = None  # where the run's artifacts go, once it has started
         self.retry_every_s, self.final_wait_s = float(retry_every_s), float(final_wait_s)
@@ -106,9 +114,11 @@ class Tracker:
         """Start a new run; with `parent_run_id` (a sweep's parent run, still running) it is nested."""
         if not self.enabled:
             return
+        mlflow, store = _mlflow()
+        with_retry = store.with_retry
         mlflow.set_tracking_uri(self.uri)
-        self._client = store_client(self.uri)
-        self.experiment_id = ensure_experiment(self.uri, self.experiment)
+        self._client = store.store_client(self.uri)
+        self.experiment_id = store.ensure_experiment(self.uri, self.experiment)
         with held():  # a signal is raised once the run exists with its tags and params, to be ended KILLED
             run = with_retry(mlflow.start_run, experiment_id=self.experiment_id, parent_run_id=parent_run_id)
             self.run_id = self.last_run_id = run.info.run_id
@@ -125,8 +135,10 @@ class Tracker:
         """
         if not self.enabled:
             return
+        mlflow, store = _mlflow()
+        with_retry = store.with_retry
         mlflow.set_tracking_uri(self.uri)
-        client = self._client = store_client(self.uri)
+        client = self._client = store.store_client(self.uri)
         with held():
             run = client.get_run(run_id)  # MlflowException if the store does not have it
             self.experiment_id = run.info.experiment_id
@@ -151,6 +163,7 @@ class Tracker:
             deadline = time.monotonic() + self.final_wait_s
             while not self._flush(now=True) and time.monotonic() < deadline:
                 time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+            mlflow, _ = _mlflow()
             self._write("end of run", lambda: mlflow.end_run(status=status))
             if self._unlogged.writes or self._unlogged.dropped:
                 self._report_unlogged(status)
@@ -171,6 +184,7 @@ class Tracker:
         if self.active:
             at = 0 if step is None else step
             now = int(time.time() * 1000)  # the time of the value, also when it is sent later
+            Metric = _mlflow()[0].entities.Metric
             fresh = [Metric(k, float(v), now, at) for k, v in metrics.items() if at > self._logged_upto.get(k, -1)]
             if fresh:
                 run_id = self.run_id
@@ -178,6 +192,7 @@ class Tracker:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.active:
+            RunTag = _mlflow()[0].entities.RunTag
             run_id, batch = self.run_id, [RunTag(k, str(v)) for k, v in tags.items()]
             self._write("tags", lambda: self._client.log_batch(run_id, tags=batch), len(batch))
 
@@ -208,7 +223,7 @@ class Tracker:
             return
         try:
             with held():  # never interrupted half-way (see lmbench/interrupts.py)
-                with_retry(call)
+                _mlflow()[1].with_retry(call)
         except OSError as ex:  # a full or read-only artifact store
             raise self._in_store(ex) from None
         except Exception as ex:
@@ -240,7 +255,7 @@ class Tracker:
         while pending.writes:
             try:
                 with held():
-                    with_retry(pending.writes[0][2])
+                    _mlflow()[1].with_retry(pending.writes[0][2])
             except Exception as ex:
                 if not unreachable(self.uri, ex):
                     raise

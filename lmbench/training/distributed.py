@@ -64,6 +64,7 @@ from hydra.utils import get_object
 from lmbench.config.checks import check_devices
 from lmbench.errors import ConfigError, LmbenchError
 from lmbench.models.neural import NeuralLM
+from lmbench.training.result import Idle
 from lmbench.training.steps import window_losses
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,6 @@ def own_folder(output_dir):
 def scope():
     """The strategy's scope (variables created inside are mirrored), or nothing for one device."""
     return _active.strategy.scope() if _active is not None else contextlib.nullcontext()
-
-
-class Idle(Exception):  # not an error: this process has nothing to do
-    """A worker other than the chief, for a counting model: the chief counts alone."""
 
 
 def configure(cfg, counting: bool = False) -> Replicas | None:

@@ -27,8 +27,6 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,13 +36,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmbench.errors import ConfigError
 from lmbench.models.neural import NeuralLM, Planned
+from lmbench.training import machine
+from lmbench.training.machine import available_host, size_text
 
 # Optimizer slots per parameter, by the optimizer class's name (Keras'); an optimizer not listed
 # counts none (the estimate stays a lower bound). SGD has one with momentum, RMSprop one more with
 # momentum and one more when centered, Adam one more with amsgrad.
 SLOTS = {"Adam": 2, "AdamW": 2, "Adamax": 2, "Nadam": 2, "Adadelta": 2, "Ftrl": 2, "Lamb": 2, "Lion": 1,
          "Adagrad": 1, "RMSprop": 1, "Adafactor": 1, "SGD": 0}
-GB = 1e9
 log = logging.getLogger(__name__)
 
 
@@ -65,11 +64,6 @@ class Estimate:
         named = (("weights", self.weights), ("gradients", self.gradients), ("optimizer state", self.slots),
                  ("bfloat16 copies", self.casts), ("activations", self.activations))
         return ", ".join(f"{name} {size_text(size)}" for name, size in named if size)
-
-
-def size_text(size: int) -> str:
-    """Bytes as a person reads them: '18 MB' below a gigabyte, '2.79 GB' from there."""
-    return f"{size / 1e6:,.0f} MB" if size < GB else f"{size / GB:,.2f} GB"
 
 
 def optimizer_slots(optimizer_cfg: DictConfig) -> int:
@@ -105,34 +99,6 @@ def estimate(cfg: DictConfig, vocab_size: int, policy: str) -> Estimate | None:
         slots=4 * optimizer_slots(cfg.optimizer) * planned.params, casts=2 * planned.dense if bf16 else 0,
         activations=(2 if bf16 else 4) * planned.activations,
     )
-
-
-def _meminfo_available() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _cgroup_available() -> int | None:
-    """What this process's cgroup (v2) still allows: memory.max less memory.current; None unlimited."""
-    try:
-        relative = Path("/proc/self/cgroup").read_text().strip().splitlines()[0].split(":", 2)[2]
-        folder = Path("/sys/fs/cgroup") / relative.lstrip("/")
-        limit = (folder / "memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        return max(0, int(limit) - int((folder / "memory.current").read_text()))
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def available_host() -> int | None:
-    found = [x for x in (_meminfo_available(), _cgroup_available()) if x is not None]
-    return min(found) if found else None
 
 
 def available_gpu() -> tuple[str, int] | None:
@@ -183,25 +149,11 @@ def _resident() -> int | None:
         return None
 
 
+# What a failed allocation raises: Python's own, and TensorFlow's on the CPU and on a GPU.
 ALLOCATION_ERRORS = (MemoryError, tf.errors.ResourceExhaustedError)
 
 
-def exhausted(ex: BaseException) -> str:
-    """The paragraph for an allocation that failed although the estimate said the model fits."""
-    detail = str(ex).strip().splitlines()[0][:300] if str(ex).strip() else type(ex).__name__
-    free = available_host()
-    have = f" ({size_text(free)} available now)" if free is not None else ""
-    return (
-        f"out of memory{have}: {type(ex).__name__}: {detail}. The model, a training step's activations "
-        "or the scoring windows did not fit: make the model smaller, lower trainer.batch_size, bptt or "
-        "trainer.eval_batch_size, try trainer.precision=mixed_bfloat16, or use a machine with more memory"
-    )
-
-
-@contextmanager
-def allocation_failures() -> Iterator[None]:
-    """Inside this block, a failed allocation is raised as ConfigError, in one paragraph."""
-    try:
-        yield
-    except ALLOCATION_ERRORS as ex:
-        raise ConfigError(exhausted(ex)) from None
+def allocation_failures():
+    """Inside this block, a failed allocation (Python's or TensorFlow's) is raised as ConfigError,
+    in one paragraph."""
+    return machine.allocation_failures(ALLOCATION_ERRORS)

@@ -9,12 +9,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from lmbench import names
-from lmbench.artifacts import finetune
 from lmbench.data.types import CorpusData
 from lmbench.models.base import LanguageModel, family_of
-from lmbench.paths import default_cache_dir
 from lmbench.tracking import Tracker
-from lmbench.training.peak import mfu, resolve_peak
 from lmbench.training.result import FitResult
 
 log = logging.getLogger("lmbench.training.run")
@@ -44,13 +41,13 @@ def run_name_prefix(cfg: DictConfig, model: LanguageModel) -> str:
     return cfg.tracking.run_name or f"{family_of(model)}-{cfg.dataset.name}"
 
 
-def log_corpus(cfg: DictConfig, data: CorpusData, source: finetune.Source | None) -> None:
+def log_corpus(cfg: DictConfig, data: CorpusData, fine_tune: bool) -> None:
     oov_rate = data.info.get("oov_rate")
     log.info(
         "%s: |V|=%d%s, tokens train/valid/test = %d/%d/%d%s%s",
         cfg.dataset.name,
         len(data.vocab),
-        " (the source model's)" if source is not None else "",
+        " (the source model's)" if fine_tune else "",
         len(data.train),
         len(data.valid),
         len(data.test),
@@ -87,22 +84,3 @@ def print_outcome(
     )
     if tracker.enabled and ui_hint:
         print(f"Open the MLflow UI with: {tracker.ui_hint()}", flush=True)
-
-def compute_figures(cfg: DictConfig, policy: str, model, tracker: Tracker, fit: FitResult) -> dict[str, float]:
-    """A network's FLOPs per training and per scored token (counted from its architecture at the
-    run's window), its training FLOPs and MFU against the peak (trainer.peak_flops, else the
-    machine's measured one, tagged with how it was found). A counting model has none: {}."""
-    per_token = model.flops_per_token(context=cfg.trainer.bptt, training=True)
-    if per_token is None:
-        return {}
-    figures = {
-        names.TRAIN_FLOPS_PER_TOKEN: per_token,
-        names.TRAIN_FLOPS: per_token * fit.train_tokens,
-        names.EVAL_FLOPS_PER_TOKEN: model.flops_per_token(context=cfg.trainer.bptt, training=False),
-    }
-    if fit.train_seconds > 0:
-        peak, how = resolve_peak(cfg.trainer.peak_flops, policy, default_cache_dir(cfg.cache_dir))
-        tracker.set_tags({names.PEAK_FLOPS: f"{peak:.4g}", names.PEAK_FLOPS_METHOD: how})
-        figures[names.TRAIN_MFU] = mfu(figures[names.TRAIN_FLOPS], fit.train_seconds, peak)
-    return figures
-

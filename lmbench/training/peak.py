@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +34,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from lmbench.errors import ConfigError
+from lmbench.training.machine import cpu_model
 from lmbench.training.precision import resolve
 
 CACHE_FILE = "peak_flops.json"
@@ -45,17 +45,6 @@ MIN_CALL_SECONDS = 0.02
 MAX_GEMM_SECONDS = 1.0
 DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16}
 SHORT_NAMES = {"float32": "fp32", "mixed_bfloat16": "bf16"}
-
-
-def cpu_model() -> str:
-    """The CPU's model name (`/proc/cpuinfo`, as `lscpu` shows it), else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def device_name() -> str:

@@ -3,7 +3,7 @@
 `auto` (the default) trains under `mixed_bfloat16` where the hardware computes bfloat16 natively --
 an x86 CPU with AVX512_BF16 or AMX-BF16, or GPUs of compute capability 8.0 and up -- and in
 `float32` elsewhere (emulated bfloat16 is slower than float32). Evaluation is float32 either way
-(`Trainer._evaluate`, through `NeuralLM.computing_in_float32`). bfloat16 is the default because
+(`NetworkTrainer._evaluate`, through `NeuralLM.computing_in_float32`). bfloat16 is the default because
 one-epoch perplexities stay within the float32 seed spread while steps are faster; the
 measurements are in experiments/README.md, the benchmark is `benchmarks/train_throughput.py
 --mixed-bf16`.
@@ -18,9 +18,8 @@ from pathlib import Path
 import tensorflow as tf
 
 from lmbench import names
-from lmbench.errors import ConfigError
+from lmbench.config.checks import check_precision
 
-PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 CPU_BF16_FLAGS = re.compile(r"\b(avx512_bf16|amx_bf16)\b")
 
 
@@ -48,8 +47,7 @@ def device_tags() -> dict[str, str]:
 
 def resolve(precision: str) -> str:
     """The Keras policy name for `trainer.precision`."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"trainer.precision={precision!r}; valid: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     if precision == "auto":
         return "mixed_bfloat16" if native_bfloat16() else "float32"
     return precision

@@ -43,6 +43,11 @@ class FitResult:
 ValidationObserver = Callable[[int, EvalResult], "str | None"]
 
 
+class Idle(Exception):  # not an error: this process has nothing to do
+    """A worker other than the chief, for a counting model: the chief counts alone
+    (training/distributed.py); `run` ends it with status 0."""
+
+
 class TrainingStopped(Exception):
     """A validation observer stopped training: not an error, the run ends KILLED with `reason`,
     keeping what it logged."""

@@ -23,34 +23,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import keras
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import lmbench
 from lmbench import interrupts, names
-from lmbench.artifacts import finetune
 from lmbench.artifacts.bundle import BundleLoader
 from lmbench.artifacts.format import save_bundle
 from lmbench.artifacts.interpolation import component_folders
-from lmbench.artifacts.pyfunc import log_bundle
 from lmbench.config import check_target, check_values, to_yaml
 from lmbench.config.recipes import RECIPE_KEY
 from lmbench.data.pipeline import load_corpus
 from lmbench.data.subset import train_subset
 from lmbench.data.types import CorpusData
-from lmbench.errors import ConfigError, DamagedFile, DataError, TrainingDiverged
-from lmbench.models.base import LanguageModel, family_of
-from lmbench.models.neural import NeuralLM
+from lmbench.errors import ConfigError, DataError, TrainingDiverged
+from lmbench.models.base import LanguageModel, ModelBase, family_of
 from lmbench.paths import default_cache_dir
 from lmbench.scoring import EvalResult, TokenScores
 from lmbench.tracking import Tracker, flatten, git_commit, resolve_uri
-from lmbench.training import checkpoints, distributed, memory, precision, workers
+from lmbench.training.counting_run import CountingRun
 from lmbench.training.divergence import explain
-from lmbench.training.outcome import compute_figures, log_corpus, print_outcome, run_name_prefix, write_failure
-from lmbench.training.peak import cpu_model
-from lmbench.training.result import TrainingStopped, ValidationObserver
-from lmbench.training.steps import build_optimizer
+from lmbench.training.machine import cpu_model
+from lmbench.training.native import native_stderr_silenced, quiet_tensorflow_import
+from lmbench.training.outcome import log_corpus, print_outcome, run_name_prefix, write_failure
+from lmbench.training.result import Idle, TrainingStopped, ValidationObserver
+from lmbench.training.state import TrainState, config_digest
 from lmbench.training.trainer import FitResult, Trainer
 
 log = logging.getLogger(__name__)
@@ -69,10 +66,11 @@ class Plan:
 
     cfg: DictConfig
     container: dict[str, Any]  # cfg resolved, as plain data: params, config.yaml, the bundle's nodes
-    digest: str  # checkpoints.config_digest: what must not change for a resume
-    policy: str  # the Keras dtype policy trainer.precision resolved to
+    digest: str  # state.config_digest: what must not change for a resume
+    policy: str | None  # the Keras dtype policy trainer.precision resolved to (None: no network)
     uri: str  # the tracking URI
-    source: finetune.Source | None  # trainer.init_from's model
+    source: Any  # trainer.init_from's model (finetune.Source), or None
+    kind: CountingRun  # what the stages do by the kind of model: CountingRun or network.NetworkRun
 
 
 @dataclass
@@ -83,7 +81,7 @@ class Built:
     optimizer: Any  # a Keras optimizer for a network, None for a counting model
     trainer: Trainer
     tracker: Tracker  # not started yet
-    resume: checkpoints.TrainState | None
+    resume: TrainState | None
 
 
 def run(
@@ -96,15 +94,15 @@ def run(
     with the step and reason, and `TrainingStopped` is raised. Returns the summary."""
     try:
         plan = prepare(cfg, launch_dir)
-    except distributed.Idle as ex:  # a counting model, and this is not the chief: status 0, nothing run
+    except Idle as ex:  # a counting model, and this is not the chief: status 0, nothing run
         log.info("%s", ex)
         return {}
-    output_dir = distributed.own_folder(Path(output_dir))  # a worker's (not the chief's) files: its own folder
-    with memory.allocation_failures():  # one paragraph, not TensorFlow's traceback
+    output_dir = plan.kind.own_folder(Path(output_dir))  # a worker's (not the chief's) files: its own folder
+    with plan.kind.allocation_failures():  # one paragraph, not a traceback
         built = build(plan, output_dir, observer)
     tracker = built.tracker  # finish() does nothing until open_run has started the run
     try:
-        with interrupts.signal_errors(), memory.allocation_failures():  # after a signal, any error is its: KILLED
+        with interrupts.signal_errors(), plan.kind.allocation_failures():  # after a signal, any error is its: KILLED
             open_run(plan, built, output_dir, launch_dir, parent_run_id, extra_tags)
             fit, summary = train(plan, built, output_dir)
             save(plan, built, output_dir, summary)
@@ -139,28 +137,45 @@ def run(
 
 
 def prepare(cfg: DictConfig, launch_dir: Path) -> Plan:
-    distributed.configure(cfg.trainer, counting=distributed.counted(cfg))  # before TensorFlow's first op
+    kind = run_kind(cfg)
+    kind.configure_devices(cfg)  # several devices: before TensorFlow's first op (distributed.py)
     uri = resolve_uri(cfg.tracking.uri, launch_dir)
-    source = None
-    if cfg.trainer.init_from:  # fine-tuning: the source's model, tokenizer and vocabulary
-        source = finetune.load_source(cfg.trainer.init_from, uri, default_cache_dir(cfg.cache_dir))
-        cfg = finetune.adopt_source_configs(cfg, source)
+    cfg, source = kind.adopt_source(cfg, uri)  # fine-tuning: the source's model, tokenizer and vocabulary
     container = OmegaConf.to_container(cfg, resolve=True)
     check_target(cfg.tokenizer, "tokenizer")
     check_target(cfg.model, "model", supplied=MODEL_SUPPLIED)
-    check_target(cfg.optimizer, "optimizer", supplied=("global_clipnorm",))
+    kind.check_optimizer(cfg.optimizer)
     check_values(cfg)  # value ranges, before any data is read
-    policy = precision.resolve(cfg.trainer.precision)
-    keras.mixed_precision.set_global_policy(policy)  # before any layer is built
-    keras.utils.set_random_seed(cfg.seed)
-    return Plan(cfg, container, checkpoints.config_digest(container), policy, uri, source)
+    policy = kind.set_precision_and_seed(cfg)  # before any layer is built
+    return Plan(cfg, container, config_digest(container), policy, uri, source, kind)
+
+
+def run_kind(cfg: DictConfig) -> CountingRun:
+    """`CountingRun` for a counting model (the n-gram) on one device, without TensorFlow; else
+    `network.NetworkRun`, which imports it (4.7 s, 745 MB), with its native start-up lines hidden.
+    Decided from the config before anything is built: the class `model._target_` names says whether
+    it is a network (`ModelBase.is_network`). A builder function (model=interpolated: its
+    components may be networks), a fine-tune (trainer.init_from) and several devices or a strategy
+    take the network's way; a target that cannot be imported too, and `check_target` says why."""
+    with native_stderr_silenced():  # a network family's module imports TensorFlow
+        try:
+            target = get_object(cfg.model._target_)
+        except Exception:
+            target = None
+    counting = isinstance(target, type) and issubclass(target, ModelBase) and not target.is_network
+    trainer = cfg.trainer
+    one_device = trainer.get("devices", 1) == 1 and trainer.get("strategy", "auto") == "auto"
+    if counting and one_device and not trainer.init_from:
+        return CountingRun()
+    quiet_tensorflow_import()
+    from lmbench.training.network import NetworkRun  # imports TensorFlow: only here, for a network (above)
+
+    return NetworkRun()
 
 
 def build(plan: Plan, output_dir: Path, observer: ValidationObserver | None = None) -> Built:
-    cfg, source = plan.cfg, plan.source
-    tokenizer = build_tokenizer(cfg.tokenizer)
-    if source is not None:  # a learned tokenizer is the source's trained one, not trained again
-        tokenizer = finetune.source_tokenizer(tokenizer, source)
+    cfg, source, kind = plan.cfg, plan.source, plan.kind
+    tokenizer = kind.source_tokenizer(build_tokenizer(cfg.tokenizer), source)
     data = load_corpus(
         cfg.dataset,
         tokenizer,
@@ -169,28 +184,20 @@ def build(plan: Plan, output_dir: Path, observer: ValidationObserver | None = No
         vocab=source.vocab if source is not None else None,
     )
     data = train_subset(data, cfg.dataset.train_fraction, cfg.dataset.max_train_tokens)  # vocabulary: all of train
-    log_corpus(cfg, data, source)
-    memory.check_fits(cfg, len(data.vocab), plan.policy)  # before the model: its output layer is built with it
-    with distributed.scope():  # the network's variables mirrored on every replica (none for one device)
+    log_corpus(cfg, data, fine_tune=source is not None)
+    kind.check_fits(cfg, len(data.vocab), plan.policy)
+    with kind.scope():
         model = build_model(cfg.model, data.vocab, BundleLoader(plan.uri, default_cache_dir(cfg.cache_dir)))
     tracking = cfg.tracking
     tracker = Tracker(
-        tracking.enabled and distributed.is_chief(), plan.uri, tracking.experiment, tracking.log_every_n_steps,
+        tracking.enabled and kind.is_chief(), plan.uri, tracking.experiment, tracking.log_every_n_steps,
         retry_every_s=tracking.retry_every_s, final_wait_s=tracking.final_wait_s,
     )
-    trainer = Trainer(cfg.trainer, tracker, checkpoint_dir=output_dir / "checkpoints", observer=observer, seed=cfg.seed)
+    trainer = kind.trainer(cfg.trainer, tracker, output_dir / "checkpoints", observer, cfg.seed)
     trainer.check(model, data)
-    # A network's optimizer is built now, so that a bad optimizer config fails before tracking.
-    with distributed.scope():
-        optimizer = build_optimizer(cfg.optimizer) if isinstance(model, NeuralLM) else None
-    resume = saved_state(cfg, trainer, model, plan.digest)
-    distributed.agree_on_start(resume.global_step if resume is not None else 0)  # several workers
-    if isinstance(model, NeuralLM) and source is None:  # a fine-tune keeps its source's; a resume restores its own
-        model.adapt(data.train.ids)
-    elif isinstance(model, NeuralLM):  # its head's FLOPs still follow this corpus's cluster shares
-        model.output_head.observe(data.train.ids)
-    if source is not None and resume is None:  # when resuming, the run's own checkpoint is restored instead
-        finetune.load_weights(model, source)
+    optimizer = kind.optimizer(cfg.optimizer, model)
+    resume = kind.resume_state(cfg, trainer, model, plan.digest)
+    kind.prepare_weights(model, data, source, resume)
     return Built(data.tokenizer, data, model, optimizer, trainer, tracker, resume)
 
 
@@ -230,45 +237,6 @@ def build_model(model_cfg: DictConfig, vocab, loader: BundleLoader) -> LanguageM
         raise ConfigError(f"model config cannot be built: {ex}") from None
 
 
-def saved_state(cfg: DictConfig, trainer: Trainer, model, digest: str) -> checkpoints.TrainState | None:
-    """The checkpoint to continue from, per trainer.resume (null: if the run folder has one).
-    `digest` is this run's `checkpoints.config_digest`; a checkpoint with another is refused."""
-    wanted = cfg.trainer.resume
-    if wanted is False or not isinstance(model, NeuralLM):
-        return None
-    try:
-        state = checkpoints.read_state(trainer.last_checkpoint)
-    except DamagedFile as ex:
-        raise ConfigError(damaged_checkpoint(trainer, ex)) from None
-    if wanted is True and state is None:
-        raise ConfigError(
-            f"trainer.resume=true, but there is no checkpoint in {trainer.last_checkpoint}. Resume by "
-            "running the same command with hydra.run.dir=<the interrupted run's folder>."
-        )
-    if state is None:
-        return None
-    if state.config_digest != digest:
-        raise ConfigError(
-            f"the checkpoint in {trainer.last_checkpoint} was made with a different dataset, tokenizer, "
-            "model, seed or trainer.init_from; resume with the same settings, or set trainer.resume=false "
-            "to start over"
-        )
-    try:  # its files, before the MLflow run is reopened
-        best = trainer.best_checkpoint if state.best_valid_loss is not None else None
-        checkpoints.check(trainer.last_checkpoint, best)
-    except DamagedFile as ex:
-        raise ConfigError(damaged_checkpoint(trainer, ex)) from None
-    return state
-
-
-def damaged_checkpoint(trainer: Trainer, ex: DamagedFile) -> str:
-    return (
-        f"the checkpoint in {trainer.checkpoint_dir} is damaged and cannot be resumed from: {ex}. Run the same "
-        "command with trainer.resume=false to train again from the start in this folder (as a new MLflow run; "
-        "the interrupted one keeps what it logged), or give another hydra.run.dir"
-    )
-
-
 def open_run(
     plan: Plan, built: Built, output_dir: Path, launch_dir: Path, parent_run_id: str | None,
     extra_tags: dict[str, str] | None,
@@ -291,8 +259,7 @@ def open_run(
         print(f"Resuming from {built.trainer.last_checkpoint} at step {resume.global_step}", flush=True)
     if tracker.enabled:
         print(f"MLflow run {tracker.run_id} in {tracker.uri} (experiment '{tracker.experiment}')", flush=True)
-    run_id = workers.share_run(distributed.active(), tracker.run_id)  # the chief's, on every worker
-    workers.record_run(distributed.active(), run_id, output_dir, tracker.uri, tracker.experiment)
+    plan.kind.share_run(tracker, output_dir)  # several workers: the chief's run, known on every one
     return tracker
 
 
@@ -311,9 +278,7 @@ def run_tags(
         **(plan.source.tags if plan.source is not None else {}),
         **(extra or {}),
     }
-    if isinstance(model, NeuralLM):  # trainer.precision=auto resolved on this machine
-        tags[names.PRECISION] = plan.policy
-        tags.update(precision.device_tags())
+    tags.update(plan.kind.network_tags(model, plan.policy))  # a network's precision and devices
     if model.eval_method is not None:  # how an attention model gets its context when scoring
         tags[names.EVAL_METHOD] = model.eval_method
     tags.update(model.lineage_tags())  # a model made of other runs' models names them
@@ -338,7 +303,7 @@ def train(plan: Plan, built: Built, output_dir: Path) -> tuple[FitResult, dict[s
     if learned is not None:
         tracker.log_artifact(learned)
 
-    state = built.resume or checkpoints.TrainState(config_digest=plan.digest)
+    state = built.resume or TrainState(config_digest=plan.digest)
     fit = built.trainer.fit(model, data, state, resumed=built.resume is not None, optimizer=built.optimizer)
     tracker.set_tags({names.STOP_REASON: fit.stop_reason})
     test = built.trainer.test(model, data)
@@ -350,7 +315,7 @@ def train(plan: Plan, built: Built, output_dir: Path) -> tuple[FitResult, dict[s
         names.TRAIN_TOKENS: fit.train_tokens,
         names.TRAIN_SECONDS: fit.train_seconds,
         names.PARAMS: model.num_params(),  # after fit: a Keras model has no weights until first called
-        **compute_figures(plan.cfg, plan.policy, model, tracker, fit),
+        **plan.kind.figures(plan.cfg, plan.policy, model, tracker, fit),  # a network's FLOPs and MFU
     }
     tracker.log_metrics(summary)
     log_token_scores(plan.cfg, built, output_dir, {names.VALID: best, names.TEST: test})
@@ -373,7 +338,7 @@ def log_token_scores(cfg: DictConfig, built: Built, output_dir: Path, results: d
 def save(plan: Plan, built: Built, output_dir: Path, summary: dict[str, float]) -> None:
     """The bundle (`<run folder>/model/`), its ARPA form if asked, and the MLflow model."""
     cfg, container, source, tracker = plan.cfg, plan.container, plan.source, built.tracker
-    if not distributed.is_chief():  # the chief's bundle is the run's
+    if not plan.kind.is_chief():  # the chief's bundle is the run's
         return
     bundle = save_bundle(
         output_dir / "model",
@@ -395,6 +360,8 @@ def save(plan: Plan, built: Built, output_dir: Path, summary: dict[str, float]) 
     )
     if cfg.trainer.export_arpa:
         built.model.to_arpa(bundle / "model.arpa", built.data.vocab.tokens)
-    if cfg.tracking.log_model:
+    if cfg.tracking.log_model and tracker.active:
+        from lmbench.artifacts.pyfunc import log_bundle  # imports MLflow and pandas: only for a run that logs
+
         log_bundle(tracker, bundle)
 

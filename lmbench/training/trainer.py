@@ -1,28 +1,26 @@
 """The common trainer: every family fitted, validated and tested the same way.
 
 Counting models (`fit(ids)`) are estimated in one pass (counting.py); networks are trained by
-truncated BPTT (neural_loop.py). Both are then validated and tested by the same evaluator
-(`lmbench.scoring.evaluate`) on the same token ids; a network computing in bfloat16 is scored
-in float32 (`NeuralLM.computing_in_float32`), so that no figure depends on the training precision.
+truncated BPTT (neural_loop.py) through `network.NetworkTrainer`, this class with what only a
+network needs, which imports TensorFlow (this module does not: a counting model's run never loads
+it). Both are validated and tested by the same evaluator (`lmbench.scoring.evaluate`) on the same
+token ids; a network computing in bfloat16 is scored in float32 (`NetworkTrainer.evaluate`), so
+that no figure depends on the training precision.
 """
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from lmbench.config import TrainerConfig, check_trainer_values
-from lmbench.data.batching import as_streams
 from lmbench.data.types import CorpusData, Split
 from lmbench.errors import ConfigError
 from lmbench.models.base import LanguageModel
-from lmbench.models.neural import NeuralLM
 from lmbench.scoring import EvalResult, evaluate
 from lmbench.tracking import Tracker
-from lmbench.training.checkpoints import TrainState
 from lmbench.training.counting import fit_counting
-from lmbench.training.neural_loop import NeuralLoop
 from lmbench.training.result import FitResult, ValidationObserver
+from lmbench.training.state import TrainState
 
 __all__ = ["FitResult", "Trainer"]
 
@@ -51,13 +49,7 @@ class Trainer:
         """Refuse an impossible set-up before anything is trained or logged."""
         cfg = self.cfg
         check_trainer_values(cfg)
-        if isinstance(model, NeuralLM):
-            as_streams(data.train.ids, cfg.batch_size, cfg.bptt)
-            if model.context is not None and cfg.bptt > model.context:  # attention models
-                raise ConfigError(
-                    f"trainer.bptt={cfg.bptt} exceeds model.context={model.context}: training windows must "
-                    "fit the model's context; lower trainer.bptt or raise model.context"
-                )
+        self.check_network(model, data)
         if cfg.export_arpa and not model.exports_arpa:
             raise ConfigError(
                 f"trainer.export_arpa=true, but a {model.family} model has no ARPA form; only n-gram "
@@ -65,25 +57,22 @@ class Trainer:
             )
         self._checked = model
 
+    def check_network(self, model: LanguageModel, data: CorpusData) -> None:
+        """What a network's training needs of the data and the trainer (`NetworkTrainer`)."""
+        if model.is_network:
+            raise TypeError(f"a {model.family} network is trained by training.network.NetworkTrainer")
+
     def fit(
         self, model: LanguageModel, data: CorpusData, state: TrainState | None = None, resumed: bool = False,
         optimizer=None,
     ) -> FitResult:
         """Train `model` from `state`; with `resumed`, first restore checkpoints/last into it. A
-        network needs its `optimizer` (`steps.build_optimizer`), a counting model none. Checks the
-        set-up first unless `check` already passed for this model (run() checks before it starts
-        tracking)."""
+        network needs its `optimizer` (`steps.build_optimizer`), a counting model none (and no state:
+        it counts in one pass). Checks the set-up first unless `check` already passed for this model
+        (run() checks before it starts tracking)."""
         if self._checked is not model:
             self.check(model, data)
-        if not isinstance(model, NeuralLM):
-            return fit_counting(model, data, self.cfg, self.tracker, self._validate)
-        if optimizer is None:
-            raise ValueError("Trainer.fit: a network needs an optimizer (steps.build_optimizer)")
-        loop = NeuralLoop(
-            model, data, optimizer, self.cfg, self.tracker, self.checkpoint_dir, self._validate, self._evaluate,
-            self.observer, self.seed,
-        )
-        return loop.run(state or TrainState(), resumed)
+        return fit_counting(model, data, self.cfg, self.tracker, self._validate)
 
     def _validate(self, model, data: CorpusData, epoch: int, result: FitResult) -> EvalResult:
         valid = self._evaluate(model, data.valid)
@@ -95,9 +84,4 @@ class Trainer:
         return self._evaluate(model, data.test)
 
     def _evaluate(self, model: LanguageModel, split: Split) -> EvalResult:
-        # A network is scored computing in float32 whatever trainer.precision trained it in, so
-        # that figures do not depend on the training precision and a reloaded bundle (always
-        # float32) reproduces them exactly; its own weights, no float32 copy (NeuralLM.computing_in_float32).
-        scoring = model.computing_in_float32() if isinstance(model, NeuralLM) else contextlib.nullcontext(model)
-        with scoring as scorer:
-            return evaluate(scorer, split, batch_size=self.cfg.eval_batch_size, show_progress=self.cfg.progress)
+        return evaluate(model, split, batch_size=self.cfg.eval_batch_size, show_progress=self.cfg.progress)
