@@ -604,9 +604,12 @@ def tiny_tokenizer(vocab_size: int, text: str | None = None):
     return tok
 
 
-def write_tiny_checkpoint(folder: Path, kind: str, vocab_size: int = 300, seed: int = 0, **config) -> Path:
+def write_tiny_checkpoint(
+    folder: Path, kind: str, vocab_size: int = 300, seed: int = 0, text: str | None = None, **config
+) -> Path:
     """A random checkpoint folder as `save_pretrained` writes it (config.json, model.safetensors)
-    with a tokenizer.json of `vocab_size` pieces; written with safetensors' NumPy API, no PyTorch."""
+    with a tokenizer.json of `vocab_size` pieces (trained on `text`: see tiny_tokenizer); written with
+    safetensors' NumPy API, no PyTorch."""
     from safetensors.numpy import save_file
 
     cfg = {**HF_TINY[kind], "vocab_size": vocab_size, **config}
@@ -616,7 +619,7 @@ def write_tiny_checkpoint(folder: Path, kind: str, vocab_size: int = 300, seed: 
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(cfg))
-    tiny_tokenizer(vocab_size).save(str(folder / "tokenizer.json"))
+    tiny_tokenizer(vocab_size, text).save(str(folder / "tokenizer.json"))
     return folder
 
 

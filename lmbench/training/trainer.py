@@ -79,6 +79,10 @@ class Trainer:
             return fit_counting(model, data, self.cfg, self.tracker, self._validate)
         if optimizer is None:
             raise ValueError("Trainer.fit: a network needs an optimizer (steps.build_optimizer)")
+        if self.cfg.max_steps == 0:  # zero-shot (a pretrained checkpoint): the network scored as it is
+            result = FitResult(stop_reason="max_steps")
+            result.best_valid = self._validate(model, data, 0, result)
+            return result
         loop = NeuralLoop(
             model, data, optimizer, self.cfg, self.tracker, self.checkpoint_dir, self._validate, self._evaluate,
             self.observer, self.seed,
