@@ -578,7 +578,7 @@ HF_TINY = {  # config.json of tiny GPT-2- and Llama-family checkpoints (vocab_si
     "gpt2": {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "n_inner": None,
              "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new"},
     "llama": {"model_type": "llama", "hidden_size": 32, "intermediate_size": 88, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 64,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 64,
               "rms_norm_eps": 1e-6, "rope_theta": 500.0, "tie_word_embeddings": False, "hidden_act": "silu",
               "attention_bias": False, "mlp_bias": False},
 }

@@ -37,7 +37,7 @@ def hf_model(kind: str, **config):
 
 @pytest.mark.parametrize("kind, config", [
     ("gpt2", {}),
-    ("llama", {}),  # grouped-query attention, head_dim given, untied head, rope_theta 500
+    ("llama", {}),  # grouped-query attention, head_dim 16 (not d_model / heads = 8), untied head, rope_theta 500
     ("llama", {"tie_word_embeddings": True, "num_key_value_heads": 4, "head_dim": None}),
 ])
 def test_logits_equal_transformers(tmp_path, kind, config):
