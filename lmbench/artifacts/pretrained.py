@@ -28,8 +28,10 @@ def is_pretrained(cfg: DictConfig) -> bool:
 
 
 def adopt_folder_tokenizer(cfg: DictConfig) -> DictConfig:
-    """`cfg` with the checkpoint's tokenizer (a copy; `cfg` itself when it already has it), the
-    folder's config.json checked."""
+    """`cfg` with the checkpoint's tokenizer (a copy; `cfg` itself when it already has it or is no
+    model=pretrained), the folder's config.json checked."""
+    if not is_pretrained(cfg):
+        return cfg
     if not cfg.model.get("path"):
         raise ConfigError("model=pretrained needs model.path=<folder>: a Hugging Face checkpoint folder "
                           "(config.json, model.safetensors, tokenizer.json)")
@@ -46,5 +48,8 @@ def adopt_folder_tokenizer(cfg: DictConfig) -> DictConfig:
 
 
 def folder_tokenizer(tokenizer: PretrainedTokenizer, cfg: DictConfig) -> PretrainedTokenizer:
-    """The run's tokenizer with the folder's tokenizer.json read."""
+    """The run's tokenizer with the folder's tokenizer.json read (model=pretrained, and no file read yet:
+    a fine-tune from a pretrained run has its source's); any other tokenizer as it is."""
+    if not is_pretrained(cfg) or not tokenizer.needs_fit:
+        return tokenizer
     return tokenizer.load_model(Path(str(cfg.model.path)).expanduser())

@@ -1,8 +1,7 @@
 """One run, from a composed config to a finished MLflow run, in five stages:
 
-    prepare   the config as it will run: a fine-tune's source (or a checkpoint folder's tokenizer)
-              adopted, `_target_` keys checked,
-              precision and seed set
+    prepare   the config as it will run: a fine-tune's source (or a checkpoint's tokenizer) adopted,
+              `_target_` keys checked, precision and seed set
     build     tokenizer, token ids (cached), model, optimizer; impossible set-ups refused; the
               checkpoint to resume from, or a fine-tune's starting weights
     open_run  the MLflow run started (or resumed) with its tags and parameters
@@ -142,8 +141,7 @@ def prepare(cfg: DictConfig, launch_dir: Path) -> Plan:
     if cfg.trainer.init_from:  # fine-tuning: the source's model, tokenizer and vocabulary
         source = finetune.load_source(cfg.trainer.init_from, uri, default_cache_dir(cfg.cache_dir))
         cfg = finetune.adopt_source_configs(cfg, source)
-    if pretrained.is_pretrained(cfg):  # a checkpoint folder: its tokenizer.json is the run's tokenizer
-        cfg = pretrained.adopt_folder_tokenizer(cfg)
+    cfg = pretrained.adopt_folder_tokenizer(cfg)  # model=pretrained: the folder's tokenizer.json is the run's
     container = OmegaConf.to_container(cfg, resolve=True)
     check_target(cfg.tokenizer, "tokenizer")
     check_target(cfg.model, "model", supplied=MODEL_SUPPLIED)
@@ -160,8 +158,7 @@ def build(plan: Plan, output_dir: Path, observer: ValidationObserver | None = No
     tokenizer = build_tokenizer(cfg.tokenizer)
     if source is not None:  # a learned tokenizer is the source's trained one, not trained again
         tokenizer = finetune.source_tokenizer(tokenizer, source)
-    elif pretrained.is_pretrained(cfg):
-        tokenizer = pretrained.folder_tokenizer(tokenizer, cfg)
+    tokenizer = pretrained.folder_tokenizer(tokenizer, cfg)  # model=pretrained, unless a source's was read
     data = load_corpus(
         cfg.dataset,
         tokenizer,
