@@ -1,11 +1,14 @@
 """Print the pins for .ci/constraints.txt: the installed version of every package in lmbench's
-dependency closure (`pip install -e ".[dev]"`: pyproject.toml's dependencies and its `dev` extra,
+dependency closure (`pip install -e ".[dev,submitit,reference]"`: pyproject.toml's dependencies and
+the extras .ci/run installs,
 followed through each package's own requirements, markers evaluated here), lmbench itself excluded.
 It is `pip freeze` cut to what lmbench needs.
 
     python .ci/refresh_constraints.py > .ci/constraints.txt
 
-Run it in the environment CI should reproduce: after `pip install -e ".[dev]"` (without `-c`, to
+A local version label is left out (torch's `+cpu`: `==2.13.0` matches it and PyPI's build alike).
+
+Run it in the environment CI should reproduce: after `pip install -e ".[dev,submitit,reference]"` (without `-c`, to
 move to newer releases). A required package that is not installed is an error: install it first.
 """
 
@@ -26,6 +29,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
+CI_EXTRAS = ("dev", "submitit", "reference")  # the extras .ci/run installs
 
 
 def wanted(req: Requirement, extras: set[str]) -> bool:
@@ -58,7 +62,8 @@ def closure(requirements: list[str]) -> dict[str, metadata.Distribution]:
 
 def main() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    requirements = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    extras = project["optional-dependencies"]
+    requirements = [*project["dependencies"], *(r for extra in CI_EXTRAS for r in extras[extra])]
     pins = {name: dist for name, dist in closure(requirements).items() if name != canonicalize_name(project["name"])}
     print("# Pinned versions of lmbench's dependency closure, used by .ci/run:")
     print('#   pip install -c .ci/constraints.txt -e ".[dev]"')
@@ -67,7 +72,7 @@ def main() -> None:
     print(f"# Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
           f"{datetime.date.today().isoformat()}. Do not edit by hand; refresh it.")
     for name in sorted(pins):
-        print(f"{pins[name].metadata['Name']}=={pins[name].version}")
+        print(f"{pins[name].metadata['Name']}=={pins[name].version.split('+')[0]}")
 
 
 if __name__ == "__main__":

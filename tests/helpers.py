@@ -570,3 +570,77 @@ def log_sweep(uri: str, experiment: str, jobs: Sequence[Job]) -> str:
         })
         tracker.finish()
     return parent
+
+
+# -- tiny pretrained checkpoints in the Hugging Face format (model=pretrained) ---------------------
+
+HF_TINY = {  # config.json of tiny GPT-2- and Llama-family checkpoints (vocab_size added by the writer)
+    "gpt2": {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "n_inner": None,
+             "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new"},
+    "llama": {"model_type": "llama", "hidden_size": 32, "intermediate_size": 88, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 64,
+              "rms_norm_eps": 1e-6, "rope_theta": 500.0, "tie_word_embeddings": False, "hidden_act": "silu",
+              "attention_bias": False, "mlp_bias": False},
+}
+
+
+def tiny_tokenizer(vocab_size: int, text: str | None = None):
+    """A byte-level BPE (`tokenizers`, GPT-2's kind) of exactly `vocab_size` entries, trained on `text`
+    (default: 3,000 random letter strings), with GPT-2's end-of-text token as its one special token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    if text is None:
+        rng = np.random.default_rng(0)
+        text = "\n".join(" ".join("".join(rng.choice(list("etaoinshrdlu"), rng.integers(2, 7))) for _ in range(30))
+                         for _ in range(100))
+    lines = text.splitlines()
+    tok.train_from_iterator(lines, trainer)
+    assert tok.get_vocab_size() == vocab_size, f"{tok.get_vocab_size()} pieces; give more text"
+    return tok
+
+
+def write_tiny_checkpoint(
+    folder: Path, kind: str, vocab_size: int = 300, seed: int = 0, text: str | None = None, **config
+) -> Path:
+    """A random checkpoint folder as `save_pretrained` writes it (config.json, model.safetensors)
+    with a tokenizer.json of `vocab_size` pieces (trained on `text`: see tiny_tokenizer); written with
+    safetensors' NumPy API, no PyTorch."""
+    from safetensors.numpy import save_file
+
+    cfg = {**HF_TINY[kind], "vocab_size": vocab_size, **config}
+    rng = np.random.default_rng(seed)
+    tensors = {k: (rng.normal(0, 0.2, s) + (1.0 if k.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight",
+               "layernorm.weight", "norm.weight")) else 0.0)).astype(np.float32) for k, s in _hf_shapes(cfg).items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(cfg))
+    tiny_tokenizer(vocab_size, text).save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def _hf_shapes(c: dict) -> dict[str, tuple[int, ...]]:
+    """Every tensor's name and shape in a checkpoint of config `c` (Hugging Face's layouts)."""
+    if c["model_type"] == "gpt2":
+        d, f = c["n_embd"], c.get("n_inner") or 4 * c["n_embd"]
+        shapes = {"transformer.wte.weight": (c["vocab_size"], d), "transformer.wpe.weight": (c["n_positions"], d),
+                  "transformer.ln_f.weight": (d,), "transformer.ln_f.bias": (d,)}
+        per = {"ln_1.weight": (d,), "ln_1.bias": (d,), "ln_2.weight": (d,), "ln_2.bias": (d,),
+               "attn.c_attn.weight": (d, 3 * d), "attn.c_attn.bias": (3 * d,), "attn.c_proj.weight": (d, d),
+               "attn.c_proj.bias": (d,), "mlp.c_fc.weight": (d, f), "mlp.c_fc.bias": (f,),
+               "mlp.c_proj.weight": (f, d), "mlp.c_proj.bias": (d,)}
+        return {**shapes, **{f"transformer.h.{i}.{k}": s for i in range(c["n_layer"]) for k, s in per.items()}}
+    d, f, hd = c["hidden_size"], c["intermediate_size"], c["head_dim"]
+    q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
+    shapes = {"model.embed_tokens.weight": (c["vocab_size"], d), "model.norm.weight": (d,)}
+    if not c.get("tie_word_embeddings"):
+        shapes["lm_head.weight"] = (c["vocab_size"], d)
+    per = {"input_layernorm.weight": (d,), "post_attention_layernorm.weight": (d,),
+           "self_attn.q_proj.weight": (q, d), "self_attn.k_proj.weight": (kv, d), "self_attn.v_proj.weight": (kv, d),
+           "self_attn.o_proj.weight": (d, q), "mlp.gate_proj.weight": (f, d), "mlp.up_proj.weight": (f, d),
+           "mlp.down_proj.weight": (d, f)}
+    return {**shapes, **{f"model.layers.{i}.{k}": s for i in range(c["num_hidden_layers"]) for k, s in per.items()}}

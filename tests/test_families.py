@@ -13,7 +13,8 @@ from lmbench.paths import CONF_DIR
 from lmbench.training.run import run
 
 MODEL_DIR = CONF_DIR / "model"
-NOT_NEURAL = ("ngram", "interpolated")  # tested in test_training.py / test_ngram*.py and test_interpolated.py
+# Tested in test_training.py / test_ngram*.py, test_interpolated.py and (a checkpoint folder's) test_pretrained_*.py
+NOT_NEURAL = ("ngram", "interpolated", "pretrained")
 NEURAL_MODELS = sorted(p.stem for p in MODEL_DIR.glob("*.yaml") if not p.stem.startswith(NOT_NEURAL))
 
 def expected_family(model_yaml: Path) -> str:

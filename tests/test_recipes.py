@@ -17,6 +17,7 @@ RNN = (ADAM, 0.002, 1.0, 0)
 LSTM = (SGD, 20.0, 0.25, 0)
 TRANSFORMER = (ADAM, 0.001, 1.0, 200)
 TRANSFORMER_MODERN = ("keras.optimizers.AdamW", 0.001, 1.0, 200)
+PRETRAINED = ("keras.optimizers.AdamW", 0.0001, 1.0, 50)
 
 WIDE_LSTM = """\
 defaults:
@@ -52,6 +53,7 @@ def recipe_of(cfg: dict) -> tuple:
     ("lstm_medium", "lstm", LSTM), ("gru", "gru", LSTM), ("transformer", "transformer", TRANSFORMER),
     ("transformer_small", "transformer", TRANSFORMER), ("transformer_char", "transformer", TRANSFORMER),
     ("ngram", "default", LSTM), ("transformer_modern", "transformer_modern", TRANSFORMER_MODERN),
+    ("pretrained", "pretrained", PRETRAINED),
 ])
 def test_every_preset_trains_on_its_familys_recipe(model, recipe, expected):
     cfg = composed(f"model={model}")

@@ -49,9 +49,9 @@ def check_trainer_values(cfg) -> None:
     `run` calls it before any corpus is read."""
     if cfg.max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs must be >= 1, got {cfg.max_epochs}")
-    for key in (
-        "max_steps", "max_tokens", "checkpoint_every_n_steps", "early_stopping_patience", "validate_every_n_steps"
-    ):
+    if cfg.max_steps is not None and cfg.max_steps < 0:  # 0: no training, the model scored as it is
+        raise ConfigError(f"trainer.max_steps must be >= 0 (0: score without training) or null, got {cfg.max_steps}")
+    for key in ("max_tokens", "checkpoint_every_n_steps", "early_stopping_patience", "validate_every_n_steps"):
         value = getattr(cfg, key)
         if value is not None and value < 1:
             raise ConfigError(f"trainer.{key} must be >= 1 or null, got {value}")

@@ -252,7 +252,7 @@ class LearnedTokenizer(Tokenizer):
         if not lines:
             return [], np.zeros(0, dtype=np.int64)
         number: defaultdict[str, int] = defaultdict(itertools.count().__next__)
-        units = _UNIT.findall("\n".join(lines) + ("\n" if line_ends else ""))
+        units = self._text_units(lines, line_ends)
         which = np.fromiter(map(number.__getitem__, units), dtype=np.int64, count=len(units))
         memo = self._unit_memo
         if len(memo) > _UNIT_MEMO_SIZE:
@@ -261,6 +261,10 @@ class LearnedTokenizer(Tokenizer):
         for unit, encoding in zip(new, self._model().encode_batch(new, add_special_tokens=False)):
             memo[unit] = self._unit_tokens(unit, encoding)
         return [memo[u] for u in number], which
+
+    def _text_units(self, lines: list[str], line_ends: bool) -> list[str]:
+        """The units `_units` encodes one by one (see `_UNIT`), line ends among them."""
+        return _UNIT.findall("\n".join(lines) + ("\n" if line_ends else ""))
 
     def _unit_tokens(self, unit: str, encoding: Any) -> tuple[str, ...]:
         if unit == "\n":

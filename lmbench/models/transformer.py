@@ -38,9 +38,15 @@ from lmbench.models.embedding import Embedding
 from lmbench.models.heads import build_head, planned_head
 from lmbench.models.neural import NeuralLM, Planned
 from lmbench.models.regularization import Dropout
-from lmbench.models.transformer_blocks import MLPS, NORMS, Block, make_norm, sinusoidal_table, swiglu_hidden
+from lmbench.models.transformer_blocks import (
+    ROPE_BASE,
+    Block,
+    check_options,
+    make_norm,
+    sinusoidal_table,
+    swiglu_hidden,
+)
 
-POSITIONS = ("learned", "sinusoidal", "rope")
 # Scored positions per scoring call, at least: `score` runs this many // stride windows at once
 # even when the evaluator's batch is smaller (eval_throughput.py, |V| = 10k: 64 windows of
 # context 35, stride 17, at once score 1.39x faster than 10).
@@ -58,34 +64,6 @@ def sliding_windows(n_tokens: int, context: int, stride: int) -> tuple[np.ndarra
     ends = np.append(np.arange(min(context, n_tokens), n_tokens, stride), n_tokens)
     starts = np.maximum(ends - context, 0)
     return starts, ends
-
-
-def check_options(
-    n_layer: int, n_head: int, d_model: int, d_ff: int, dropout: float, context: int, positions: str, norm: str,
-    mlp: str, n_kv_head: int | None,
-) -> None:
-    """A `ConfigError` naming the first of the model's options that cannot be built."""
-    if min(n_layer, n_head, d_model, d_ff, context) < 1:
-        raise ConfigError("model.n_layer, n_head, d_model, d_ff and context must be >= 1")
-    if d_model % n_head:
-        raise ConfigError(f"model.d_model={d_model} must be divisible by model.n_head={n_head}")
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
-    if positions not in POSITIONS:
-        raise ConfigError(f"model.positions={positions!r} is not one of {', '.join(POSITIONS)}")
-    if positions == "sinusoidal" and d_model % 2:
-        raise ConfigError(f"model.positions=sinusoidal needs an even model.d_model, got {d_model}")
-    if positions == "rope" and (d_model // n_head) % 2:
-        raise ConfigError(
-            f"model.positions=rope needs an even head size, got d_model / n_head = {d_model // n_head}"
-        )
-    if norm not in NORMS:
-        raise ConfigError(f"model.norm={norm!r} is not one of {', '.join(NORMS)}")
-    if mlp not in MLPS:
-        raise ConfigError(f"model.mlp={mlp!r} is not one of {', '.join(MLPS)}")
-    kv_heads = n_head if n_kv_head is None else n_kv_head
-    if kv_heads < 1 or n_head % kv_heads:
-        raise ConfigError(f"model.n_kv_head={n_kv_head} must be >= 1 and divide model.n_head={n_head}")
 
 
 class TransformerLM(NeuralLM):
@@ -111,10 +89,15 @@ class TransformerLM(NeuralLM):
         bias: bool = True,  # false: no biases in the blocks and norms (the output head keeps its own)
         n_kv_head: int | None = None,  # key/value heads (grouped-query attention); null: n_head
         qk_norm: bool = False,  # RMS-normalize each head's queries and keys
+        # What a pretrained checkpoint fixes (models/hf_checkpoint.py); the defaults are the above's:
+        head_dim: int | None = None,  # null: d_model // n_head
+        rope_theta: float = ROPE_BASE,  # the rotary frequency base
+        norm_eps: float | None = None,  # null: 1e-5 (LayerNorm), 1e-6 (RMSNorm)
+        gelu_approximate: bool = False,  # GELU's tanh form (GPT-2's gelu_new)
+        mlp_hidden: int | None = None,  # SwiGLU's hidden size; null: swiglu_hidden(d_ff)
     ):
         super().__init__(vocab_size, eos_id)
-        check_options(n_layer, n_head, d_model, d_ff, dropout, context, positions, norm, mlp, n_kv_head)
-        kv_heads = n_head if n_kv_head is None else n_kv_head
+        check_options(n_layer, n_head, d_model, d_ff, dropout, context, positions, norm, mlp, n_kv_head, head_dim)
         stride = max(1, context // 2) if eval_stride is None else eval_stride
         if not 1 <= stride <= context:
             raise ConfigError(f"model.eval_stride must be in [1, context={context}] or null, got {eval_stride}")
@@ -123,6 +106,8 @@ class TransformerLM(NeuralLM):
         self.tie_embeddings, self.eval_stride, self.init_scale = tie_embeddings, eval_stride, init_scale
         self.stride = stride
         self.norm, self.mlp, self.bias, self.n_kv_head, self.qk_norm = norm, mlp, bias, n_kv_head, qk_norm
+        self.head_dim, self.rope_theta, self.norm_eps = head_dim, rope_theta, norm_eps
+        self.gelu_approximate, self.mlp_hidden = gelu_approximate, mlp_hidden
         self._generation_fns = None  # (prefill, step) of `CachedStepper`, traced on first use
 
         normal = keras.initializers.RandomNormal(0.0, init_scale)
@@ -132,17 +117,8 @@ class TransformerLM(NeuralLM):
         elif positions == "sinusoidal":
             self.position_table = tf.constant(sinusoidal_table(context, d_model))
         self.drop = Dropout(dropout)
-        # GPT-2: scale the layers that write into the residual stream by 1/sqrt(2 n_layer), so the
-        # stream's variance at init does not grow with depth.
-        out_scale = init_scale / math.sqrt(2 * n_layer)
-        self.blocks = [
-            Block(
-                d_model, n_head, d_ff, dropout, init_scale, out_scale, n_kv_head=kv_heads, norm=norm, mlp=mlp,
-                bias=bias, qk_norm=qk_norm, rope_length=context if positions == "rope" else 0,
-            )
-            for _ in range(n_layer)
-        ]
-        self.final_norm = make_norm(norm, bias)
+        self.blocks = [self._block() for _ in range(n_layer)]
+        self.final_norm = make_norm(norm, bias, norm_eps)
         self.output_head = build_head(
             head,
             owner=self,
@@ -152,18 +128,31 @@ class TransformerLM(NeuralLM):
             kernel_initializer=normal,
         )
 
+    def _block(self) -> Block:
+        # GPT-2: scale the layers that write into the residual stream by 1/sqrt(2 n_layer), so the
+        # stream's variance at init does not grow with depth.
+        out_scale = self.init_scale / math.sqrt(2 * self.n_layer)
+        return Block(
+            self.d_model, self.n_head, self.d_ff, self.dropout_rate, self.init_scale, out_scale,
+            n_kv_head=self.n_kv_head or self.n_head, norm=self.norm, mlp=self.mlp, bias=self.bias,
+            qk_norm=self.qk_norm, rope_length=self.context if self.positions == "rope" else 0, head_dim=self.head_dim,
+            rope_theta=self.rope_theta, norm_eps=self.norm_eps, gelu_approximate=self.gelu_approximate,
+            mlp_hidden=self.mlp_hidden,
+        )
+
     @classmethod
     def planned(cls, options: dict, batch: int, steps: int, compute_bytes: int = 4) -> Planned:
         """Per block two norms, the QKV and output projections and the MLP; kept per block: about
         8 d + 2 d_ff values a token and the attention scores and weights, 2 x heads x steps² a window."""
         vocab, d, d_ff, layers = options["vocab_size"], options["d_model"], options["d_ff"], options["n_layer"]
         bias, heads = options.get("bias", True), options["n_head"]
-        kv_heads, head_dim = options.get("n_kv_head") or heads, d // heads
+        kv_heads, head_dim = options.get("n_kv_head") or heads, options.get("head_dim") or d // heads
         norm = d if options.get("norm", "layernorm") == "rmsnorm" or not bias else 2 * d  # scale (+ shift)
         qkv = (heads + 2 * kv_heads) * head_dim
-        hidden = swiglu_hidden(d_ff) if options.get("mlp", "gelu") == "swiglu" else d_ff
+        hidden = (options.get("mlp_hidden") or swiglu_hidden(d_ff)) if options.get("mlp", "gelu") == "swiglu" else d_ff
         mlp_in = 2 * hidden if options.get("mlp", "gelu") == "swiglu" else hidden  # SwiGLU: gate and value
-        block = 2 * norm + d * qkv + d * d + d * mlp_in + hidden * d + (2 * head_dim if options.get("qk_norm") else 0)
+        block = 2 * norm + d * qkv + heads * head_dim * d + d * mlp_in + hidden * d
+        block += 2 * head_dim if options.get("qk_norm") else 0
         block += (qkv + d + mlp_in + d) if bias else 0
         positions = options["context"] * d if options["positions"] == "learned" else 0
         tokens = batch * steps
@@ -264,10 +253,11 @@ class TransformerLM(NeuralLM):
         if not 1 <= t <= self.context:
             raise ValueError(f"context must be in [1, model.context={self.context}], got {context}")
         d = self.d_model
-        kv = self.blocks[0].attn.n_kv_head * (d // self.n_head)
-        mlp = 3 * swiglu_hidden(self.d_ff) if self.mlp == "swiglu" else 2 * self.d_ff
-        projections = 2.0 * (d * (d + 2 * kv) + d * d) + 2.0 * d * mlp
-        attention = 2.0 * 2 * t * d
+        attn = self.blocks[0].attn
+        q, kv = self.n_head * attn.head_dim, attn.n_kv_head * attn.head_dim
+        mlp = 3 * self.blocks[0].hidden if self.mlp == "swiglu" else 2 * self.d_ff
+        projections = 2.0 * (d * (q + 2 * kv) + q * d) + 2.0 * d * mlp
+        attention = 2.0 * 2 * t * q
         return self.n_layer * (projections + attention)
 
     def scoring_flops_per_token(self) -> float:
@@ -324,26 +314,13 @@ class TransformerLM(NeuralLM):
 
     def get_config(self) -> dict:
         # Not NeuralLM's: eval_window (its recurrent scoring chunk) has no meaning here.
-        return {
-            "vocab_size": self.vocab_size,
-            "eos_id": self.eos_id,
-            "n_layer": self.n_layer,
-            "n_head": self.n_head,
-            "d_model": self.d_model,
-            "d_ff": self.d_ff,
-            "dropout": self.dropout_rate,
-            "context": self.context,
-            "positions": self.positions,
-            "tie_embeddings": self.tie_embeddings,
-            "eval_stride": self.eval_stride,
-            "init_scale": self.init_scale,
-            "head": self.output_head.options(),
-            "norm": self.norm,
-            "mlp": self.mlp,
-            "bias": self.bias,
-            "n_kv_head": self.n_kv_head,
-            "qk_norm": self.qk_norm,
-        }
+        keys = (
+            "vocab_size", "eos_id", "n_layer", "n_head", "d_model", "d_ff", "context", "positions", "tie_embeddings",
+            "eval_stride", "init_scale", "norm", "mlp", "bias", "n_kv_head", "qk_norm", "head_dim", "rope_theta",
+            "norm_eps", "gelu_approximate", "mlp_hidden",
+        )
+        return {**{key: getattr(self, key) for key in keys}, "dropout": self.dropout_rate,
+                "head": self.output_head.options()}
 
 
 class WindowStepper:

@@ -4,19 +4,25 @@ pre-norm residual block that holds them. `models/transformer.py` stacks them int
 
 The defaults build GPT-2's block exactly as before these options existed (same layers, same
 attribute names, so the same saved weights): learned or sinusoidal positions added to the input,
-LayerNorm, a GELU MLP, biases everywhere, as many key/value heads as query heads.
+LayerNorm, a GELU MLP, biases everywhere, as many key/value heads as query heads. What a pretrained
+checkpoint fixes besides (models/hf_checkpoint.py) is an option too, its default the old behaviour:
+`norm_eps`, `rope_theta`, `gelu_approximate` (GPT-2's tanh form), `head_dim` (other than
+d_model / n_head) and `mlp_hidden` (the SwiGLU width as given, not derived from d_ff).
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from lmbench.errors import ConfigError
 from lmbench.models.regularization import Dropout
 
+POSITIONS = ("learned", "sinusoidal", "rope")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
 ROPE_BASE = 10000.0  # RoFormer's and Llama's frequency base
@@ -40,10 +46,10 @@ def sinusoidal_table(length: int, dim: int) -> np.ndarray:
     return table
 
 
-def rope_tables(length: int, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
+def rope_tables(length: int, head_dim: int, base: float = ROPE_BASE) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin of RoPE's rotation angles (Su et al. 2021), [length, head_dim / 2]: dimension
-    pair i of position t turns by t * ROPE_BASE^(-2i / head_dim)."""
-    inv_freq = ROPE_BASE ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    pair i of position t turns by t * base^(-2i / head_dim)."""
+    inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     angles = np.arange(length, dtype=np.float64)[:, None] * inv_freq[None, :]
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
@@ -58,12 +64,40 @@ def apply_rope(x, cos, sin):
     return tf.concat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
 
 
-def make_norm(kind: str, bias: bool):
+def check_options(
+    n_layer: int, n_head: int, d_model: int, d_ff: int, dropout: float, context: int, positions: str, norm: str,
+    mlp: str, n_kv_head: int | None, head_dim: int | None = None,
+) -> None:
+    """A `ConfigError` naming the first of the Transformer's options that cannot be built."""
+    if min(n_layer, n_head, d_model, d_ff, context) < 1 or (head_dim is not None and head_dim < 1):
+        raise ConfigError("model.n_layer, n_head, d_model, d_ff, context (and head_dim if set) must be >= 1")
+    if head_dim is None and d_model % n_head:
+        raise ConfigError(f"model.d_model={d_model} must be divisible by model.n_head={n_head}")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
+    if positions not in POSITIONS:
+        raise ConfigError(f"model.positions={positions!r} is not one of {', '.join(POSITIONS)}")
+    if positions == "sinusoidal" and d_model % 2:
+        raise ConfigError(f"model.positions=sinusoidal needs an even model.d_model, got {d_model}")
+    size = d_model // n_head if head_dim is None else head_dim
+    if positions == "rope" and size % 2:
+        raise ConfigError(f"model.positions=rope needs an even head size, got {size}")
+    if norm not in NORMS:
+        raise ConfigError(f"model.norm={norm!r} is not one of {', '.join(NORMS)}")
+    if mlp not in MLPS:
+        raise ConfigError(f"model.mlp={mlp!r} is not one of {', '.join(MLPS)}")
+    kv_heads = n_head if n_kv_head is None else n_kv_head
+    if kv_heads < 1 or n_head % kv_heads:
+        raise ConfigError(f"model.n_kv_head={n_kv_head} must be >= 1 and divide model.n_head={n_head}")
+
+
+def make_norm(kind: str, bias: bool, eps: float | None = None):
     """The block's norm: LayerNorm (with its shift unless bias=False) or RMSNorm (Zhang & Sennrich
-    2019: a scale only), both in float32 under a bfloat16 policy (Keras computes them so)."""
+    2019: a scale only), both in float32 under a bfloat16 policy (Keras computes them so). `eps`:
+    the variance's epsilon; None: 1e-6 for RMSNorm, 1e-5 for LayerNorm."""
     if kind == "rmsnorm":
-        return keras.layers.RMSNormalization(epsilon=1e-6)
-    return keras.layers.LayerNormalization(epsilon=1e-5, center=bias)
+        return keras.layers.RMSNormalization(epsilon=1e-6 if eps is None else eps)
+    return keras.layers.LayerNormalization(epsilon=1e-5 if eps is None else eps, center=bias)
 
 
 class CausalSelfAttention(keras.layers.Layer):
@@ -75,19 +109,22 @@ class CausalSelfAttention(keras.layers.Layer):
     `n_kv_head` < `n_head` is grouped-query attention (Ainslie et al. 2023): each group of
     n_head / n_kv_head query heads shares one key/value head, so the projection is
     (n_head + 2 n_kv_head) x head_dim wide. `rope_length` > 0 rotates queries and keys by their
-    positions (up to that many); `qk_norm` RMS-normalizes each head's queries and keys.
+    positions (up to that many, frequency base `rope_theta`); `qk_norm` RMS-normalizes each head's
+    queries and keys. `head_dim` (None: d_model / n_head) sets the width of every head.
     """
 
     def __init__(
         self, d_model: int, n_head: int, dropout: float, init_scale: float, out_scale: float,
-        n_kv_head: int | None = None, bias: bool = True, qk_norm: bool = False, rope_length: int = 0, **kwargs,
+        n_kv_head: int | None = None, bias: bool = True, qk_norm: bool = False, rope_length: int = 0,
+        head_dim: int | None = None, rope_theta: float = ROPE_BASE, **kwargs,
     ):
         super().__init__(**kwargs)
         self.d_model, self.n_head, self.dropout = d_model, n_head, dropout
         self.init_scale, self.out_scale = init_scale, out_scale
         self.n_kv_head = n_head if n_kv_head is None else n_kv_head
         self.bias, self.qk_norm, self.rope_length = bias, qk_norm, rope_length
-        self.head_dim = d_model // n_head
+        self.head_dim = d_model // n_head if head_dim is None else head_dim
+        self.rope_theta = rope_theta
         width = (n_head + 2 * self.n_kv_head) * self.head_dim
         self.qkv = keras.layers.Dense(
             width, use_bias=bias, kernel_initializer=keras.initializers.RandomNormal(0.0, init_scale)
@@ -101,7 +138,7 @@ class CausalSelfAttention(keras.layers.Layer):
             self.q_norm = keras.layers.RMSNormalization(epsilon=1e-6)
             self.k_norm = keras.layers.RMSNormalization(epsilon=1e-6)
         if rope_length:
-            cos, sin = rope_tables(rope_length, self.head_dim)
+            cos, sin = rope_tables(rope_length, self.head_dim, rope_theta)
             self.rope_cos, self.rope_sin = tf.constant(cos), tf.constant(sin)
 
     def heads(self, x, start=0):
@@ -136,7 +173,7 @@ class CausalSelfAttention(keras.layers.Layer):
         if groups > 1:
             weights = tf.reshape(weights, (batch, self.n_kv_head, groups * length, -1))
         y = tf.reshape(tf.matmul(weights, v), (batch, self.n_head, length, self.head_dim))
-        y = tf.reshape(tf.transpose(y, (0, 2, 1, 3)), (batch, length, self.d_model))
+        y = tf.reshape(tf.transpose(y, (0, 2, 1, 3)), (batch, length, self.n_head * self.head_dim))
         return self.resid_drop(self.out(y), training=training)
 
     def call(self, x, training=False):
@@ -172,6 +209,7 @@ class CausalSelfAttention(keras.layers.Layer):
             "d_model": self.d_model, "n_head": self.n_head, "dropout": self.dropout,
             "init_scale": self.init_scale, "out_scale": self.out_scale, "n_kv_head": self.n_kv_head,
             "bias": self.bias, "qk_norm": self.qk_norm, "rope_length": self.rope_length,
+            "head_dim": self.head_dim, "rope_theta": self.rope_theta,
         }
 
 
@@ -179,30 +217,34 @@ class Block(keras.layers.Layer):
     """Pre-norm residual block: x + attn(norm(x)), then x + MLP(norm(x)).
 
     The MLP is GELU(x W1) W2 (GPT-2), or SwiGLU (Shazeer 2020): (silu(x Wg) * x Wu) W2 with
-    `swiglu_hidden(d_ff)` columns, Wg and Wu fused into `fc` (one GEMM)."""
+    `mlp_hidden` columns (None: `swiglu_hidden(d_ff)`), Wg and Wu fused into `fc` (one GEMM). GELU is
+    exact (erf) unless `gelu_approximate` (tanh form, GPT-2's `gelu_new`). `norm_eps`: see make_norm."""
 
     def __init__(
         self, d_model: int, n_head: int, d_ff: int, dropout: float, init_scale: float, out_scale: float,
         n_kv_head: int | None = None, norm: str = "layernorm", mlp: str = "gelu", bias: bool = True,
-        qk_norm: bool = False, rope_length: int = 0, **kwargs,
+        qk_norm: bool = False, rope_length: int = 0, head_dim: int | None = None, rope_theta: float = ROPE_BASE,
+        norm_eps: float | None = None, gelu_approximate: bool = False, mlp_hidden: int | None = None, **kwargs,
     ):
         super().__init__(**kwargs)
         self.d_model, self.n_head, self.d_ff, self.dropout = d_model, n_head, d_ff, dropout
         self.init_scale, self.out_scale = init_scale, out_scale
         self.norm, self.mlp, self.bias = norm, mlp, bias
-        self.ln1 = make_norm(norm, bias)
+        self.norm_eps, self.gelu_approximate = norm_eps, gelu_approximate
+        self.ln1 = make_norm(norm, bias, norm_eps)
         self.attn = CausalSelfAttention(
             d_model, n_head, dropout, init_scale, out_scale, n_kv_head=n_kv_head, bias=bias, qk_norm=qk_norm,
-            rope_length=rope_length,
+            rope_length=rope_length, head_dim=head_dim, rope_theta=rope_theta,
         )
-        self.ln2 = make_norm(norm, bias)
+        self.ln2 = make_norm(norm, bias, norm_eps)
         normal = keras.initializers.RandomNormal(0.0, init_scale)
         if mlp == "swiglu":
-            self.hidden = swiglu_hidden(d_ff)
+            self.hidden = swiglu_hidden(d_ff) if mlp_hidden is None else mlp_hidden
             self.fc = keras.layers.Dense(2 * self.hidden, use_bias=bias, kernel_initializer=normal)
         else:
             self.hidden = d_ff
-            self.fc = keras.layers.Dense(d_ff, activation="gelu", use_bias=bias, kernel_initializer=normal)
+            gelu = partial(keras.activations.gelu, approximate=True) if gelu_approximate else "gelu"
+            self.fc = keras.layers.Dense(d_ff, activation=gelu, use_bias=bias, kernel_initializer=normal)
         self.proj = keras.layers.Dense(
             d_model, use_bias=bias, kernel_initializer=keras.initializers.RandomNormal(0.0, out_scale)
         )
@@ -237,5 +279,6 @@ class Block(keras.layers.Layer):
             "d_model": self.d_model, "n_head": self.n_head, "d_ff": self.d_ff, "dropout": self.dropout,
             "init_scale": self.init_scale, "out_scale": self.out_scale, "n_kv_head": self.attn.n_kv_head,
             "norm": self.norm, "mlp": self.mlp, "bias": self.bias, "qk_norm": self.attn.qk_norm,
-            "rope_length": self.attn.rope_length,
+            "rope_length": self.attn.rope_length, "head_dim": self.attn.head_dim, "rope_theta": self.attn.rope_theta,
+            "norm_eps": self.norm_eps, "gelu_approximate": self.gelu_approximate, "mlp_hidden": self.hidden,
         }

@@ -46,7 +46,7 @@ class CountingRun:
         np.random.seed(cfg.seed)
         return None
 
-    def source_tokenizer(self, tokenizer, source):
+    def source_tokenizer(self, tokenizer, source, cfg: DictConfig):
         return tokenizer
 
     def own_folder(self, output_dir: Path) -> Path:

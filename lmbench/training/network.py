@@ -20,7 +20,7 @@ import keras
 from omegaconf import DictConfig
 
 from lmbench import names
-from lmbench.artifacts import finetune
+from lmbench.artifacts import finetune, pretrained
 from lmbench.config import TrainerConfig, check_target
 from lmbench.data.batching import as_streams
 from lmbench.data.types import CorpusData, Split
@@ -64,6 +64,10 @@ class NetworkTrainer(Trainer):
             self.check(model, data)
         if optimizer is None:
             raise ValueError("Trainer.fit: a network needs an optimizer (steps.build_optimizer)")
+        if self.cfg.max_steps == 0:  # zero-shot (a pretrained checkpoint): the network scored as it is
+            result = FitResult(stop_reason="max_steps")
+            result.best_valid = self._validate(model, data, 0, result)
+            return result
         loop = NeuralLoop(
             model, data, optimizer, self.cfg, self.tracker, self.checkpoint_dir, self._validate, self._evaluate,
             self.observer, self.seed,
@@ -84,10 +88,11 @@ class NetworkRun(CountingRun):
         distributed.configure(cfg.trainer, counting=distributed.counted(cfg))  # an n-gram: no strategy
 
     def adopt_source(self, cfg: DictConfig, uri: str) -> tuple[DictConfig, finetune.Source | None]:
-        if not cfg.trainer.init_from:
-            return cfg, None
-        source = finetune.load_source(cfg.trainer.init_from, uri, default_cache_dir(cfg.cache_dir))
-        return finetune.adopt_source_configs(cfg, source), source
+        source = None
+        if cfg.trainer.init_from:
+            source = finetune.load_source(cfg.trainer.init_from, uri, default_cache_dir(cfg.cache_dir))
+            cfg = finetune.adopt_source_configs(cfg, source)
+        return pretrained.adopt_folder_tokenizer(cfg), source  # model=pretrained: the folder's tokenizer.json
 
     def check_optimizer(self, optimizer_cfg: DictConfig) -> None:
         check_target(optimizer_cfg, "optimizer", supplied=("global_clipnorm",))
@@ -98,9 +103,12 @@ class NetworkRun(CountingRun):
         keras.utils.set_random_seed(cfg.seed)
         return policy
 
-    def source_tokenizer(self, tokenizer, source: finetune.Source | None):
-        """A learned tokenizer is the source's trained one, not trained again."""
-        return tokenizer if source is None else finetune.source_tokenizer(tokenizer, source)
+    def source_tokenizer(self, tokenizer, source: finetune.Source | None, cfg: DictConfig):
+        """A learned tokenizer is the source's trained one, not trained again; model=pretrained's is
+        the folder's tokenizer.json, unless a source's was read."""
+        if source is not None:
+            tokenizer = finetune.source_tokenizer(tokenizer, source)
+        return pretrained.folder_tokenizer(tokenizer, cfg)
 
     def own_folder(self, output_dir: Path) -> Path:
         return distributed.own_folder(output_dir)  # a worker's (not the chief's) files: its own folder

@@ -28,6 +28,8 @@ class FitResult:
 
     def how_long(self) -> str:
         """What was trained, in words: "counted", "2 epochs (1,326 steps)", "30% of epoch 1 (400 steps)"."""
+        if not self.steps and self.stop_reason == "max_steps":
+            return "not trained (trainer.max_steps=0)"
         if not self.steps or not self.steps_per_epoch:
             return "counted"
         full, rest = divmod(self.steps, self.steps_per_epoch)

@@ -1,7 +1,7 @@
 """One run, from a composed config to a finished MLflow run, in five stages:
 
-    prepare   the config as it will run: a fine-tune's source adopted, `_target_` keys checked,
-              precision and seed set
+    prepare   the config as it will run: a fine-tune's source (or a checkpoint's tokenizer) adopted,
+              `_target_` keys checked, precision and seed set
     build     tokenizer, token ids (cached), model, optimizer; impossible set-ups refused; the
               checkpoint to resume from, or a fine-tune's starting weights
     open_run  the MLflow run started (or resumed) with its tags and parameters
@@ -175,7 +175,7 @@ def run_kind(cfg: DictConfig) -> CountingRun:
 
 def build(plan: Plan, output_dir: Path, observer: ValidationObserver | None = None) -> Built:
     cfg, source, kind = plan.cfg, plan.source, plan.kind
-    tokenizer = kind.source_tokenizer(build_tokenizer(cfg.tokenizer), source)
+    tokenizer = kind.source_tokenizer(build_tokenizer(cfg.tokenizer), source, cfg)
     data = load_corpus(
         cfg.dataset,
         tokenizer,
