@@ -72,3 +72,15 @@ def tracking_server(postgres, tmp_path_factory) -> Iterator[MlflowServer]:
 
     with mlflow_server(postgres.uri("mlflow"), tmp_path_factory.mktemp("server") / "artifacts") as server:
         yield server
+
+
+# The longest files start first. pytest-xdist hands out whole files (`--dist loadfile`) in this
+# order as workers free up, so a long file handed out last keeps one core busy while the other
+# idles (the tracking files, alphabetically last, ended the 2026-12-07 run on one worker).
+LONG_FILES = ("test_packaging.py", "test_distributed.py", "test_sweep.py", "test_tracking_server.py",
+              "test_resume.py", "test_search.py", "test_tracking_auth.py", "test_use.py", "test_families.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
