@@ -140,6 +140,7 @@ def test_a_single_run_from_an_unrelated_folder(installed):
     assert not (elsewhere / "mlflow.db").exists()
 
 
+@pytest.mark.slow  # 6 min on 2 Zen 1 cores, a sixth of the suite; the single run above covers the wheel
 @pytest.mark.corpus
 @needs_ptb
 def test_the_main_job_from_an_unrelated_folder(installed):
