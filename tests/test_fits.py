@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import lmbench, only_run, tiny_cfg
+from helpers import lmbench, only_run, tiny_cfg, write_tiny_checkpoint
 from mlflow import MlflowClient
 
 from lmbench.errors import ConfigError
@@ -56,6 +56,19 @@ def test_the_estimate_counts_optimizer_slots_and_precision(tmp_path):
     assert adam.weights == 4 * params and adam.casts == 0 and bf16.casts == 2 * adam.planned.dense
     assert bf16.activations * 2 == adam.activations  # bfloat16 activations: half the bytes
     assert memory.estimate(tiny_cfg(tmp_path, model=("model=ngram",)), 1000, "float32") is None
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_a_pretrained_checkpoint_is_planned_from_its_config_json_exactly(tmp_path, kind):
+    """model=pretrained is a factory, not a class: its plan is TransformerLM's with the options
+    config.json gives, and counts the parameters of the model the factory builds."""
+    from lmbench.models.hf_checkpoint import pretrained
+
+    folder = write_tiny_checkpoint(tmp_path / kind, kind, vocab_size=300)
+    cfg = tiny_cfg(tmp_path, model=("model=pretrained", f"model.path={folder}"))
+    found = memory.estimate(cfg, 300, "float32")
+    built = pretrained(300, 0, str(folder))
+    assert found is not None and found.planned.params == built.num_params() > 0
 
 
 def test_a_model_that_cannot_fit_is_refused_at_once_with_the_figures(tmp_path):

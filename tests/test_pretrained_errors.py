@@ -26,6 +26,13 @@ def other_tokenizer_size(folder: Path) -> None:
     tiny_tokenizer(290).save(str(folder / "tokenizer.json"))
 
 
+def too_wide_for_this_machine(folder: Path) -> None:
+    """config.json claims GPT-2 blocks 200,000 wide (about 1e12 parameters): the memory estimate,
+    planned from config.json alone, refuses it before the weights are read or a layer is built."""
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "n_embd": 200_000, "n_head": 4}))
+
+
 DAMAGES = {
     "unsupported model_type": (other_model_type, ["model_type 'bert'", "model_type gpt2", "model_type llama"]),
     "missing model.safetensors": (lambda f: (f / "model.safetensors").unlink(), ["has no model.safetensors"]),
@@ -33,6 +40,8 @@ DAMAGES = {
     "tokenizer of another size": (other_tokenizer_size, ["has 290 tokens", "embedding has 300 rows"]),
     "missing config.json": (lambda f: (f / "config.json").unlink(), ["has no config.json"]),
     "missing tokenizer.json": (lambda f: (f / "tokenizer.json").unlink(), ["has no readable tokenizer.json"]),
+    "too large for this machine": (too_wide_for_this_machine, ["the model cannot fit: training it needs at least",
+                                                                "parameters", "available"]),
 }
 
 

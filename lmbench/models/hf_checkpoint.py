@@ -163,6 +163,19 @@ def pretrained(
     return model
 
 
+def planned_model(vocab_size: int, config: dict[str, Any]) -> tuple[type[TransformerLM], dict[str, Any]]:
+    """The class and the full options `pretrained` builds for the model node `config`, from the
+    folder's config.json alone (no weights read): what the memory estimate plans before anything
+    is loaded, so that a checkpoint too large for the machine is refused with the figures."""
+    options = transformer_options(read_config(config["path"]))
+    options.update(context=config.get("context") or options["context"], dropout=config.get("dropout", 0.0),
+                   head=config.get("head"))
+    return TransformerLM, TransformerLM.options_of(vocab_size, options)
+
+
+pretrained.planned_model = planned_model  # read by training/memory.py: a factory that plans as a class
+
+
 def _named(config: dict[str, Any], tensors: dict[str, np.ndarray]):
     """A function from a tensor's name (GPT-2's without `transformer.`) to its array, or the
     ConfigError that names the missing one; "embedding" is the token table of either family."""

@@ -81,15 +81,19 @@ def optimizer_slots(optimizer_cfg: DictConfig) -> int:
 def estimate(cfg: DictConfig, vocab_size: int, policy: str) -> Estimate | None:
     """What training the network of `cfg.model` adds to the process, in bytes; None for a model
     that is no network (the n-gram) or a family that does not plan its memory."""
-    cls = get_object(cfg.model._target_)
-    if not (isinstance(cls, type) and issubclass(cls, NeuralLM)):
-        return None
+    target = get_object(cfg.model._target_)
     node = OmegaConf.to_container(cfg.model, resolve=True)  # less keys for Hydra or lmbench: _target_, _recipe_
     options = {k: v for k, v in node.items() if not (k.startswith("_") and k.endswith("_"))}
+    if isinstance(target, type) and issubclass(target, NeuralLM):
+        cls, options = target, target.options_of(vocab_size, options)
+    elif callable(getattr(target, "planned_model", None)):  # a factory of a network (model=pretrained)
+        cls, options = target.planned_model(vocab_size, options)
+    else:
+        return None
     bf16 = policy == "mixed_bfloat16"
     try:
-        planned = cls.planned(cls.options_of(vocab_size, options), int(cfg.trainer.batch_size),
-                              int(cfg.trainer.bptt), compute_bytes=2 if bf16 else 4)
+        planned = cls.planned(options, int(cfg.trainer.batch_size), int(cfg.trainer.bptt),
+                              compute_bytes=2 if bf16 else 4)
     except NotImplementedError:
         return None
     tokens_read = int(cfg.trainer.batch_size) * int(cfg.trainer.bptt)
