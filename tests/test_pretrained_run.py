@@ -79,6 +79,13 @@ def test_a_checkpoint_scored_zero_shot_then_fine_tuned_on_ptb(tmp_path):
                   "--seed", "1", module="lmbench.cli.generate")
     assert out.stdout.startswith("the company said") and len(out.stdout.strip()) > len("the company said") + 10
 
+    import mlflow  # the MLflow model scores as the run did: the folder's tokenizer and the fine-tuned weights
+
+    mlflow.set_tracking_uri(uri)
+    row = mlflow.pyfunc.load_model(f"runs:/{second.info.run_id}/model").predict([paths["test"].read_text()]).iloc[0]
+    assert row["n_tokens"] == second.data.metrics["test/tokens"]
+    assert row["bpc"] == pytest.approx(tuned["test/bpc"], rel=1e-6)
+
 
 def test_a_sharded_checkpoint_reads_as_its_single_file(tmp_path):
     """The shards `model.safetensors.index.json` lists hold the same tensors as the one file."""
