@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import mlflow
 import pytest
 from helpers import run_cli, write_tiny_checkpoint
 from hydra import compose, initialize_config_dir
@@ -79,8 +80,7 @@ def test_a_checkpoint_scored_zero_shot_then_fine_tuned_on_ptb(tmp_path):
                   "--seed", "1", module="lmbench.cli.generate")
     assert out.stdout.startswith("the company said") and len(out.stdout.strip()) > len("the company said") + 10
 
-    import mlflow  # the MLflow model scores as the run did: the folder's tokenizer and the fine-tuned weights
-
+    # The MLflow model scores as the run did: the folder's tokenizer and the fine-tuned weights.
     mlflow.set_tracking_uri(uri)
     row = mlflow.pyfunc.load_model(f"runs:/{second.info.run_id}/model").predict([paths["test"].read_text()]).iloc[0]
     assert row["n_tokens"] == second.data.metrics["test/tokens"]

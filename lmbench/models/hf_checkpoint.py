@@ -136,40 +136,48 @@ def _llama_options(c: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def checkpoint_options(
+    path: str, context: int | None = None, eval_stride: int | None = None, dropout: float = 0.0,
+    head: dict | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The folder's config.json and the `TransformerLM` options it gives with the run's settings
+    (no weights read). `context`: the longest window, at most the checkpoint's (null: the checkpoint's)."""
+    config = read_config(path)
+    options = transformer_options(config)
+    longest = options["context"]
+    if context is not None and not 1 <= context <= longest:
+        raise ConfigError(f"model.context={context} must be in [1, {longest}] (the checkpoint's context) or null")
+    if (head or {}).get("kind", "full") != "full":
+        raise ConfigError("model=pretrained needs model/head=full: the checkpoint's output layer is a full softmax")
+    options.update(context=context or longest, eval_stride=eval_stride, dropout=dropout, head=head)
+    return config, options
+
+
 def pretrained(
     vocab_size: int, eos_id: int, path: str, context: int | None = None, eval_stride: int | None = None,
     dropout: float = 0.0, head: dict | None = None,
 ) -> TransformerLM:
     """The checkpoint in the folder `path` as a `TransformerLM` with its weights (`model=pretrained`'s
-    `_target_`). `context`: the longest window, at most the checkpoint's (null: the checkpoint's);
-    `vocab_size` comes from the run's vocabulary, the folder's tokenizer, and must be the embedding's."""
-    config = read_config(path)
-    options = transformer_options(config)
+    `_target_`; the options: `checkpoint_options`); `vocab_size` comes from the run's vocabulary, the
+    folder's tokenizer, and must be the embedding's."""
+    config, options = checkpoint_options(path, context, eval_stride, dropout, head)
     tensors = read_tensors(path)
-    longest = options["context"]
-    if context is not None and not 1 <= context <= longest:
-        raise ConfigError(f"model.context={context} must be in [1, {longest}] (the checkpoint's context) or null")
     table = _named(config, tensors)("embedding")
     if table.shape[0] != vocab_size:
         raise ConfigError(
             f"the tokenizer.json of model.path={path!r} has {vocab_size} tokens but the checkpoint's embedding "
             f"has {table.shape[0]} rows; the tokenizer must be the one the checkpoint was trained with"
         )
-    options.update(context=context or longest, eval_stride=eval_stride, dropout=dropout, head=head)
-    if (head or {}).get("kind", "full") != "full":
-        raise ConfigError("model=pretrained needs model/head=full: the checkpoint's output layer is a full softmax")
     model = TransformerLM(vocab_size=vocab_size, eos_id=eos_id, **options)
     load_weights(model, config, tensors)
     return model
 
 
-def planned_model(vocab_size: int, config: dict[str, Any]) -> tuple[type[TransformerLM], dict[str, Any]]:
-    """The class and the full options `pretrained` builds for the model node `config`, from the
-    folder's config.json alone (no weights read): what the memory estimate plans before anything
-    is loaded, so that a checkpoint too large for the machine is refused with the figures."""
-    options = transformer_options(read_config(config["path"]))
-    options.update(context=config.get("context") or options["context"], dropout=config.get("dropout", 0.0),
-                   head=config.get("head"))
+def planned_model(vocab_size: int, node: dict[str, Any]) -> tuple[type[TransformerLM], dict[str, Any]]:
+    """The class and the full options `pretrained` builds for the model node `node` (its arguments
+    but the vocabulary's), from config.json alone: what the memory estimate plans before anything is
+    loaded, so that a checkpoint too large for the machine is refused with the figures."""
+    _, options = checkpoint_options(**node)
     return TransformerLM, TransformerLM.options_of(vocab_size, options)
 
 
